@@ -1,0 +1,102 @@
+"""Map -> image: deterministic, fixed palette, fail dies never lost when downscaling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wafersage.encoding import FAIL, OFF, PASS
+from wafersage.errors import WaferSageError
+
+#: Fixed palette (RGB) per canonical value.
+PALETTE: dict[int, tuple[int, int, int]] = {
+    OFF: (255, 255, 255),
+    PASS: (70, 130, 180),
+    FAIL: (220, 30, 30),
+}
+_LUT = np.array([PALETTE[OFF], PALETTE[PASS], PALETTE[FAIL]], dtype=np.uint8)
+DEFAULT_SIZE = 96
+
+
+def check_size(size: int) -> int:
+    """Image sides must be positive multiples of 32 (the VLM's patch 16 merged 2x2)."""
+    if size <= 0 or size % 32:
+        raise WaferSageError(None, "render size must be a positive multiple of 32", f"got {size}")
+    return size
+
+
+def resample(m: np.ndarray, size: int) -> np.ndarray:
+    """Fit a canonical map into ``size`` x ``size`` keeping its aspect ratio, centred, padded with
+    off-wafer. Each pixel takes the max over the dies it covers (fail > pass > off), so a
+    one-die scratch survives downscaling; upscaling repeats dies (nearest)."""
+    r, c = m.shape
+    scale = size / max(r, c)
+    h, w = max(1, round(r * scale)), max(1, round(c * scale))
+    rs = np.floor(np.arange(h) * r / h).astype(np.intp)
+    cs = np.floor(np.arange(w) * c / w).astype(np.intp)
+    img = np.maximum.reduceat(np.maximum.reduceat(m, rs, axis=0), cs, axis=1)
+    out = np.full((size, size), OFF, dtype=np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = img
+    return out
+
+
+def render_map(m: np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
+    """The RGB image of a canonical map."""
+    return Image.fromarray(_LUT[resample(np.asarray(m, dtype=np.uint8), check_size(size))], mode="RGB")
+
+
+def read_npy_map(path: Path) -> np.ndarray:
+    """A canonical map from a .npy file (no pickles), validated."""
+    from wafersage.rawtable import check_map
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise WaferSageError(path, "file not found") from None
+    except (ValueError, OSError) as exc:
+        raise WaferSageError(path, "not a readable .npy array", str(exc).splitlines()[0]) from None
+    return check_map(arr, "canonical", path, None)
+
+
+def render_path(src: Path, dst: Path, size: int = DEFAULT_SIZE) -> list[Path]:
+    """Render one .npy map to a PNG, or a folder of them to a folder of PNGs (all checked first,
+    so a bad map leaves no output)."""
+    from wafersage.atomic import atomic_path
+
+    check_size(size)
+    if src.is_dir():
+        files = sorted(src.glob("*.npy"))
+        if not files:
+            raise WaferSageError(src, "no .npy maps in folder")
+        maps = [read_npy_map(f) for f in files]
+        with atomic_path(dst, directory=True) as tmp:
+            tmp.mkdir(parents=True, exist_ok=True)
+            for f, m in zip(files, maps, strict=True):
+                render_map(m, size).save(tmp / f"{f.stem}.png")
+        return [dst / f"{f.stem}.png" for f in files]
+    image = render_map(read_npy_map(src), size)
+    with atomic_path(dst) as tmp:
+        image.save(tmp, format="PNG")
+    return [dst]
+
+
+def gallery(
+    maps: list[np.ndarray], titles: list[str], size: int = DEFAULT_SIZE, ncols: int = 8
+) -> Image.Image:
+    """A grid of rendered maps with a caption under each (for MLflow and reports)."""
+    from PIL import ImageDraw
+
+    n = len(maps)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    cap = 14
+    sheet = Image.new("RGB", (ncols * (size + 4), nrows * (size + cap + 4)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (m, t) in enumerate(zip(maps, titles, strict=True)):
+        x, y = (i % ncols) * (size + 4), (i // ncols) * (size + cap + 4)
+        sheet.paste(render_map(m, size), (x, y))
+        draw.text((x + 2, y + size + 1), t[: size // 6], fill=(0, 0, 0))
+    return sheet
