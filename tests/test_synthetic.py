@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -155,3 +156,78 @@ def test_fail_fractions_plausible():
     first = df["true_labels"].map(lambda v: v[0]).to_numpy()
     assert np.median(ff[first == "none"]) < 0.25
     assert np.median(ff[first == "Near-full"]) > 0.75
+
+
+def test_generate_range_matches_generate(table):
+    cfg = SyntheticConfig(n_wafers=1500, seed=7)
+    part = synthetic.generate_range(cfg, 1490, 1600)  # clipped at n_wafers
+    assert len(part) == 10
+    assert part.reset_index(drop=True).equals(table.iloc[1490:].reset_index(drop=True))
+    assert len(synthetic.generate_range(cfg, 1600, 1700)) == 0
+
+
+def test_write_parquet_chunked_reads_back_like_write_raw(tmp_path):
+    from wafersage.rawtable import read_raw, write_raw
+
+    cfg = SyntheticConfig(n_wafers=230, seed=5)
+    timings: dict[str, float] = {}
+    assert synthetic.write_parquet_chunked(cfg, tmp_path / "c.parquet", chunk=100, timings=timings) == 230
+    assert set(timings) == {"generate_s", "write_s"}
+    write_raw(generate(cfg), tmp_path / "w.parquet")
+    chunked, whole = read_raw(tmp_path / "c.parquet"), read_raw(tmp_path / "w.parquet")
+    assert chunked.equals(whole)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "c.parquet").num_row_groups == 3
+    with pytest.raises(WaferSageError, match="no wafers"):
+        synthetic.write_parquet_chunked(SyntheticConfig(n_wafers=0), tmp_path / "z.parquet")
+    assert not (tmp_path / "z.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def clean_single():
+    df = generate(SyntheticConfig(n_wafers=3000, seed=11, noise_rate=0.0, mixed_fraction=0.0))
+    df["cls"] = df["true_labels"].map(lambda v: v[0])
+    df["side"] = np.sqrt(df["rows"] * df["cols"])
+    df["ff"] = map_stats(df)["fail_fraction"].to_numpy()
+    return df
+
+
+def test_class_sizes_follow_wm811k(clean_single):
+    med = clean_single.groupby("cls")["side"].median()
+    # WM-811K medians: none/Center ~26, Loc/Edge-Loc ~35, Scratch/Donut ~41, Edge-Ring ~53
+    assert 22 <= med["none"] <= 30 and 22 <= med["Center"] <= 30
+    assert 31 <= med["Loc"] <= 39 and 31 <= med["Edge-Loc"] <= 39
+    assert 36 <= med["Scratch"] <= 46 and 48 <= med["Edge-Ring"] <= 58
+    assert clean_single["side"].between(20, 80).all()
+    mixed = generate(SyntheticConfig(n_wafers=400, seed=2, mixed_fraction=1.0))
+    with_ring = mixed[mixed["true_labels"].map(lambda v: "Edge-Ring" in v)]
+    assert np.median(np.sqrt(with_ring["rows"] * with_ring["cols"])) > 45  # a mix takes the largest
+
+
+def test_background_falls_with_die_area(clean_single):
+    none = clean_single[clean_single["cls"] == "none"]
+    small, large = none[none["side"] <= 26]["ff"], none[none["side"] >= 40]["ff"]
+    assert len(small) > 50 and len(large) > 20
+    # WM-811K none maps: median fail fraction 0.165 below side 28, 0.056 at 40-60
+    assert 0.10 < small.median() < 0.22 and large.median() < 0.09
+    for raw, side in zip(none["pattern_params"], none["side"], strict=True):
+        bg = json.loads(raw)["background"]
+        ref = min(1.0, synthetic.BACKGROUND_REF_SIDE / side)
+        assert bg["fail_rate"] <= (1 - 0.78) * ref * ref + 1e-4
+        assert bg["edge_fail"] <= 0.4 * ref + 1e-4
+
+
+def test_loc_and_scratch_shapes(clean_single):
+    df = clean_single
+    for raw, cls, r, c in zip(df["pattern_params"], df["cls"], df["rows"], df["cols"], strict=True):
+        if cls not in ("Loc", "Scratch"):
+            continue
+        (p,) = json.loads(raw)["patterns"]
+        assert p["density"] >= 0.75  # compact, nearly solid clusters; continuous scratches
+        if cls == "Scratch":
+            assert 0.5 <= p["length"] <= 1.8
+            assert p["thickness"] <= 0.8 * 2.0 / max(r, c) + 1e-4  # at most 0.8 die pitch: 1-die lines
+            assert math.hypot(p["mid_x"], p["mid_y"]) <= 0.85 + 1e-3
+        else:
+            assert 0.2 - 1e-3 <= math.hypot(p["center_x"], p["center_y"]) <= 0.85 + 1e-3

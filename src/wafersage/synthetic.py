@@ -28,8 +28,10 @@ Geometry (shared with every later stage that computes attributes analytically):
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,6 +142,26 @@ BACKGROUND_SCALE: dict[str, float] = {
     "Random": 1.0,
     "Scratch": 0.55,
 }
+
+#: Die-grid size multiplier per class (a mixed map takes the largest): WM-811K's classes come from
+#: different products, e.g. median grid side 26 for ``none``/Center, 35 for Loc/Edge-Loc, 41 for
+#: Scratch/Donut, 53 for Edge-Ring (train_29 split), against the default ``size_median`` 29.
+CLASS_SIZE_SCALE: dict[str, float] = {
+    NONE: 0.9,
+    "Center": 0.9,
+    "Donut": 1.4,
+    "Edge-Loc": 1.2,
+    "Edge-Ring": 1.8,
+    "Loc": 1.2,
+    "Near-full": 1.15,
+    "Random": 1.2,
+    "Scratch": 1.4,
+}
+#: Grid side at which the drawn background rates apply as drawn. On larger grids (smaller dies)
+#: the random and centre fail rates fall with die area, ``(ref / side) ** 2``, and the edge rate
+#: with die pitch, ``ref / side`` (WM-811K ``none`` maps: median fail fraction 0.165 at side <28,
+#: 0.056 at 40-60, 0.027 above 60). Never raised above the drawn rate on smaller grids.
+BACKGROUND_REF_SIDE = 26.0
 
 #: Share of noisy single-pattern labels that become ``none`` (the rest: a confusable class).
 NOISE_TO_NONE = 0.2
@@ -284,10 +306,10 @@ def _center(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str, A
 
 
 def _donut(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str, Any]]:
-    r_in = rng.uniform(0.12, 0.38)
-    width = max(rng.uniform(0.18, 0.42), 1.5 * g.unit)
+    r_in = rng.uniform(0.15, 0.4)
+    width = max(rng.uniform(0.1, 0.3), 1.5 * g.unit)  # WM-811K donuts: thin, often broken rings
     dens = rng.uniform(0.55, 0.95)
-    coverage = 1.0 if rng.random() < 0.5 else rng.uniform(0.6, 1.0)
+    coverage = 1.0 if rng.random() < 0.4 else rng.uniform(0.5, 1.0)
     gap_at = rng.uniform(0, 2 * np.pi)
     mid = r_in + width / 2
     q = np.abs(g.r - mid) / (width / 2)
@@ -326,13 +348,13 @@ def _edge_loc(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str,
 
 
 def _loc(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str, Any]]:
-    rc = rng.uniform(0.15, 0.78)
+    rc = rng.uniform(0.2, 0.85)  # WM-811K Loc clusters sit mostly in the outer half
     at = rng.uniform(0, 2 * np.pi)
     cx, cy = rc * math.sin(at), -rc * math.cos(at)
-    a = max(rng.uniform(0.06, 0.22), 1.5 * g.unit)
+    a = max(rng.uniform(0.08, 0.28), 1.5 * g.unit)
     b = max(a * rng.uniform(0.45, 1.0), 1.2 * g.unit)
     orient = rng.uniform(0, np.pi)
-    dens = rng.uniform(0.45, 0.95)
+    dens = rng.uniform(0.75, 1.0)  # WM-811K Loc clusters are compact and nearly solid
     dx, dy = g.x - cx, g.y - cy
     c, s = math.cos(orient), math.sin(orient)
     q = ((dx * c + dy * s) / a) ** 2 + ((-dx * s + dy * c) / b) ** 2
@@ -354,14 +376,14 @@ def _random(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str, A
 
 
 def _scratch(rng: np.random.Generator, g: _Grid) -> tuple[np.ndarray, dict[str, Any]]:
-    rm = math.sqrt(rng.random()) * 0.75
+    rm = math.sqrt(rng.random()) * 0.85
     at = rng.uniform(0, 2 * np.pi)
     mx, my = rm * math.sin(at), -rm * math.cos(at)
     angle = rng.uniform(0, np.pi)  # direction of the chord, image coordinates
-    length = rng.uniform(0.4, 1.5)
+    length = rng.uniform(0.5, 1.8)
     curv = 0.0 if rng.random() < 0.35 else rng.uniform(-1.5, 1.5)
-    thick = rng.uniform(0.55, 1.1) * g.unit
-    dens = rng.uniform(0.55, 0.95)
+    thick = rng.uniform(0.5, 0.8) * g.unit  # WM-811K scratches are mostly continuous 1-die lines
+    dens = rng.uniform(0.8, 1.0)
     c, s = math.cos(angle), math.sin(angle)
     dx, dy = g.x - mx, g.y - my
     u = dx * c + dy * s
@@ -430,8 +452,9 @@ def _ground_truth(name: str, g: _Grid, mask: np.ndarray, p: np.ndarray) -> dict[
     }
 
 
-def _draw_size(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[int, int]:
-    rows = int(round(cfg.size_median * math.exp(cfg.size_sigma * rng.standard_normal())))
+def _draw_size(rng: np.random.Generator, cfg: SyntheticConfig, scale: float = 1.0) -> tuple[int, int]:
+    median = cfg.size_median * scale
+    rows = int(round(median * math.exp(cfg.size_sigma * rng.standard_normal())))
     rows = min(max(rows, cfg.size_min), cfg.size_max)
     aspect = math.exp(cfg.aspect_sigma * rng.standard_normal())
     cols = min(max(int(round(rows * aspect)), cfg.size_min), cfg.size_max)
@@ -462,14 +485,16 @@ def generate_one(cfg: SyntheticConfig, i: int) -> dict[str, Any]:
         true = list(MIXED_COMBOS[int(rng.integers(len(MIXED_COMBOS)))])
     else:
         true = [CLASSES[int(rng.choice(len(CLASSES), p=_probs(cfg)))]]
-    rows, cols = _draw_size(rng, cfg)
+    rows, cols = _draw_size(rng, cfg, max(CLASS_SIZE_SCALE[c] for c in true))
     g = _grid(rows, cols, float(cfg.edge_exclusion))
     n = g.r.size
 
+    pitch = min(1.0, BACKGROUND_REF_SIDE / math.sqrt(rows * cols))
     ylo, yhi = cfg.yield_range
     bg = (1.0 - (ylo + (yhi - ylo) * rng.beta(2.0, 2.0))) * min(BACKGROUND_SCALE[c] for c in true)
-    edge = rng.uniform(*cfg.edge_fail_range)
-    center = rng.uniform(*cfg.center_fail_range)
+    bg *= pitch * pitch
+    edge = rng.uniform(*cfg.edge_fail_range) * pitch
+    center = rng.uniform(*cfg.center_fail_range) * pitch * pitch
     fail = rng.random(n) < bg + edge * g.edge_decay + center * g.center_decay
 
     patterns = []
@@ -513,15 +538,56 @@ def _probs(cfg: SyntheticConfig) -> np.ndarray:
     return _probs_of(tuple(sorted((k, float(v)) for k, v in cfg.class_mix.items())))
 
 
+def generate_range(cfg: SyntheticConfig, start: int, stop: int) -> pd.DataFrame:
+    """Rows ``start:stop`` of :func:`generate` (same ids, lots and maps), for chunked writing."""
+    stop = min(stop, cfg.n_wafers)
+    start = min(max(start, 0), stop)
+    width = max(6, len(str(max(cfg.n_wafers - 1, 0))))
+    recs = [generate_one(cfg, i) for i in range(start, stop)]
+    cols: dict[str, list] = {
+        "wafer_id": [f"syn-{i:0{width}d}" for i in range(start, stop)],
+        "source": [SOURCE] * len(recs),
+        "lot_id": [f"lot-{i // LOT_SIZE:04d}" for i in range(start, stop)],
+    }
+    for key in ("rows", "cols", "map", "labels", "true_labels", "noise_flipped", "pattern_params"):
+        cols[key] = [r[key] for r in recs]
+    return new_table(cols)
+
+
 def generate(cfg: SyntheticConfig) -> pd.DataFrame:
     """The raw table of ``cfg.n_wafers`` synthetic wafers (seeded, byte-for-byte deterministic)."""
-    width = max(6, len(str(max(cfg.n_wafers - 1, 0))))
-    cols: dict[str, list] = {k: [] for k in ("wafer_id", "source", "lot_id")}
-    rows = [generate_one(cfg, i) for i in range(cfg.n_wafers)]
-    for i in range(cfg.n_wafers):
-        cols["wafer_id"].append(f"syn-{i:0{width}d}")
-        cols["source"].append(SOURCE)
-        cols["lot_id"].append(f"lot-{i // LOT_SIZE:04d}")
-    for key in ("rows", "cols", "map", "labels", "true_labels", "noise_flipped", "pattern_params"):
-        cols[key] = [r[key] for r in rows]
-    return new_table(cols)
+    return generate_range(cfg, 0, cfg.n_wafers)
+
+
+def write_parquet_chunked(
+    cfg: SyntheticConfig, path: str | Path, chunk: int = 50_000, timings: dict[str, float] | None = None
+) -> int:
+    """Generate and write ``cfg.n_wafers`` wafers to Parquet ``chunk`` rows at a time (one row group
+    each), holding one chunk in memory; returns the number of rows written. ``timings``, when given,
+    receives the seconds spent generating (``generate_s``) and converting+writing (``write_s``).
+
+    Reads back (``rawtable.read_raw``) equal to ``write_raw(generate(cfg))``; the file bytes differ
+    only in row-group layout (``write_raw`` writes up to 1Mi rows per group). Written atomically.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wafersage.atomic import atomic_path
+    from wafersage.rawtable import COLUMNS, SCHEMA, check_table
+
+    if cfg.n_wafers <= 0:
+        raise WaferSageError(path, "no wafers", "synthetic.n_wafers must be > 0")
+    if chunk <= 0:
+        raise WaferSageError(path, "chunk must be > 0", str(chunk))
+    t_gen = t_write = 0.0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+        for start in range(0, cfg.n_wafers, chunk):
+            t0 = time.perf_counter()
+            df = generate_range(cfg, start, start + chunk)
+            t1 = time.perf_counter()
+            check_table(df, path)
+            writer.write_table(pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False))
+            t_gen, t_write = t_gen + t1 - t0, t_write + time.perf_counter() - t1
+    if timings is not None:
+        timings.update(generate_s=t_gen, write_s=t_write)
+    return cfg.n_wafers
