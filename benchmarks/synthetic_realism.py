@@ -18,19 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score
 
-from wafersage.encoding import FAIL, OFF, to_canonical
+from wafersage.baselines import tree_classifier
+from wafersage.features import geometric_features
+from wafersage.loaders import load
 from wafersage.rawtable import decode_map
 from wafersage.synthetic import CLASS_MIX_PRESETS, SyntheticConfig, generate
-from wafersage.taxonomy import CLASS_INDEX, CLASSES, canonical
+from wafersage.taxonomy import CLASS_INDEX, CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
-N_RADIAL = 10
-N_SECTORS = 8
-EIGHT = np.ones((3, 3), dtype=bool)
+#: The radial profile, in 5 bins (pairs of features.py's 10), centre to edge.
+RADIAL = [f"radial_{k}" for k in range(10)]
 
 
 def data_dir() -> Path:
@@ -38,117 +37,27 @@ def data_dir() -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
-def load_real(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Canonical maps and class indices of a processed WM-811K pickle."""
-    try:
-        from wafersage.loaders import load  # the restricted loader, where present
-
-        df = load("wm811k-processed", path)
-        maps = [decode_map(b, r, c) for b, r, c in zip(df["map"], df["rows"], df["cols"], strict=True)]
-        labels = df["labels"].map(lambda v: v[0] if len(v) else "none")
-    except ImportError:
-        # Trusted local data shipped beside the repository: plain pandas.read_pickle is fine here.
-        df = pd.read_pickle(path)
-        maps = [to_canonical(a, "processed") for a in df["waferMap"]]
-        labels = df["failureType"].map(lambda v: canonical("none" if v is None else str(v)))
-    return maps, np.array([CLASS_INDEX[c] for c in labels])
+def load_real(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A processed WM-811K pickle through the restricted loader, and its class indices."""
+    df = load("wm811k-processed", path)
+    return df, np.array([CLASS_INDEX[v[0] if len(v) else "none"] for v in df["labels"]])
 
 
-def _polar(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    y = (np.arange(rows) + 0.5 - rows / 2) / (rows / 2)
-    x = (np.arange(cols) + 0.5 - cols / 2) / (cols / 2)
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    return xx, yy, np.hypot(xx, yy), np.mod(np.arctan2(xx, -yy), 2 * np.pi)
-
-
-_POLAR: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-
-
-def features(m: np.ndarray) -> np.ndarray:
-    """Size-independent geometric features of one canonical map."""
-    key = m.shape
-    if key not in _POLAR:
-        _POLAR[key] = _polar(*key)
-    xx, yy, rr, th = _POLAR[key]
-    on = m != OFF
-    fail = m == FAIL
-    pad = np.pad(on, 1)
-    rim = on & ~(pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:])
-    r_on = rr[on] / max(rr[on].max(), 1e-6)
-    f_on = fail[on]
-    n_on = max(on.sum(), 1)
-    rb = np.minimum((r_on * N_RADIAL).astype(int), N_RADIAL - 1)
-    cnt = np.bincount(rb, minlength=N_RADIAL)
-    radial = np.bincount(rb, weights=f_on, minlength=N_RADIAL) / np.maximum(cnt, 1)
-    sb = np.minimum((th[on] / (2 * np.pi) * N_SECTORS).astype(int), N_SECTORS - 1)
-    outer = r_on > 0.7
-    sc = np.bincount(sb[outer], minlength=N_SECTORS)
-    sectors = np.bincount(sb[outer], weights=f_on[outer], minlength=N_SECTORS) / np.maximum(sc, 1)
-    rim_frac = fail[rim].mean() if rim.any() else 0.0
-    # fails with >= 3 failing 8-neighbours: clustered, not random
-    nb = ndimage.convolve(fail.astype(np.int8), EIGHT.astype(np.int8), mode="constant") - fail
-    dense = fail & (nb >= 3)
-    dense_frac = dense.sum() / n_on
-    ft = fail.sum()
-    th_f = th[fail & (rr > 0.15)]
-    conc = float(np.abs(np.exp(1j * th_f).mean())) if th_f.size else 0.0
-    lab, n_comp = ndimage.label(dense, structure=EIGHT)
-    comp = np.zeros(9)
-    if n_comp:
-        sizes = np.bincount(lab.ravel())[1:]
-        order = np.argsort(sizes)[::-1]
-        big = lab == order[0] + 1
-        a = sizes[order[0]]
-        px, py = xx[big], yy[big]
-        cov = np.cov(np.stack([px, py])) if a > 1 else np.zeros((2, 2))
-        ev = np.sort(np.linalg.eigvalsh(cov))[::-1] if a > 2 else np.array([1.0, 1.0])
-        ecc = float(np.sqrt(max(0.0, 1 - ev[1] / max(ev[0], 1e-9))))
-        second = sizes[order[1]] / n_on if n_comp > 1 else 0.0
-        comp = np.array(
-            [
-                a / n_on,
-                second / 1.0,
-                np.hypot(px.mean(), py.mean()),
-                rr[big].mean(),
-                rr[big].std(),
-                ecc,
-                np.sqrt(ev[0]) if a > 2 else 0.0,
-                min(n_comp, 50) / 50,
-                a / max(ft, 1),
-            ]
-        )
-    return np.concatenate(
-        [
-            [ft / n_on, rim_frac, dense_frac, dense.sum() / max(ft, 1), conc],
-            radial,
-            np.sort(sectors),
-            [sectors.std()],
-            comp,
-        ]
-    )
-
-
-def featurise(maps: list[np.ndarray]) -> np.ndarray:
-    return np.stack([features(m) for m in maps])
-
-
-def synthetic_set(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, pd.DataFrame]:
-    cfg = SyntheticConfig(n_wafers=n, seed=seed, mixed_fraction=0.0)
+def synthetic_set(n: int, seed: int, noise_rate: float = 0.1) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Single-pattern synthetic maps, their observed class indices, and weights that give them
+    WM-811K's labelled class prior (so both models see the same class balance)."""
+    cfg = SyntheticConfig(n_wafers=n, seed=seed, mixed_fraction=0.0, noise_rate=noise_rate)
     df = generate(cfg)
-    maps = [decode_map(b, r, c) for b, r, c in zip(df["map"], df["rows"], df["cols"], strict=True)]
     y = np.array([CLASS_INDEX[v[0]] for v in df["labels"]])
-    # weight classes to WM-811K's labelled prior, so both models see the same class balance
     prior = np.array([CLASS_MIX_PRESETS["wm811k"][c] for c in CLASSES], dtype=float)
     prior /= prior.sum()
     have = np.bincount(y, minlength=len(CLASSES)) / len(y)
-    w = (prior / np.maximum(have, 1e-9))[y]
-    return maps, y, w, df
+    return df, y, (prior / np.maximum(have, 1e-9))[y]
 
 
-def fit_score(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, Xv: np.ndarray, yv: np.ndarray) -> dict:
-    clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.08, random_state=0)
-    clf.fit(X, y, sample_weight=w)
-    pred = clf.predict(Xv)
+def fit_score(X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None, Xv: pd.DataFrame, yv: np.ndarray) -> dict:
+    clf = tree_classifier(seed=0).fit(X.to_numpy(), y, sample_weight=w)
+    pred = clf.predict(Xv.to_numpy())
     labels = list(range(len(CLASSES)))
     return {
         "macro": f1_score(yv, pred, labels=labels, average="macro", zero_division=0),
@@ -156,16 +65,19 @@ def fit_score(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, Xv: np.ndarray
     }
 
 
-def class_stats(maps: list[np.ndarray], y: np.ndarray) -> dict[int, tuple[float, np.ndarray]]:
+def class_stats(F: pd.DataFrame, y: np.ndarray) -> dict[int, tuple[float, np.ndarray]]:
+    """Per class: mean fail fraction and the 5-bin radial fail profile."""
     out = {}
     for k in range(len(CLASSES)):
-        sel = [m for m, c in zip(maps, y, strict=True) if c == k][:2000]
-        if not sel:
-            continue
-        F = featurise(sel)
-        prof = F[:, 5 : 5 + N_RADIAL].mean(0)
-        out[k] = (float(F[:, 0].mean()), prof[::2] / 2 + prof[1::2] / 2)
+        sel = F[y == k]
+        if len(sel):
+            prof = sel[RADIAL].to_numpy().mean(0)
+            out[k] = (float(sel["fail_frac"].mean()), prof[::2] / 2 + prof[1::2] / 2)
     return out
+
+
+def maps_of(df: pd.DataFrame) -> list[np.ndarray]:
+    return [decode_map(b, r, c) for b, r, c in zip(df["map"], df["rows"], df["cols"], strict=True)]
 
 
 def gallery(
@@ -205,6 +117,7 @@ def main() -> int:
     ap.add_argument("--n-synthetic", type=int, default=20000)
     ap.add_argument("--real-train", default="train_29_split")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise-rate", type=float, default=0.1, help="synthetic label noise (0: clean labels)")
     ap.add_argument("--gallery", default=str(ROOT / "docs" / "img" / "synthetic_vs_real.png"))
     args = ap.parse_args()
     wm = data_dir() / "wm811k"
@@ -213,10 +126,10 @@ def main() -> int:
         print(f"SKIP: real WM-811K data not found under {wm} (set WAFERSAGE_SHARED_DATA)")
         return 0
     t0 = time.perf_counter()
-    real_maps, yr = load_real(train_path)
-    val_maps, yv = load_real(val_path)
-    syn_maps, ys, ws, _ = synthetic_set(args.n_synthetic, args.seed)
-    Xr, Xv, Xs = featurise(real_maps), featurise(val_maps), featurise(syn_maps)
+    real_df, yr = load_real(train_path)
+    val_df, yv = load_real(val_path)
+    syn_df, ys, ws = synthetic_set(args.n_synthetic, args.seed, args.noise_rate)
+    Xr, Xv, Xs = geometric_features(real_df), geometric_features(val_df), geometric_features(syn_df)
     t1 = time.perf_counter()
     res_syn = fit_score(Xs, ys, ws, Xv, yv)
     res_real = fit_score(Xr, yr, None, Xv, yv)
@@ -231,7 +144,7 @@ def main() -> int:
         print(f"| {name} | {res_syn['per_class'][k]:.3f} | {res_real['per_class'][k]:.3f} | {nv[k]} |")
     print(f"| **macro-F1** | **{res_syn['macro']:.3f}** | **{res_real['macro']:.3f}** | {len(yv)} |")
 
-    st_s, st_r = class_stats(syn_maps, ys), class_stats(real_maps, yr)
+    st_s, st_r = class_stats(Xs, ys), class_stats(Xr, yr)
     print("\n## Per-class statistics: mean fail fraction and radial fail profile (5 bins, centre->edge)\n")
     print("| class | fail frac synthetic | fail frac real | radial synthetic | radial real |")
     print("|---|---|---|---|---|")
@@ -242,7 +155,7 @@ def main() -> int:
             pss = " ".join(f"{v:.2f}" for v in ps)
             prs = " ".join(f"{v:.2f}" for v in pr)
             print(f"| {name} | {fs:.3f} | {fr:.3f} | {pss} | {prs} |")
-    gallery(syn_maps, ys, val_maps, yv, Path(args.gallery))
+    gallery(maps_of(syn_df), ys, maps_of(val_df), yv, Path(args.gallery))
     print(f"\ngallery: {args.gallery}")
     return 0
 

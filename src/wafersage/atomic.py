@@ -20,6 +20,10 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     target = tmp if directory else tmp / path.name
     try:
         yield target
+        if directory:  # mkdtemp makes a private folder; give the output the usual mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(target, 0o777 & ~umask)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)

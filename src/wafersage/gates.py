@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+apply_defaults()
 
 
 @dataclass
@@ -62,7 +62,10 @@ def run_gate(name: str, df: pd.DataFrame, suite_path: str | Path, docs_dir: str 
     from great_expectations.checkpoint import UpdateDataDocsAction
 
     spec = load_suite(suite_path)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     actions = []
     if docs_dir is not None:
         docs_dir = Path(docs_dir).resolve()

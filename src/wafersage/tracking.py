@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from wafersage.environment import apply_defaults
 from wafersage.params import flatten
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+apply_defaults()
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS = Path("mlartifacts")
