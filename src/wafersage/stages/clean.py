@@ -1,0 +1,320 @@
+"""clean: find wrong labels in the raw table and write the cleaned label table.
+
+Features are the geometric ones (:mod:`wafersage.features`), plus the pretrained vision
+encoder's embedding when ``clean.embedding: vision``. Scores and verdicts come from
+:mod:`wafersage.cleaning`; the outputs pass a Great Expectations gate before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wafersage.atomic import atomic_path
+from wafersage.cleaning import (
+    MIXED,
+    SCORES,
+    VERDICTS,
+    CleanConfig,
+    CleanResult,
+    clean_labels,
+    cleanlab_issues,
+    detection_scores,
+)
+from wafersage.errors import WaferSageError
+from wafersage.features import geometric_features
+from wafersage.gates import run_gate
+from wafersage.rawtable import read_raw
+from wafersage.taxonomy import CLASSES
+from wafersage.tracking import stage_run
+
+SCHEMA = pa.schema(
+    [
+        ("wafer_id", pa.string()),
+        ("given_labels", pa.list_(pa.string())),
+        ("kept_labels", pa.list_(pa.string())),
+        ("verdict", pa.string()),
+        ("noise_score", pa.float64()),
+        *[(f"score_{s}", pa.float64()) for s in SCORES],
+        ("suggested_label", pa.string()),
+        ("suggestion_confidence", pa.float64()),
+        ("cluster_id", pa.int64()),
+        ("tag", pa.string()),
+    ]
+)
+
+
+def features_of(df: pd.DataFrame, embedding: str, vision: Path | None, file: Path) -> np.ndarray:
+    """The feature matrix: geometric features, with the vision embedding appended when asked."""
+    x = geometric_features(df).to_numpy()
+    if embedding == "none":
+        return x
+    if embedding != "vision":
+        raise WaferSageError("params.yaml", "clean.embedding must be 'vision' or 'none'", repr(embedding))
+    if vision is None or not Path(vision).is_dir():
+        raise WaferSageError(
+            vision or "models/vision", "clean.embedding is 'vision' but the encoder is missing"
+        )
+    from wafersage.modeling.vision_encoder import embed
+
+    z = np.asarray(embed(df, vision), dtype=np.float64)
+    if z.shape[0] != len(df):
+        raise WaferSageError(
+            vision, "encoder returned the wrong number of embeddings", f"{z.shape} for {len(df)}"
+        )
+    return np.hstack([x, z])
+
+
+def label_table(df: pd.DataFrame, res: CleanResult) -> pd.DataFrame:
+    """The ``data/clean/labels.parquet`` rows."""
+
+    def split(k: object) -> list[str]:
+        return [] if k is None or k == MIXED else str(k).split("+")
+
+    given = df["labels"].map(list).tolist()
+    kept = [
+        g if v == "keep" else (split(k) if v == "relabel" else [])
+        for g, v, k in zip(given, res.verdict, res.final_key, strict=True)
+    ]
+    out = pd.DataFrame(
+        {
+            "wafer_id": df["wafer_id"].astype(str).to_numpy(),
+            "given_labels": given,
+            "kept_labels": kept,
+            "verdict": res.verdict.astype(str),
+            "noise_score": res.noise_score,
+            **{f"score_{s}": res.scores[s] for s in SCORES},
+            "suggested_label": pd.array(res.suggested, dtype=object),
+            "suggestion_confidence": res.confidence,
+            "cluster_id": res.cluster_id,
+            "tag": pd.array(res.tag, dtype=object),
+        }
+    )
+    return out
+
+
+def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per taxonomy class: wafers given it that were kept / flagged / relabelled, and the kept pool
+    (wafers whose kept labels include it)."""
+    out: dict[str, dict[str, int]] = {}
+    for c in CLASSES:
+        has = table["given_labels"].map(lambda v, c=c: c in v)
+        pool = table["kept_labels"].map(lambda v, c=c: c in v)
+        names = {"keep": "kept", "flag": "flagged", "relabel": "relabelled"}
+        out[c] = {names[v]: int((has & (table["verdict"] == v)).sum()) for v in VERDICTS}
+        out[c]["kept_pool"] = int(pool.sum())
+    return out
+
+
+def metrics_of(df: pd.DataFrame, table: pd.DataFrame, res: CleanResult) -> dict[str, Any]:
+    """The metrics JSON: counts, per class, and flipped-label detection where ground truth exists."""
+    verdict = table["verdict"]
+    counts = class_counts(table)
+    m: dict[str, Any] = {
+        "wafers": len(table),
+        "kept_fraction": round(float((verdict == "keep").mean()), 4),
+        "flagged": int((verdict == "flag").sum()),
+        "relabelled": int((verdict == "relabel").sum()),
+        "unscored": int((~res.scorable).sum()),
+        "per_class": {c: {k: v for k, v in d.items()} for c, d in counts.items()},
+    }
+    labelled = np.array([k is not None for k in res.given_key])
+    if "noise_flipped" in df and df["noise_flipped"].notna()[labelled].all() and labelled.any():
+        truth = df["noise_flipped"].to_numpy(dtype=bool)
+        m["noise_detection"] = detection_scores((verdict != "keep").to_numpy()[labelled], truth[labelled])
+        s = res.scorable
+        y = np.array([res.keys.index(k) for k in res.given_key[s]])
+        m["noise_detection_cleanlab"] = detection_scores(cleanlab_issues(res.probs[s], y), truth[s])
+    return m
+
+
+def gate_frames(
+    df: pd.DataFrame, table: pd.DataFrame, counts: dict, min_kept: Any
+) -> tuple[pd.DataFrame, ...]:
+    """The per-wafer frame (raw and clean ids joined) and the per-class frame the suites check."""
+    raw_ids = pd.Series(df["wafer_id"].astype(str).unique())
+    joined = pd.DataFrame({"wafer_id": raw_ids, "in_raw": True}).merge(
+        table[["wafer_id", "verdict", "noise_score"]].assign(in_clean=True), on="wafer_id", how="outer"
+    )
+    joined["in_raw"] = joined["in_raw"].astype("boolean").fillna(False).astype(bool)
+    joined["in_clean"] = joined["in_clean"].astype("boolean").fillna(False).astype(bool)
+    mins = min_kept if isinstance(min_kept, dict) else {c: min_kept for c in CLASSES}
+    per_class = pd.DataFrame(
+        {
+            "label": list(CLASSES),
+            "kept": [counts[c]["kept_pool"] for c in CLASSES],
+            "min_kept": [int(mins.get(c, 0)) for c in CLASSES],
+        }
+    )
+    return joined, per_class
+
+
+def review_html(df: pd.DataFrame, table: pd.DataFrame, count: int, size: int) -> str:
+    """An HTML page of the most suspicious wafers: map, given vs suggested label, scores."""
+    import base64
+    import html
+    import io
+
+    from wafersage.rawtable import decode_map
+    from wafersage.render import render_map
+
+    cand = table[table["verdict"] != "keep"].copy()
+    cand["_s"] = cand["noise_score"].fillna(2.0)  # unscored first: nothing vouches for them
+    top = cand.sort_values(["_s", "wafer_id"], ascending=[False, True]).head(count)
+    cards = []
+    for i, row in top.iterrows():
+        m = decode_map(df["map"].iat[i], df["rows"].iat[i], df["cols"].iat[i])
+        buf = io.BytesIO()
+        render_map(m, size).save(buf, format="PNG")
+        img = base64.b64encode(buf.getvalue()).decode()
+        given = "+".join(row["given_labels"]) or "(unlabelled)"
+        score = "unscored" if pd.isna(row["noise_score"]) else f"{row['noise_score']:.3f}"
+        parts = " ".join(f"{s} {row[f'score_{s}']:.2f}" for s in SCORES if not pd.isna(row[f"score_{s}"]))
+        cards.append(
+            f'<div class="c"><img src="data:image/png;base64,{img}" width="{size}" height="{size}">'
+            f"<b>{html.escape(str(row['wafer_id']))}</b><br>given: {html.escape(given)}<br>"
+            f"suggested: {html.escape(str(row['suggested_label']))} "
+            f"({row['suggestion_confidence']:.2f})<br>{row['verdict']}, score {score}<br>"
+            f"<small>{parts}</small></div>"
+        )
+    style = (
+        "body{font-family:sans-serif}.c{display:inline-block;width:190px;margin:6px;vertical-align:top;"
+        "font-size:12px}.c img{display:block;image-rendering:pixelated}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>wafersage clean review</title>"
+        f"<style>{style}</style></head><body><h1>Most suspicious labels</h1>"
+        f"<p>{len(top)} of {len(cand)} flagged or relabelled wafers, most suspicious first.</p>"
+        + "".join(cards)
+        + "</body></html>\n"
+    )
+
+
+def embedding_2d(x: np.ndarray, table: pd.DataFrame, points: int, seed: int) -> pd.DataFrame:
+    """A 2-D t-SNE of a seeded sample of the standardised features, for the plot."""
+    from sklearn.manifold import TSNE
+
+    from wafersage.cleaning import standardise
+
+    n = len(x)
+    idx = (
+        np.arange(n) if n <= points else np.sort(np.random.default_rng(seed).choice(n, points, replace=False))
+    )
+    z = standardise(x)[idx]
+    perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3.0)))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+    sub = table.iloc[idx]
+    return pd.DataFrame(
+        {
+            "wafer_id": sub["wafer_id"].to_numpy(),
+            "x": np.round(xy[:, 0], 3),
+            "y": np.round(xy[:, 1], 3),
+            "label": sub["given_labels"].map(lambda v: "+".join(v) or "unlabelled").to_numpy(),
+            "verdict": sub["verdict"].to_numpy(),
+        }
+    )
+
+
+def plot_png(emb: pd.DataFrame, path: Path) -> None:
+    """The embedding coloured by given label, flagged and relabelled wafers marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
+    labels = emb["label"].where(~emb["label"].str.contains(r"\+"), "mixed")
+    cmap = plt.get_cmap("tab20")
+    for i, lab in enumerate(sorted(labels.unique())):
+        m = (labels == lab).to_numpy()
+        ax.scatter(emb["x"][m], emb["y"][m], s=6, color=cmap(i % 20), label=lab)
+    bad = (emb["verdict"] != "keep").to_numpy()
+    ax.scatter(
+        emb["x"][bad],
+        emb["y"][bad],
+        s=30,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=0.6,
+        label="flagged / relabelled",
+    )
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set_title("clean: t-SNE of wafer features")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_labels(table: pd.DataFrame, path: Path) -> None:
+    t = pa.Table.from_pandas(table, schema=SCHEMA, preserve_index=False)
+    pq.write_table(t, path, compression="zstd")
+
+
+def run(
+    params: dict[str, Any],
+    raw: Path,
+    out: Path,
+    metrics: Path,
+    report_dir: Path,
+    vision: Path | None = None,
+    render_size: int = 96,
+) -> dict[str, Any]:
+    """Featurise, clean, gate and write the label table, metrics, plot data and review page."""
+    cfg = CleanConfig.from_dict(params)
+    df = read_raw(raw).reset_index(drop=True)
+    embedding = str(params.get("embedding", "none"))
+    suite = Path(params.get("suite", "expectations/clean.json"))
+    class_suite = Path(params.get("class_suite", "expectations/clean_classes.json"))
+    inputs: dict[str, str | Path] = {"raw": raw}
+    if embedding == "vision" and vision is not None:
+        inputs["vision"] = vision
+    with stage_run("clean", params, inputs=inputs) as mlflow:
+        x = features_of(df, embedding, vision, raw)
+        res = clean_labels(x, df["labels"], cfg, file=str(raw))
+        table = label_table(df, res)
+        m = metrics_of(df, table, res)
+        wafer_frame, class_frame = gate_frames(df, table, m["per_class"], params.get("min_kept_per_class", 0))
+        docs = report_dir / "data_docs"
+        g1 = run_gate("clean_labels", wafer_frame, suite, docs)
+        g2 = run_gate("clean_classes", class_frame, class_suite, None)
+        failures = g1.failures + g2.failures
+        mlflow.log_metrics(
+            {"gate_success": float(g1.success and g2.success), "expectations_failed": len(failures)}
+        )
+        if failures:
+            short = [r for r in class_frame.itertuples() if r.kept < r.min_kept]
+            detail = "; ".join(failures)
+            if short:
+                detail += "; classes below min_kept_per_class: " + ", ".join(
+                    f"{r.label} {r.kept}<{r.min_kept}" for r in short
+                )
+            raise WaferSageError(out, "clean label gate failed", detail)
+        m["gate"] = {"success": True, "expectations": g1.evaluated + g2.evaluated}
+        emb = embedding_2d(x, table, int(params.get("plot_points", 2000)), cfg.seed)
+        page = review_html(df, table, int(params.get("review_count", 48)), render_size)
+
+        with atomic_path(out) as tmp:
+            write_labels(table, tmp)
+        with atomic_path(report_dir / "embedding.csv") as tmp:
+            emb.to_csv(tmp, index=False)
+        with atomic_path(report_dir / "embedding.png") as tmp:
+            plot_png(emb, tmp)
+        with atomic_path(report_dir / "review.html") as tmp:
+            tmp.write_text(page)
+        with atomic_path(metrics) as tmp:
+            tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+        from wafersage.params import flatten
+
+        mlflow.log_metrics({k: float(v) for k, v in flatten(m).items() if isinstance(v, (int, float))})
+        for p in (report_dir / "review.html", report_dir / "embedding.png", metrics):
+            mlflow.log_artifact(str(p), "clean")
+        for note in res.notes:
+            mlflow.set_tag(f"note.{len(note) % 97}", note[:500])
+    m["notes"] = res.notes
+    return m
