@@ -1,0 +1,551 @@
+"""Analytic attributes of a wafer map: where the defect mass lies, what shape it has, how dense.
+
+The geometry is the one :mod:`wafersage.synthetic` documents (normalised coordinates, clock
+positions clockwise from 12, zones by the mean normalised radius of the defect mass), so the
+attributes can be checked against the generator's ground truth.
+
+How a map becomes attributes:
+
+1. fail dies are grouped into 8-connected components; a component of at least ``min_size`` dies is
+   *structure*, the rest background;
+2. for each labelled pattern (labels guide the separation of mixed maps), the components that
+   pattern explains are claimed, in a fixed order (wafer-wide classes, edge ring, center, donut,
+   edge arc, scratch, local blob), so two patterns never share a component;
+3. each claimed defect mass gets zone, clock, radial band, distribution (from its geometry, not
+   from the label), area fraction, density, elongation / orientation and angular coverage;
+4. :func:`infer_pattern` names a pattern from the geometry alone (no label), which the VQA
+   stage uses as a consistency check and the benchmarks score against the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from wafersage.encoding import FAIL, OFF
+from wafersage.rawtable import decode_map
+from wafersage.synthetic import CLOCK_MIN_R, SYMMETRIC, WHOLE_WAFER, clock_of, zone_of
+from wafersage.taxonomy import CLASS_INDEX, NONE
+
+#: The order in which patterns claim components of a mixed map.
+CLAIM_ORDER: tuple[str, ...] = (
+    "Near-full",
+    "Random",
+    "Edge-Ring",
+    "Center",
+    "Donut",
+    "Edge-Loc",
+    "Scratch",
+    "Loc",
+)
+#: Zones and distributions, in the order the phrasing and the confusion tables use.
+ZONES: tuple[str, ...] = ("center", "inner", "middle", "edge", "whole")
+DISTRIBUTIONS: tuple[str, ...] = ("clustered", "scattered", "ring", "arc", "line", "full")
+#: Fail neighbours (of 8) a die needs to count in a pattern's defect mass.
+CORE_NEIGHBOURS: dict[str, int] = {
+    "Center": 3,
+    "Loc": 3,
+    "Donut": 3,
+    "Edge-Loc": 2,
+    "Edge-Ring": 2,
+    "Scratch": 1,
+}
+#: Random arc/line hypotheses tried per scratch.
+SCRATCH_TRIALS = 300
+#: Fail dies per die pitch along a streak (background chains are sparser).
+SCRATCH_MIN_LINEAR_DENSITY = 0.5
+#: Fail fraction above which a map is wafer-wide.
+FULL_FRACTION = 0.62
+#: Normalised radius beyond which a die belongs to the edge band.
+EDGE_BAND_R = 0.8
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Normalised coordinates of every die of a ``rows`` x ``cols`` grid (flattened)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    r: np.ndarray
+    theta: np.ndarray  # degrees clockwise from 12 o'clock, [0, 360)
+    unit: float
+
+
+@lru_cache(maxsize=1024)
+def geometry(rows: int, cols: int) -> Geometry:
+    """The normalised die geometry of a grid (cached per shape, read-only)."""
+    y1 = (np.arange(rows) + 0.5 - rows / 2) / (rows / 2)
+    x1 = (np.arange(cols) + 0.5 - cols / 2) / (cols / 2)
+    yy, xx = np.meshgrid(y1, x1, indexing="ij")
+    x, y = xx.ravel(), yy.ravel()
+    r = np.hypot(x, y)
+    theta = np.mod(np.degrees(np.arctan2(x, -y)), 360.0)
+    for a in (x, y, r, theta):
+        a.setflags(write=False)
+    return Geometry(x, y, r, theta, 2.0 / max(rows, cols))
+
+
+def _r3(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 3)
+
+
+def coverage_deg(theta: np.ndarray, bin_deg: float = 15.0) -> float:
+    """Angular coverage of a set of dies: occupied ``bin_deg`` sectors times the sector width."""
+    if theta.size == 0:
+        return 0.0
+    bins = np.unique((theta // bin_deg).astype(np.int64))
+    return float(bins.size * bin_deg)
+
+
+def shape_of(geo: Geometry, idx: np.ndarray) -> dict[str, Any]:
+    """Geometry of one defect mass (flat die indices ``idx``): position, spread, shape."""
+    x, y, r, th = geo.x[idx], geo.y[idx], geo.r[idx], geo.theta[idx]
+    cx, cy = float(x.mean()), float(y.mean())
+    cr = math.hypot(cx, cy)
+    floor = geo.unit**2 / 12.0
+    if idx.size >= 2:
+        cov = np.cov(np.vstack([x, y])) + np.eye(2) * floor
+        evals, evecs = np.linalg.eigh(cov)
+        major = evecs[:, 1]
+        elong = math.sqrt(evals[1] / evals[0])
+        if idx.size >= 8:  # a bent streak: thin around its best quadratic, long along its axis
+            u = (x - cx) * major[0] + (y - cy) * major[1]
+            v = -(x - cx) * major[1] + (y - cy) * major[0]
+            resid = v - np.polyval(np.polyfit(u, v, 2), u)
+            elong = max(elong, math.sqrt(evals[1]) / max(float(resid.std()), geo.unit / 2))
+        # the major axis as a clock direction (0-180 degrees clockwise from 12)
+        orient = math.degrees(math.atan2(major[0], -major[1])) % 180.0
+        length = 4.0 * math.sqrt(evals[1])
+    else:
+        elong, orient, length = 1.0, 0.0, geo.unit
+    mean_r = float(r.mean())
+    return {
+        "n_dies": int(idx.size),
+        "mean_r": mean_r,
+        "r_inner": float(np.percentile(r, 10)),
+        "r_outer": float(np.percentile(r, 90)),
+        "centroid_x": cx,
+        "centroid_y": cy,
+        "centroid_r": cr,
+        "elongation": elong,
+        "orientation_deg": orient,
+        "length": length,
+        "coverage_deg": coverage_deg(th[r >= 0.2]) if (r >= 0.2).any() else 0.0,
+        "rim_fraction": float((r >= 0.9).mean()),
+        "hole": bool(idx.size >= 6 and (r < max(0.5 * mean_r, geo.unit)).mean() < 0.02 and mean_r > 0.15),
+    }
+
+
+def distribution_of(s: dict[str, Any]) -> str:
+    """The spatial distribution of one localised defect mass, from its geometry only."""
+    if s["elongation"] >= 3.0 and s["rim_fraction"] < 0.5:
+        return "line"
+    if s["mean_r"] >= 0.72 and s["rim_fraction"] >= 0.3:
+        return "ring" if s["coverage_deg"] >= 180 else "arc"
+    if s["hole"] and s["coverage_deg"] >= 200:
+        return "ring"
+    return "clustered"
+
+
+def _components(fail2d: np.ndarray) -> tuple[np.ndarray, int]:
+    lab, n = ndimage.label(fail2d, structure=_EIGHT)
+    return lab.ravel(), n
+
+
+def _density(mask2d: np.ndarray, on2d: np.ndarray, fail2d: np.ndarray) -> float:
+    """Fail share of the on-wafer dies inside the (closed) region of a defect mass."""
+    region = ndimage.binary_closing(mask2d, structure=_EIGHT) | mask2d
+    region &= on2d
+    n = int(region.sum())
+    return float((fail2d & region).sum() / n) if n else 0.0
+
+
+class _Claimer:
+    """Components of one map and the patterns that have claimed them."""
+
+    def __init__(self, m: np.ndarray, min_size: int):
+        self.m = m
+        self.geo = geometry(*m.shape)
+        self.on = m.ravel() != OFF
+        self.fail = m.ravel() == FAIL
+        self.lab, n = _components(m == FAIL)
+        sizes = np.bincount(self.lab, minlength=n + 1)
+        sizes[0] = 0
+        self.sizes = sizes
+        f2 = (m == FAIL).astype(np.int64)
+        nb = ndimage.convolve(f2, _EIGHT.astype(np.int64), mode="constant") - f2
+        self.nb = nb.ravel()
+        self.links = np.bincount(self.lab, weights=(nb.ravel() * f2.ravel()), minlength=n + 1)
+        self.links[0] = 0
+        self.free = {int(c) for c in np.flatnonzero(sizes >= 2)}
+        self.min_size = min_size
+        self.claimed: set[int] = set()
+        r = self.geo.r
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean_r = np.bincount(self.lab, weights=r, minlength=n + 1) / np.maximum(sizes, 1)
+            self.band = np.bincount(self.lab, weights=(r >= EDGE_BAND_R), minlength=n + 1) / np.maximum(
+                sizes, 1
+            )
+            self.rim = np.bincount(self.lab, weights=(r >= 0.9), minlength=n + 1) / np.maximum(sizes, 1)
+
+    def dies(self, comps: list[int]) -> np.ndarray:
+        if not comps:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.isin(self.lab, comps))
+
+    def take(self, comps: list[int]) -> np.ndarray:
+        self.free -= set(comps)
+        self.claimed |= set(comps)
+        return self.dies(comps)
+
+    def core(self, idx: np.ndarray, k: int) -> np.ndarray:
+        """The dies of a mass with at least ``k`` fail neighbours (drops attached background
+        chains); the whole mass when fewer than 3 would remain."""
+        keep = idx[self.nb[idx] >= k]
+        return keep if keep.size >= 3 else idx
+
+    def big(self) -> list[int]:
+        return sorted((c for c in self.free if self.sizes[c] >= self.min_size), key=lambda c: -self.sizes[c])
+
+    # --- one selector a pattern family ---
+
+    def whole(self) -> np.ndarray:
+        self.claimed |= self.free
+        self.free.clear()
+        return np.flatnonzero(self.fail)
+
+    def edge_ring(self) -> np.ndarray:
+        comps = [c for c in self.big() if self.band[c] >= 0.6]
+        return self.take(comps)
+
+    def center(self) -> np.ndarray:
+        comps = [c for c in self.big() if self._centroid_r(c) < 0.35]
+        return self.take(sorted(comps, key=lambda c: -self.links[c])[:1])
+
+    def donut(self) -> np.ndarray:
+        comps = [c for c in self.big() if 0.12 <= self.mean_r[c] < 0.75 and self.rim[c] < 0.3]
+        return self.take(comps)
+
+    def edge_loc(self) -> np.ndarray:
+        comps = sorted((c for c in self.big() if self.mean_r[c] >= 0.6), key=lambda c: -self.links[c])
+        if not comps:
+            return self.take([])
+        seed = comps[0]
+        th = self.geo.theta[self.dies([seed])]
+        mid = _circular_mean(th)
+        half = max(coverage_deg(th) / 2 + 15.0, 25.0)
+        near = [c for c in comps[1:] if _angdist(_circular_mean(self.geo.theta[self.dies([c])]), mid) <= half]
+        return self.take([seed, *near])
+
+    def scratch(self) -> np.ndarray:
+        """RANSAC over circular arcs and straight lines through unclaimed fail dies: the arc with
+        the longest contiguous run of dies near it (gaps of at most 2.5 die pitches)."""
+        geo = self.geo
+        taken = np.isin(self.lab, list(self.claimed)) if self.claimed else np.zeros(self.lab.size, bool)
+        pts = np.flatnonzero(self.fail & (geo.r < 0.9))  # the rim is a circle of its own
+        # a streak may cross another pattern; dies already claimed count for less
+        weight = np.where(taken[pts], 0.25, 1.0)
+        if pts.size < 3:
+            return self.take([])
+        seeds = pts[(self.nb[pts] >= 1) & ~taken[pts]]
+        if seeds.size < 3:
+            return self.take([])
+        x, y = geo.x[pts], geo.y[pts]
+        rng = np.random.default_rng(0)
+        k = SCRATCH_TRIALS
+        tri = seeds[rng.integers(0, seeds.size, size=(k, 3))]
+        ax, ay = geo.x[tri[:, 0]], geo.y[tri[:, 0]]
+        bx, by = geo.x[tri[:, 1]], geo.y[tri[:, 1]]
+        cx, cy = geo.x[tri[:, 2]], geo.y[tri[:, 2]]
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
+            uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
+        rad = np.hypot(ax - ux, ay - uy)
+        line = ~np.isfinite(rad) | (rad > 8.0)
+        ux, uy, rad = np.where(line, 0.0, ux), np.where(line, 0.0, uy), np.where(line, 0.0, rad)
+        # distance of every point to every model, and its position along the model
+        dist = np.abs(np.hypot(x[None] - ux[:, None], y[None] - uy[:, None]) - rad[:, None])
+        pos = np.arctan2(y[None] - uy[:, None], x[None] - ux[:, None]) * rad[:, None]
+        if line.any():
+            lx, ly = cx[line] - ax[line], cy[line] - ay[line]
+            norm = np.maximum(np.hypot(lx, ly), 1e-9)
+            lx, ly = lx / norm, ly / norm
+            rx, ry = x[None] - ax[line][:, None], y[None] - ay[line][:, None]
+            dist[line] = np.abs(rx * ly[:, None] - ry * lx[:, None])
+            pos[line] = rx * lx[:, None] + ry * ly[:, None]
+        spread = np.minimum.reduce(
+            [np.hypot(ax - bx, ay - by), np.hypot(bx - cx, by - cy), np.hypot(ax - cx, ay - cy)]
+        )
+        ok_model = ((rad >= 0.5) | line) & (spread >= 1.5 * geo.unit)  # three distinct, spread dies
+        tol, gap = 0.8 * geo.unit, 2.5 * geo.unit
+        best, best_n = None, 0.0
+        for i in np.flatnonzero(ok_model):
+            inl = np.flatnonzero(dist[i] <= tol)
+            if inl.size < 4 or weight[inl].sum() <= best_n:
+                continue
+            order = inl[np.argsort(pos[i, inl])]
+            breaks = np.flatnonzero(np.diff(pos[i, order]) > gap)
+            for run in np.split(order, breaks + 1):
+                extent = (pos[i, run[-1]] - pos[i, run[0]]) / geo.unit + 1.0
+                # a streak fails most dies along it; a chain of background fails does not
+                score = float(weight[run].sum())
+                if score > best_n and run.size >= 4 and run.size / extent >= SCRATCH_MIN_LINEAR_DENSITY:
+                    best, best_n = run, score
+        if best is None:
+            return self.take([])
+        idx = pts[best]
+        comps = [int(c) for c in np.unique(self.lab[idx]) if c in self.free]
+        own = [c for c in comps if np.isin(self.dies([c]), idx).mean() >= 0.5]
+        self.free -= set(own)
+        self.claimed |= set(own)
+        return np.sort(idx)
+
+    def loc(self) -> np.ndarray:
+        comps = [c for c in self.free if self.sizes[c] >= 2]
+        if not comps:
+            return self.take([])
+        # thin clusters on the outermost dies are edge background, not a local blob
+        best = max(comps, key=lambda c: self.links[c] * (0.2 if self.mean_r[c] >= 0.9 else 1.0))
+        return self.take([best])
+
+    def _centroid_r(self, c: int) -> float:
+        d = self.dies([c])
+        return math.hypot(self.geo.x[d].mean(), self.geo.y[d].mean())
+
+
+def _circular_mean(deg: np.ndarray) -> float:
+    rad = np.radians(deg)
+    return math.degrees(math.atan2(np.sin(rad).mean(), np.cos(rad).mean())) % 360.0
+
+
+def _angdist(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+_SELECT = {
+    "Near-full": _Claimer.whole,
+    "Random": _Claimer.whole,
+    "Edge-Ring": _Claimer.edge_ring,
+    "Center": _Claimer.center,
+    "Donut": _Claimer.donut,
+    "Edge-Loc": _Claimer.edge_loc,
+    "Scratch": _Claimer.scratch,
+    "Loc": _Claimer.loc,
+}
+
+
+def min_component(n_dies: int) -> int:
+    """Smallest component counted as structure (grows with the wafer's die count)."""
+    return max(3, round(0.004 * n_dies))
+
+
+def wafer_wide(cl: _Claimer, fail_fraction: float) -> str | None:
+    """``full`` or ``scattered`` when the fails cover the whole wafer, else ``None``: full above
+    :data:`FULL_FRACTION`; scattered when at least 10 of 12 sectors (3 radial bands x 4
+    quadrants) fail at a rate of 0.18 or more."""
+    if fail_fraction >= FULL_FRACTION:
+        return "full"
+    if fail_fraction < 0.2:
+        return None
+    geo = cl.geo
+    band = np.minimum((geo.r * 3).astype(np.int64), 2)
+    sector = band * 4 + (geo.theta // 90).astype(np.int64)
+    on = cl.on
+    n = np.bincount(sector[on], minlength=12)
+    f = np.bincount(sector[on], weights=cl.fail[on], minlength=12)
+    rate = f / np.maximum(n, 1)
+    dense = rate[n > 0]
+    even = dense.size > 0 and dense.max() <= 2.0 * max(float(np.median(dense)), 1e-9)
+    return "scattered" if even and int(((rate >= 0.18) | (n == 0)).sum()) >= 10 else None
+
+
+def _mass_attributes(
+    cl: _Claimer, idx: np.ndarray, fail_fraction: float, whole: bool = False
+) -> dict[str, Any]:
+    geo = cl.geo
+    n_on = int(cl.on.sum())
+    if idx.size == 0:
+        return {"n_dies": 0, "area_fraction": 0.0, "zone": None, "clock": None, "distribution": None}
+    s = shape_of(geo, idx)
+    mask = np.zeros(cl.m.size, dtype=bool)
+    mask[idx] = True
+    shape2d = cl.m.shape
+    s["density"] = _density(mask.reshape(shape2d), cl.on.reshape(shape2d), cl.fail.reshape(shape2d))
+    s["area_fraction"] = idx.size / max(n_on, 1)
+    wide = wafer_wide(cl, fail_fraction) if whole else None
+    s["distribution"] = wide or distribution_of(s)
+    s["zone"] = "whole" if wide else zone_of(s["mean_r"])
+    s["clock"], s["clock_deg"] = None, None
+    if s["centroid_r"] >= CLOCK_MIN_R:
+        s["clock"], s["clock_deg"] = clock_of(s["centroid_x"], s["centroid_y"])
+    return s
+
+
+def _spread_fraction(cl: _Claimer) -> float:
+    """Share of the fail dies that sit in structure components (low for scattered maps)."""
+    n_fail = int(cl.fail.sum())
+    if n_fail == 0:
+        return 0.0
+    big = cl.sizes >= cl.min_size
+    return float(cl.sizes[big].sum() / n_fail)
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float | np.floating):
+            out[k] = _r3(float(v))
+        elif isinstance(v, np.integer):
+            out[k] = int(v)
+        elif isinstance(v, np.bool_):
+            out[k] = bool(v)
+        else:
+            out[k] = v
+    return out
+
+
+def wafer_attributes(m: np.ndarray, labels: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """All attributes of one canonical map; ``labels`` (taxonomy names) guide the per-pattern
+    separation. Returns a JSON-ready dict with wafer-level fields, ``main`` (the dominant defect
+    mass, label-free), ``patterns`` (one entry a labelled pattern) and ``inferred_pattern``."""
+    m = np.asarray(m, dtype=np.uint8)
+    on = m != OFF
+    n_on = int(on.sum())
+    n_fail = int((m == FAIL).sum())
+    fail_fraction = n_fail / max(n_on, 1)
+    cl = _Claimer(m, min_component(n_on))
+    big = cl.big()
+    out: dict[str, Any] = {
+        "rows": int(m.shape[0]),
+        "cols": int(m.shape[1]),
+        "n_dies": n_on,
+        "n_fail": n_fail,
+        "yield": _r3(1.0 - fail_fraction),
+        "fail_fraction": _r3(fail_fraction),
+        "n_components": len(big),
+        "structured_fraction": _r3(_spread_fraction(cl)),
+    }
+    wide = wafer_wide(cl, fail_fraction)
+    if wide:
+        main_idx = np.flatnonzero(cl.fail)
+    else:
+        ring = [c for c in big if cl.band[c] >= 0.6]
+        ring_cov = coverage_deg(cl.geo.theta[cl.dies(ring)]) if ring else 0.0
+        ring_idx = cl.dies(ring)
+        outer = cl.on & (cl.geo.r >= 0.9)
+        covered = np.isin(
+            (cl.geo.theta // 15).astype(np.int64), np.unique(cl.geo.theta[ring_idx] // 15).astype(np.int64)
+        )
+        rim_rate = float(cl.fail[outer & covered].mean()) if (outer & covered).any() else 0.0
+        if ring_cov >= 180 and rim_rate >= 0.5:  # sparser rims are edge background
+            main_idx = ring_idx
+        else:
+            best = max(big, key=lambda c: cl.links[c]) if big else None
+            main_idx = cl.dies([best]) if best is not None else np.zeros(0, np.int64)
+    out["main"] = _clean(_mass_attributes(cl, main_idx, fail_fraction, whole=True))
+    out["inferred_pattern"] = infer_pattern(out)
+    patterns = []
+    wanted = [c for c in labels if c != NONE and c in _SELECT]
+    for name in sorted(wanted, key=CLAIM_ORDER.index):
+        idx = cl.core(_SELECT[name](cl), CORE_NEIGHBOURS.get(name, 0))
+        a = _mass_attributes(cl, idx, fail_fraction, whole=name in WHOLE_WAFER)
+        if name in WHOLE_WAFER and idx.size:
+            a["zone"] = "whole"
+            a["distribution"] = (
+                a["distribution"]
+                if a["distribution"] in ("full", "scattered")
+                else ("full" if fail_fraction >= FULL_FRACTION else "scattered")
+            )
+        if name in SYMMETRIC:
+            a["clock"], a["clock_deg"] = None, None
+        a["class"] = name
+        a["separable"] = bool(idx.size > 0)
+        patterns.append(_clean(a))
+    out["patterns"] = sorted(patterns, key=lambda p: CLASS_INDEX[p["class"]])
+    return out
+
+
+def infer_pattern(attrs: dict[str, Any]) -> str:
+    """A pattern name from the geometry alone (no label): a transparent rule cascade."""
+    main = attrs["main"]
+    ff = attrs["fail_fraction"] or 0.0
+    if attrs["n_fail"] == 0 or main["n_dies"] == 0:
+        return NONE
+    dist = main["distribution"]
+    if dist == "full":
+        return "Near-full"
+    if dist == "scattered":
+        return "Random"
+    if main["n_dies"] < max(4, 0.01 * attrs["n_dies"]) and ff < 0.2:
+        return NONE
+    if dist == "line":
+        return "Scratch"
+    if dist == "ring":
+        return "Edge-Ring" if main["mean_r"] >= 0.72 else "Donut"
+    if dist == "arc":
+        return "Edge-Loc"
+    if main["mean_r"] < 0.3 and (main["centroid_r"] or 0.0) < 0.2:
+        return "Center"
+    if main["mean_r"] >= 0.8:
+        return "Edge-Loc"
+    return "Loc"
+
+
+def attributes_for_rows(df: pd.DataFrame, labels_col: str = "labels") -> list[dict[str, Any]]:
+    """:func:`wafer_attributes` for every row of a raw-table-like frame."""
+    out = []
+    for blob, rows, cols, labels in zip(df["map"], df["rows"], df["cols"], df[labels_col], strict=True):
+        out.append(wafer_attributes(decode_map(blob, rows, cols), list(labels)))
+    return out
+
+
+# --- agreement with the synthetic generator's ground truth ---
+
+
+def truth_agreement(df: pd.DataFrame, attrs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row a true pattern of each synthetic wafer (one row with class ``none`` for a clean
+    wafer): truth and estimate of zone, clock and distribution (the estimate of the same class;
+    missing when the labels lacked it), and the label-free pattern type of single-class wafers."""
+    rows = []
+    for wid, pp, a in zip(df["wafer_id"], df["pattern_params"], attrs, strict=True):
+        if not pp:
+            continue
+        truth = json.loads(pp)["patterns"]
+        est = {p["class"]: p for p in a["patterns"]}
+        single = len(truth) <= 1
+        for t in truth or [{"class": NONE}]:
+            e = est.get(t["class"], {})
+            row = {"wafer_id": wid, "class": t["class"], "mixed": not single, "n_true": t.get("n_dies", 0)}
+            for attr in ("zone", "clock", "distribution"):
+                row[f"{attr}_true"] = t.get(attr, "n/a")
+                row[f"{attr}_est"] = e.get(attr, "n/a" if t["class"] == NONE else None)
+            row["pattern_true"] = t["class"] if single else None
+            row["pattern_est"] = a["inferred_pattern"] if single else None
+            rows.append(row)
+    return pd.DataFrame(rows, dtype=object)
+
+
+def agreement_summary(table: pd.DataFrame, min_dies: int = 0) -> dict[str, float]:
+    """Share of true patterns whose estimate agrees, per attribute (``pattern_type`` over
+    single-class wafers, ``none`` included); ``min_dies`` keeps only patterns that failed at
+    least that many dies (smaller ones drown in the background)."""
+    if table.empty:
+        return {}
+    out = {}
+    pat = table[(table["class"] != NONE) & (table["n_true"] >= min_dies)]
+    for attr in ("zone", "clock", "distribution"):
+        same = [e == t for e, t in zip(pat[f"{attr}_est"], pat[f"{attr}_true"], strict=True)]
+        out["clock_position" if attr == "clock" else attr] = float(np.mean(same)) if same else float("nan")
+    single = table[table["pattern_true"].notna()]
+    if len(single):
+        out["pattern_type"] = float((single["pattern_est"] == single["pattern_true"]).mean())
+    return out

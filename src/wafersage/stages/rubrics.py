@@ -1,0 +1,75 @@
+"""rubrics: per described wafer, the rubric JSON (validated by :class:`wafersage.rubric.Rubric`),
+with its root causes from the knowledge base; written as JSON lines with the attributes and
+descriptions it was built from."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+from wafersage.knowledge import load_knowledge_base
+from wafersage.rubric import SCHEMA_VERSION, build_rubric
+from wafersage.tracking import stage_run
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON lines; a missing file or a bad line raises one line naming the row."""
+    path = Path(path)
+    if not path.exists():
+        raise WaferSageError(path, "file not found")
+    out = []
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise WaferSageError(path, "invalid JSON line", str(exc), row=i) from None
+    return out
+
+
+def run(params: dict[str, Any], descriptions: Path, out: Path, metrics: Path) -> dict[str, Any]:
+    """Build and validate every rubric; write ``out`` and ``metrics`` atomically."""
+    kb = load_knowledge_base(params.get("knowledge_base"))
+    summary_variant = params.get("summary_variant", "full")
+    recs = read_jsonl(descriptions)
+    counts: Counter[str] = Counter()
+    lines = []
+    with stage_run("rubrics", params, inputs={"descriptions": descriptions}) as mlflow:
+        for i, rec in enumerate(recs):
+            labels = rec["labels"]
+            missing = [c for c in labels if c != "none" and c not in kb.patterns]
+            if missing:
+                counts["kb_missing"] += 1
+            try:
+                rubric = build_rubric(
+                    rec["wafer_id"], labels, rec["attributes"], kb, rec["descriptions"][summary_variant]
+                )
+            except (ValueError, KeyError) as exc:
+                raise WaferSageError(
+                    descriptions, "rubric does not validate", str(exc).splitlines()[0], row=i
+                ) from None
+            for dim in ("defect_types", "spatial", "morphology", "root_cause"):
+                d = getattr(rubric, dim)
+                counts[f"must_hit.{dim}"] += len(d.must_hit)
+                counts[f"must_avoid.{dim}"] += len(d.must_avoid)
+            rec = {**rec, "rubric_id": rubric.rubric_id(), "rubric": rubric.model_dump(mode="json")}
+            lines.append(json.dumps(rec, sort_keys=True))
+        n = max(len(lines), 1)
+        summary: dict[str, Any] = {
+            "wafers": len(lines),
+            "schema_version": SCHEMA_VERSION,
+            "kb_missing": counts.get("kb_missing", 0),
+            **{f"mean_{k}": round(v / n, 3) for k, v in sorted(counts.items()) if k.startswith("must_")},
+        }
+        with atomic_path(out) as tmp:
+            tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+        with atomic_path(metrics) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        mlflow.log_metrics({k.replace(".", "/"): float(v) for k, v in summary.items()})
+        if lines:
+            mlflow.log_dict(json.loads(lines[0])["rubric"], "sample_rubric.json")
+    return summary
