@@ -1,0 +1,1 @@
+"""Answer scoring: the rule score (reward), its config, judges, the calibration set and alignment."""

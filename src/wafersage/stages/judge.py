@@ -1,0 +1,113 @@
+"""judge: build the calibration pool from val QA pairs and score every answer with the judge."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+from wafersage.knowledge import load_knowledge_base
+from wafersage.score.calibration import build_pool
+from wafersage.score.judges import JudgeItem, make_judge
+from wafersage.stages.rubrics import read_jsonl
+from wafersage.tracking import stage_run
+
+VQA_COLUMNS = ("pair_id", "wafer_id", "rubric_id", "category", "question", "answer")
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Rubric records (``rubrics.jsonl``) by wafer id."""
+    return {r["wafer_id"]: r for r in read_jsonl(path)}
+
+
+def read_val(vqa: Path) -> pd.DataFrame:
+    """The val split of the VQA tables (``vqa`` a folder or one parquet file)."""
+    path = vqa / "val.parquet" if vqa.is_dir() else vqa
+    if not path.exists():
+        raise WaferSageError(path, "VQA val split not found")
+    df = pd.read_parquet(path)
+    missing = [c for c in VQA_COLUMNS if c not in df.columns]
+    if missing:
+        raise WaferSageError(path, "VQA table misses columns", ", ".join(missing))
+    return df
+
+
+def _png(image: Any) -> bytes | None:
+    if isinstance(image, dict):
+        return image.get("bytes")
+    return image if isinstance(image, bytes) else None
+
+
+def judge_items(
+    pool: pd.DataFrame, records: dict[str, dict[str, Any]], images: dict[str, bytes]
+) -> list[JudgeItem]:
+    """One :class:`JudgeItem` a pool row."""
+    out = []
+    for r in pool.itertuples():
+        rec = records[r.wafer_id]
+        out.append(
+            JudgeItem(
+                r.question,
+                r.answer,
+                r.reference,
+                rec["rubric"],
+                rec["labels"],
+                rec["attributes"],
+                images.get(r.pair_id),
+            )
+        )
+    return out
+
+
+def run(
+    params: dict[str, Any], vqa: Path, rubrics: Path, pool_out: Path, scores_out: Path, metrics: Path
+) -> dict[str, Any]:
+    """Write the pool and the judge scores (``item_id, judge, score, rationale``) atomically."""
+    records = read_records(rubrics)
+    val = read_val(vqa)
+    unknown = sorted(set(val["wafer_id"]) - set(records))
+    if unknown:
+        raise WaferSageError(vqa, "VQA wafer has no rubric", unknown[0])
+    kb = load_knowledge_base(params.get("knowledge_base"))
+    with stage_run("judge", params, inputs={"vqa": vqa, "rubrics": rubrics}) as mlflow:
+        pool = build_pool(val, records, kb, int(params.get("n_pairs", 150)), int(params.get("seed", 0)))
+        images = {}
+        if "image" in val.columns and params.get("judge", "reference") != "reference":
+            images = {p: _png(i) for p, i in zip(val["pair_id"], val["image"], strict=True)}
+        judge = make_judge(params, params.get("cache_dir", ".cache/judge"))
+        verdicts = judge.judge(judge_items(pool, records, images))
+        scores = pd.DataFrame(
+            {
+                "item_id": pool["item_id"],
+                "judge": judge.name,
+                "score": [v.score for v in verdicts],
+                "rationale": [v.rationale for v in verdicts],
+            }
+        )
+        n_nan = int(sum(math.isnan(v.score) for v in verdicts))
+        summary: dict[str, Any] = {
+            "items": len(pool),
+            "pairs": int(pool["pair_id"].nunique()),
+            "unscored": n_nan,
+            "mean_score": round(float(scores["score"].mean()), 4),
+            **{
+                f"mean_score.{k}": round(float(v), 4)
+                for k, v in scores.groupby(pool["variant"])["score"].mean().items()
+            },
+            **{f"judge_stats.{k}": int(v) for k, v in sorted(getattr(judge, "stats", {}).items())},
+        }
+        if len(pool) == 0:
+            raise WaferSageError(vqa, "calibration pool is empty")
+        with atomic_path(pool_out) as tmp:
+            pool.to_parquet(tmp, index=False)
+        with atomic_path(scores_out) as tmp:
+            scores.to_parquet(tmp, index=False)
+        with atomic_path(metrics) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        mlflow.log_metrics({k.replace(".", "/"): float(v) for k, v in summary.items()})
+    return summary
