@@ -1,0 +1,87 @@
+"""The VQA tables (``data/vqa/{train,val,test}.parquet``) as the model stages read them: checked,
+and turned into TRL's conversational vision format (``messages`` + ``images``)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wafersage.errors import WaferSageError
+
+#: The columns the model stages need (DESIGN.md's data contract for data/vqa/*.parquet).
+WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "answer", "category"
+REQUIRED = (WAFER, IMAGE, QUESTION, ANSWER, CATEGORY)
+#: Optional: the wafer's class labels (the truth type answers are scored against when present).
+LABELS = "labels"
+#: The category whose answers name the defect type (scored with the answer parser).
+TYPE_CATEGORY = "type"
+
+
+def read_split(path: str | Path) -> pd.DataFrame:
+    """One VQA split; a missing file, missing column or empty table is a :class:`WaferSageError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WaferSageError(path, "VQA split not found", "run `dvc repro vqa` first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
+        raise WaferSageError(path, "VQA split is not a readable Parquet file", type(exc).__name__) from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise WaferSageError(path, "VQA split lacks columns", ", ".join(missing))
+    if df.empty:
+        raise WaferSageError(path, "VQA split is empty")
+    for col in (QUESTION, ANSWER):
+        bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if bad.any():
+            raise WaferSageError(path, f"empty {col}", row=int(bad.to_numpy().nonzero()[0][0]))
+    return df.reset_index(drop=True)
+
+
+def image_bytes(value: Any) -> bytes:
+    """The PNG bytes of an image cell (raw bytes, or a ``datasets`` image dict)."""
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise WaferSageError(None, "VQA image cell is not PNG bytes", type(value).__name__)
+    return bytes(value)
+
+
+def pil_image(value: Any) -> Any:
+    """An image cell as an RGB PIL image."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(image_bytes(value))).convert("RGB")
+
+
+def messages(question: str, answer: str | None = None) -> list[dict[str, str]]:
+    """One QA pair as chat messages (TRL puts the image in front of the first user turn)."""
+    out = [{"role": "user", "content": str(question)}]
+    if answer is not None:
+        out.append({"role": "assistant", "content": str(answer)})
+    return out
+
+
+def to_dataset(df: pd.DataFrame) -> Any:
+    """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access)."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    features = Features(
+        {
+            "messages": List({"role": Value("string"), "content": Value("string")}),
+            "images": List(Image()),
+        }
+    )
+    data = {
+        "messages": [messages(q, a) for q, a in zip(df[QUESTION], df[ANSWER], strict=True)],
+        "images": [[{"bytes": image_bytes(v), "path": None}] for v in df[IMAGE]],
+    }
+    return Dataset.from_dict(data, features=features)
+
+
+def corpus(df: pd.DataFrame) -> list[str]:
+    """The text the domain tokenizer is trained on: every question and answer."""
+    return [*df[QUESTION].astype(str), *df[ANSWER].astype(str)]

@@ -1,0 +1,394 @@
+"""sft: supervised fine-tuning of the base VLM on the VQA train split with TRL's ``SFTTrainer``.
+
+Conversational messages + the rendered map, loss on the assistant turns only, eval on (a seeded
+sample of) the val split every ``eval_steps`` with early stopping on the val loss, checkpoints in
+``checkpoints/sft/<key>`` (key = params + input hashes) that a rerun resumes after a kill, LoRA
+via PEFT when ``lora.enabled`` (``auto``: on for a real base, off for the tiny default). One
+MLflow run holds our params, TRL's losses and learning-rate curve, sample generations and the
+data hashes. Writes ``models/sft/`` (merged model + processor) and ``reports/sft/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+from wafersage.params import flatten
+
+#: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
+#: the paper's rank 16, alpha 16 on every projection of the language model.
+LORA_DEFAULTS: dict[str, Any] = {
+    "enabled": "auto",
+    "r": 16,
+    "alpha": 16,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "merge": True,
+}
+DEFAULTS: dict[str, Any] = {
+    "seed": 3407,
+    "threads": 0,
+    "max_steps": 300,
+    "type_oversample": 1,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 2.0e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 20,
+    "weight_decay": 0.0,
+    "optim": "adamw_torch",
+    "max_length": 256,
+    "logging_steps": 10,
+    "eval_steps": 100,
+    "eval_max_samples": 256,
+    "per_device_eval_batch_size": 32,
+    "early_stopping_patience": 3,
+    "save_total_limit": 2,
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "type_eval_max": 400,
+    "rule_eval_max": 200,
+    "generation_batch_size": 32,
+    "max_new_tokens": 32,
+    "sample_generations": 16,
+    "lora": LORA_DEFAULTS,
+}
+#: reports/sft/metrics.json (``rule_score`` when the rubrics and the aligned reward config are given).
+METRIC_KEYS = ("type_macro_f1", "type_accuracy", "rule_score", "val_loss", "train_wall_s", "steps")
+
+
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(DEFAULTS)
+    unknown |= {f"lora.{k}" for k in set(params.get("lora") or {}) - set(DEFAULTS["lora"])}
+    if unknown:
+        raise WaferSageError("params.yaml", "unknown key in sft", ", ".join(sorted(unknown)))
+    p = {**DEFAULTS, **params, "lora": {**DEFAULTS["lora"], **(params.get("lora") or {})}}
+    if int(p["max_steps"]) < 1 or int(p["eval_steps"]) < 1:
+        raise WaferSageError("params.yaml", "sft.max_steps and sft.eval_steps must be >= 1")
+    if p["lora"]["enabled"] not in ("auto", True, False):
+        raise WaferSageError("params.yaml", "sft.lora.enabled must be auto, true or false")
+    return p
+
+
+def lora_enabled(p: dict[str, Any], base: str) -> bool:
+    """LoRA on or off: ``auto`` means on for a real base, off for the tiny default."""
+    flag = p["lora"]["enabled"]
+    return base != "tiny" if flag == "auto" else bool(flag)
+
+
+def run_key(p: dict[str, Any], inputs: dict[str, Path]) -> str:
+    """Identifies a training run: same params and inputs -> same checkpoint folder."""
+    from wafersage.tracking import file_md5
+
+    h = hashlib.md5(json.dumps(flatten(p), sort_keys=True, default=str).encode())
+    for name in sorted(inputs):
+        h.update(f"{name}={file_md5(inputs[name])}".encode())
+    return h.hexdigest()[:12]
+
+
+def oversample_type(df: pd.DataFrame, times: int) -> pd.DataFrame:
+    """The train split with each type-category pair repeated ``times`` times (the defect type is the
+    answer the metrics score; it is one pair in ~8 per wafer)."""
+    from wafersage.modeling.vqa_data import CATEGORY, TYPE_CATEGORY
+
+    if times <= 1:
+        return df
+    extra = df[df[CATEGORY] == TYPE_CATEGORY]
+    return pd.concat([df, *([extra] * (times - 1))], ignore_index=True)
+
+
+def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return df if len(df) <= n else df.sample(n=n, random_state=seed).sort_index()
+
+
+def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    steps = int(p["eval_steps"])
+    return SFTConfig(
+        output_dir=str(out),
+        run_name="sft",
+        seed=int(p["seed"]),
+        data_seed=int(p["seed"]),
+        max_steps=int(p["max_steps"]),
+        per_device_train_batch_size=int(p["per_device_train_batch_size"]),
+        per_device_eval_batch_size=int(p["per_device_eval_batch_size"]),
+        gradient_accumulation_steps=int(p["gradient_accumulation_steps"]),
+        learning_rate=float(p["learning_rate"]),
+        lr_scheduler_type=str(p["lr_scheduler_type"]),
+        warmup_steps=int(p["warmup_steps"]),
+        weight_decay=float(p["weight_decay"]),
+        optim=str(p["optim"]),
+        max_length=int(p["max_length"]),
+        assistant_only_loss=True,
+        gradient_checkpointing=bool(p["gradient_checkpointing"]),
+        bf16=bool(p["bf16"]),
+        logging_steps=int(p["logging_steps"]),
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=steps,
+        save_strategy="steps",
+        save_steps=steps,
+        save_total_limit=int(p["save_total_limit"]),
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to=["mlflow"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def _peft_config(p: dict[str, Any]) -> Any:
+    from peft import LoraConfig
+
+    lp = p["lora"]
+    return LoraConfig(
+        r=int(lp["r"]),
+        lora_alpha=int(lp["alpha"]),
+        lora_dropout=float(lp["dropout"]),
+        target_modules=list(lp["target_modules"]),
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(
+    p: dict[str, Any], base: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, ckpt: Path, lora: bool
+) -> Any:
+    """The configured ``SFTTrainer`` (model from ``base``, LoRA when asked)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    from wafersage.modeling.processor import load_processor
+    from wafersage.modeling.vqa_data import to_dataset
+    from wafersage.stages.init_model import base_info
+
+    info = base_info(base)
+    processor = load_processor(base)
+    if int(p["threads"]) > 0:
+        torch.set_num_threads(int(p["threads"]))
+    torch.manual_seed(int(p["seed"]))
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(base), dtype=getattr(torch, info.get("dtype", "float32")), local_files_only=True
+    )
+    val = _sample(val_df, int(p["eval_max_samples"]), int(p["seed"]))
+    has_eval = len(val) > 0
+    callbacks = (
+        [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
+    )
+    return SFTTrainer(
+        model=model,
+        args=_training_args(p, ckpt, has_eval),
+        train_dataset=to_dataset(oversample_type(train_df, int(p["type_oversample"]))),
+        eval_dataset=to_dataset(val) if has_eval else None,
+        processing_class=processor,
+        peft_config=_peft_config(p) if lora else None,
+        callbacks=callbacks,
+    )
+
+
+def last_checkpoint(ckpt: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ``ckpt`` (what a rerun resumes from)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+
+def final_model(trainer: Any, lora: bool, merge: bool) -> Any:
+    """The trained model to save: LoRA merged into the base when asked."""
+    model = trainer.model
+    if lora and merge:
+        model = model.merge_and_unload()
+    return model
+
+
+def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
+    """Greedy answers to the test split's type questions, parsed and scored."""
+    from wafersage.modeling.generate import generate_answers
+    from wafersage.modeling.vqa_data import (
+        ANSWER,
+        CATEGORY,
+        IMAGE,
+        LABELS,
+        QUESTION,
+        TYPE_CATEGORY,
+        pil_image,
+    )
+    from wafersage.type_scoring import type_scores
+
+    rows = _sample(test_df[test_df[CATEGORY] == TYPE_CATEGORY], int(p["type_eval_max"]), int(p["seed"]))
+    if rows.empty:
+        raise WaferSageError("data/vqa/test.parquet", "no type-category questions in the test split")
+    answers = generate_answers(
+        model,
+        processor,
+        [pil_image(v) for v in rows[IMAGE]],
+        list(rows[QUESTION]),
+        int(p["generation_batch_size"]),
+        int(p["max_new_tokens"]),
+    )
+    if LABELS in rows:  # the VQA stage's label column is the truth; else the reference answer parsed
+        return type_scores([" and ".join(v) if len(v) else "none" for v in rows[LABELS]], answers)
+    return type_scores(list(rows[ANSWER]), answers)
+
+
+def rule_score(
+    model: Any, processor: Any, test_df: pd.DataFrame, rubrics: Path, reward: Path, p: dict[str, Any]
+) -> float:
+    """Mean aligned rule score (``wafersage.score``) of greedy answers to a seeded sample of the test
+    split's questions (all categories), against each wafer's rubric."""
+    from wafersage.modeling.generate import generate_answers
+    from wafersage.modeling.vqa_data import ANSWER, IMAGE, LABELS, QUESTION, WAFER, pil_image
+    from wafersage.score.config import load as load_reward
+    from wafersage.score.rules import Item, score_items
+    from wafersage.stages.judge import read_records
+
+    for path in (rubrics, reward):
+        if not Path(path).exists():
+            raise WaferSageError(path, "rule-score input not found")
+    records = read_records(Path(rubrics))
+    rows = _sample(test_df, int(p["rule_eval_max"]), int(p["seed"]))
+    missing = sorted(set(rows[WAFER]) - set(records))
+    if missing:
+        raise WaferSageError(rubrics, "test wafer without a rubric", missing[0])
+    answers = generate_answers(
+        model,
+        processor,
+        [pil_image(v) for v in rows[IMAGE]],
+        list(rows[QUESTION]),
+        int(p["generation_batch_size"]),
+        int(p["max_new_tokens"]),
+    )
+    labels = (
+        [list(v) for v in rows[LABELS]]
+        if LABELS in rows
+        else [list(records[w].get("labels") or []) for w in rows[WAFER]]
+    )
+    items = [
+        Item(str(q), a, str(r), records[w]["rubric"], lb)
+        for q, a, r, w, lb in zip(rows[QUESTION], answers, rows[ANSWER], rows[WAFER], labels, strict=True)
+    ]
+    return round(float(score_items(items, load_reward(reward)).mean()), 4)
+
+
+def sample_table(model: Any, processor: Any, df: pd.DataFrame, p: dict[str, Any]) -> dict[str, list]:
+    """A few val questions with reference and generated answers (for ``mlflow.log_table``)."""
+    from wafersage.modeling.generate import generate_answers
+    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, IMAGE, QUESTION, WAFER, pil_image
+
+    rows = _sample(df, int(p["sample_generations"]), int(p["seed"]))
+    gen = generate_answers(
+        model,
+        processor,
+        [pil_image(v) for v in rows[IMAGE]],
+        list(rows[QUESTION]),
+        int(p["generation_batch_size"]),
+        int(p["max_new_tokens"]),
+    )
+    return {
+        "wafer_id": list(rows[WAFER]),
+        "category": list(rows[CATEGORY]),
+        "question": list(rows[QUESTION]),
+        "reference": list(rows[ANSWER]),
+        "generated": gen,
+    }
+
+
+def run(
+    params: dict[str, Any],
+    base: Path,
+    vqa_dir: Path,
+    out: Path,
+    metrics: Path,
+    checkpoints: Path = Path("checkpoints/sft"),
+    rubrics: Path | None = None,
+    reward: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, score on the test split's type questions, save model + processor and metrics."""
+    from wafersage.modeling.vqa_data import read_split
+    from wafersage.stages.init_model import BASE_INFO, base_info
+    from wafersage.tracking import stage_run
+
+    p = _checked(params)
+    info = base_info(base)
+    splits = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val", "test")}
+    train_df, val_df, test_df = (read_split(splits[s]) for s in ("train", "val", "test"))
+    lora = lora_enabled(p, str(info.get("base")))
+    inputs = {"base": Path(base), **{f"vqa_{s}": v for s, v in splits.items()}}
+    key = run_key(p, inputs)  # what training depends on; the rule-score inputs only score
+    scoring = {k: Path(v) for k, v in (("rubrics", rubrics), ("reward", reward)) if v is not None}
+    for path in scoring.values():
+        if not path.exists():
+            raise WaferSageError(path, "rule-score input not found")
+    ckpt = Path(checkpoints) / key
+
+    from accelerate import PartialState
+
+    # One MLflow run (on the main process; TRL's MLflowCallback logs into it); every process trains,
+    # evaluates and generates (collectives under FSDP/ZeRO-3), only the main process writes.
+    main = PartialState().is_main_process
+    tracking = (
+        stage_run("sft", {"sft": p, "lora_on": lora, "run_key": key}, inputs=inputs | scoring)
+        if main
+        else nullcontext()
+    )
+    with tracking as mlflow:
+        trainer = build_trainer(p, Path(base), train_df, val_df, ckpt, lora)
+        resume = last_checkpoint(ckpt)
+        if lora and mlflow is not None:
+            trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)
+            mlflow.log_metric("trainable_params", float(trainable))
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_wall = time.perf_counter() - t0
+        val_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else float("nan")
+        model = final_model(trainer, lora, bool(p["lora"]["merge"]))
+        processor = trainer.processing_class
+        scores = type_metrics(model, processor, test_df, p)
+        samples = sample_table(model, processor, val_df, p)
+        out_metrics = {
+            "type_macro_f1": scores["type_macro_f1"],
+            "type_accuracy": scores["type_accuracy"],
+            **(
+                {"rule_score": rule_score(model, processor, test_df, Path(rubrics), Path(reward), p)}
+                if rubrics is not None and reward is not None
+                else {}
+            ),
+            "val_loss": round(float(val_loss), 5),
+            "train_wall_s": round(train_wall, 2),
+            "steps": int(result.global_step),
+        }
+        if trainer.is_world_process_zero():
+            mlflow.log_metrics(
+                {"final_" + k: float(v) for k, v in out_metrics.items()}
+                | {"type_n": float(scores["type_n"]), "resumed_from_step": float(_step_of(resume))}
+            )
+            mlflow.log_table(samples, artifact_file="sft/sample_generations.json")
+            with atomic_path(out, directory=True) as tmp:
+                tmp.mkdir(parents=True, exist_ok=True)
+                model.save_pretrained(str(tmp))
+                processor.save_pretrained(str(tmp))
+                sft_info = {
+                    **info,
+                    "stage": "sft",
+                    "lora": lora,
+                    "run_key": key,
+                    "resumed_from_step": _step_of(resume),
+                }
+                (tmp / BASE_INFO).write_text(json.dumps(sft_info, indent=2, sort_keys=True) + "\n")
+            with atomic_path(metrics) as tmp:
+                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+            mlflow.log_artifact(str(metrics))
+    return out_metrics
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0

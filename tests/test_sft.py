@@ -1,0 +1,224 @@
+"""The sft stage: TRL SFT on a tiny model lowers val loss, resumes from its checkpoint, LoRA
+trains only adapters, bad inputs are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from vqa_tables import write_vqa
+
+from wafersage.errors import WaferSageError
+
+SIZE = 64
+FAST = {
+    "max_steps": 20,
+    "eval_steps": 10,
+    "logging_steps": 5,
+    "per_device_train_batch_size": 8,
+    "warmup_steps": 2,
+    "learning_rate": 3e-3,
+    "eval_max_samples": 24,
+    "type_eval_max": 12,
+    "sample_generations": 4,
+    "max_new_tokens": 8,
+}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    import os
+
+    from wafersage.stages import init_model
+
+    root = tmp_path_factory.mktemp("sft")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    vqa = write_vqa(root / "vqa", n_wafers=40, size=SIZE)
+    init_model.run(
+        {"vision_init": "off", "vocab_size": 400}, {}, vqa / "train.parquet", Path("x"), root / "base", SIZE
+    )
+    return root / "base", vqa
+
+
+def _val_loss_of(base: Path, vqa: Path, tmp: Path) -> float:
+    from wafersage.stages import sft
+
+    p = sft._checked(FAST)
+    val = pd.read_parquet(vqa / "val.parquet")
+    trainer = sft.build_trainer(p, base, pd.read_parquet(vqa / "train.parquet"), val, tmp / "ck0", False)
+    return float(trainer.evaluate()["eval_loss"])
+
+
+@pytest.mark.slow
+def test_sft_lowers_val_loss_and_resumes_from_its_checkpoint(setup, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from wafersage.modeling.processor import load_processor
+    from wafersage.stages import sft
+
+    base, vqa = setup
+    before = _val_loss_of(base, vqa, tmp_path)
+    ck, out, metrics = tmp_path / "ck", tmp_path / "sft", tmp_path / "metrics.json"
+    m = sft.run(FAST, base, vqa, out, metrics, ck)
+    assert set(m) == {"type_macro_f1", "type_accuracy", "val_loss", "train_wall_s", "steps"}
+    assert json.loads(metrics.read_text()) == m
+    assert m["steps"] == 20
+    assert m["val_loss"] < before - 0.5, (before, m["val_loss"])
+    assert 0.0 <= m["type_macro_f1"] <= 1.0 and 0.0 <= m["type_accuracy"] <= 1.0
+    assert type(load_processor(out)).__name__ == "WaferQwen3VLProcessor"
+    AutoModelForImageTextToText.from_pretrained(str(out))
+    # TRL's MLflow callback logged into the stage's own run: losses, LR curve, sample generations
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["wafersage"], filter_string="tags.`wafersage.stage` = 'sft'")
+    assert len(runs) == 1
+    client = mlflow.tracking.MlflowClient()
+    run_id = runs.run_id.iloc[0]
+    assert len(client.get_metric_history(run_id, "learning_rate")) == 4  # logging_steps 5 of 20
+    assert len(client.get_metric_history(run_id, "eval_loss")) >= 2
+    assert runs["metrics.final_type_macro_f1"].iloc[0] == m["type_macro_f1"]
+    assert any(a.path.endswith("sample_generations.json") for a in client.list_artifacts(run_id, "sft"))
+    assert any(c.startswith("tags.data.vqa_train.md5") for c in runs.columns)
+
+    # a kill after step 10: only checkpoint-10 survives; the rerun continues from it
+    (run_dir,) = list(ck.iterdir())
+    shutil.rmtree(run_dir / "checkpoint-20")
+    assert (run_dir / "checkpoint-10").is_dir()
+    m2 = sft.run(FAST, base, vqa, out, metrics, ck)
+    info = json.loads((out / "wafersage.json").read_text())
+    assert info["resumed_from_step"] == 10 and m2["steps"] == 20
+    state = json.loads((run_dir / "checkpoint-20" / "trainer_state.json").read_text())
+    logged = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert logged == [5, 10, 15, 20]  # steps 1-10 from the first run, 11-20 after the resume
+
+
+def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
+    from wafersage.stages import sft
+
+    base, vqa = setup
+    p = sft._checked({**FAST, "lora": {"enabled": True, "r": 4, "alpha": 8}})
+    df = pd.read_parquet(vqa / "train.parquet")
+    trainer = sft.build_trainer(p, base, df, df.iloc[:4], tmp_path / "ck", True)
+    trainable = [n for n, t in trainer.model.named_parameters() if t.requires_grad]
+    frozen = [n for n, t in trainer.model.named_parameters() if not t.requires_grad]
+    assert trainable and frozen
+    assert all("lora_A" in n or "lora_B" in n for n in trainable)
+    assert any("visual" in n for n in frozen) and not any("visual" in n for n in trainable)
+    merged = sft.final_model(trainer, lora=True, merge=True)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_type_oversampling_repeats_only_type_pairs(setup):
+    from wafersage.stages import sft
+
+    df = pd.read_parquet(setup[1] / "train.parquet")
+    more = sft.oversample_type(df, 3)
+    n_type = int((df["category"] == "type").sum())
+    assert len(more) == len(df) + 2 * n_type
+    assert (more["category"] == "type").sum() == 3 * n_type
+    assert sft.oversample_type(df, 1) is df
+
+
+def test_lora_auto_is_on_for_a_real_base_only():
+    from wafersage.stages import sft
+
+    p = sft._checked({})
+    assert sft.lora_enabled(p, "tiny") is False
+    assert sft.lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
+    assert sft.lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
+
+
+@pytest.mark.parametrize(
+    ("case", "rule"),
+    [
+        ("missing_split", "VQA split not found"),
+        ("empty_split", "VQA split is empty"),
+        ("missing_base", "not a wafersage model folder"),
+        ("bad_param", "unknown key in sft"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(case, rule, setup, tmp_path):
+    from wafersage.stages import sft
+
+    base, vqa = setup
+    params: dict = dict(FAST)
+    if case in ("missing_split", "empty_split"):
+        vqa2 = tmp_path / "vqa"
+        shutil.copytree(vqa, vqa2)
+        if case == "missing_split":
+            (vqa2 / "val.parquet").unlink()
+        else:
+            pd.read_parquet(vqa2 / "test.parquet").iloc[:0].to_parquet(vqa2 / "test.parquet")
+        vqa = vqa2
+    elif case == "missing_base":
+        base = tmp_path / "no-base"
+    else:
+        params["epochs"] = 3
+    with pytest.raises(WaferSageError, match=rule) as e:
+        sft.run(params, base, vqa, tmp_path / "out", tmp_path / "m.json", tmp_path / "ck")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.slow
+def test_rule_score_from_the_real_vqa_chain(tmp_path):
+    """synthetic raw -> describe -> rubrics -> vqa (the real stages) -> init_model -> sft with the
+    aligned rule score's inputs: metrics carry ``rule_score`` in [0, 1]."""
+    from wafersage.rawtable import write_raw
+    from wafersage.score.config import ScoreConfig, save
+    from wafersage.stages import describe, init_model, rubrics, sft, vqa
+    from wafersage.synthetic import SyntheticConfig, generate
+
+    raw = tmp_path / "raw.parquet"
+    write_raw(generate(SyntheticConfig.from_dict({"n_wafers": 60, "seed": 1})), raw)
+    describe.run(
+        {"backend": "analytic", "labels_from": "raw"},
+        raw,
+        None,
+        tmp_path / "d.jsonl",
+        tmp_path / "dm.json",
+        SIZE,
+    )
+    rubrics.run({}, tmp_path / "d.jsonl", tmp_path / "r.jsonl", tmp_path / "rm.json")
+    vqa.run({"seed": 0}, tmp_path / "r.jsonl", raw, tmp_path / "vqa", tmp_path / "vm.json", SIZE)
+    save(ScoreConfig(), tmp_path / "reward.json")
+    init_model.run(
+        {"vision_init": "off", "vocab_size": 400},
+        {},
+        tmp_path / "vqa" / "train.parquet",
+        Path("x"),
+        tmp_path / "base",
+        SIZE,
+    )
+    params = {**FAST, "max_steps": 4, "eval_steps": 2, "rule_eval_max": 16}
+    m = sft.run(
+        params,
+        tmp_path / "base",
+        tmp_path / "vqa",
+        tmp_path / "sft",
+        tmp_path / "m.json",
+        tmp_path / "ck",
+        tmp_path / "r.jsonl",
+        tmp_path / "reward.json",
+    )
+    assert set(m) == set(sft.METRIC_KEYS)
+    assert 0.0 <= m["rule_score"] <= 1.0
+    with pytest.raises(WaferSageError, match="rule-score input not found"):
+        sft.run(
+            params,
+            tmp_path / "base",
+            tmp_path / "vqa",
+            tmp_path / "sft2",
+            tmp_path / "m2.json",
+            tmp_path / "ck",
+            tmp_path / "nope.jsonl",
+            tmp_path / "reward.json",
+        )

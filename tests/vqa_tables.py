@@ -1,0 +1,61 @@
+"""Small VQA tables (DESIGN.md columns) from synthetic wafers, for the model tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from wafersage.rawtable import decode_map
+from wafersage.render import render_map
+from wafersage.synthetic import SyntheticConfig, generate
+
+QUESTIONS = (
+    ("type", "What type of defect pattern is visible on this wafer map?"),
+    ("spatial", "Where on the wafer are the failing dies concentrated?"),
+)
+
+
+def _png(m, size: int) -> bytes:
+    buf = io.BytesIO()
+    render_map(m, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Two QA pairs a single-label synthetic wafer: its type (answer names the true class) and a
+    spatial one."""
+    raw = generate(
+        SyntheticConfig.from_dict(
+            {"n_wafers": n_wafers, "seed": seed, "noise_rate": 0.0, "mixed_fraction": 0.0}
+        )
+    )
+    rec: dict[str, list] = {
+        k: [] for k in ("wafer_id", "image", "question", "answer", "category", "difficulty", "rubric_ref")
+    }
+    for row in raw.itertuples():
+        cls = list(row.true_labels)[0]
+        png = _png(decode_map(row.map, row.rows, row.cols), size)
+        answers = {
+            "type": f"{cls}." if cls != "none" else "No defect pattern.",
+            "spatial": "Across the wafer." if cls in ("none", "Random", "Near-full") else "In one zone.",
+        }
+        for cat, q in QUESTIONS:
+            rec["wafer_id"].append(row.wafer_id)
+            rec["image"].append(png)
+            rec["question"].append(q)
+            rec["answer"].append(answers[cat])
+            rec["category"].append(cat)
+            rec["difficulty"].append(1)
+            rec["rubric_ref"].append(f"{row.wafer_id}#{cat}")
+    return pd.DataFrame(rec)
+
+
+def write_vqa(folder: Path, n_wafers: int = 40, size: int = 64) -> Path:
+    """train/val/test parquet files of disjoint wafers under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, split in enumerate(("train", "val", "test")):
+        n = n_wafers if split == "train" else max(n_wafers // 4, 4)
+        vqa_table(n, size, seed=100 + i).to_parquet(folder / f"{split}.parquet", index=False)
+    return folder
