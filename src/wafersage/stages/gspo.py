@@ -1,0 +1,373 @@
+"""gspo: curriculum Group Sequence Policy Optimization of the SFT model on the aligned rule reward.
+
+TRL's ``GRPOTrainer`` with GSPO settings (``importance_sampling_level="sequence"``,
+``loss_type="grpo"``, clip epsilon 3e-4 / 4e-4), starting from ``models/sft/``. The reward is the one
+rule score of :mod:`wafersage.score.reward` under ``models/reward/reward_config.json``: the overall
+score trains (weight 1); each component is a weight-0 reward function, so TRL logs its mean/std
+without training on it. Prompts follow the curriculum of params ``gspo.curriculum`` (easy -> hard,
+review = train split seen by SFT, learning = val split it never trained on; never the test split).
+Health per step (dead groups, reward per component, clip ratio, KL, completion length, curriculum
+stage) goes to MLflow, with a table of sampled completions every ``table_every`` steps.
+Checkpoints in ``checkpoints/gspo/<key>``; a rerun after a kill resumes from the last one, at the
+same step and curriculum position. Writes ``models/gspo/`` and ``reports/gspo/metrics.json``.
+
+GPU path (params): ``use_vllm`` with ``vllm_mode: colocate`` (vLLM shares the training GPU) or
+``server`` (``trl vllm-serve`` on other GPUs, ``vllm_server_base_url``), LoRA for a real base,
+``bf16``, and ``accelerate launch --config_file configs/accelerate/<cfg>.yaml -m wafersage gspo``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+from wafersage.stages.sft import LORA_DEFAULTS
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 3407,
+    "threads": 1,
+    "importance_sampling_level": "sequence",
+    "loss_type": "grpo",
+    "epsilon": 3.0e-4,
+    "epsilon_high": 4.0e-4,
+    "beta": 0.02,
+    "num_generations": 4,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 1,
+    "steps_per_generation": 1,
+    "num_iterations": 1,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "max_completion_length": 48,
+    "learning_rate": 5.0e-5,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "optim": "adamw_torch",
+    "scale_rewards": "group",
+    "multi_objective_aggregation": "sum_then_normalize",
+    "mask_truncated_completions": False,
+    "logging_steps": 1,
+    "save_steps": 10,
+    "save_total_limit": 2,
+    "table_every": 10,
+    "bf16": False,
+    "gradient_checkpointing": False,
+    "use_vllm": False,
+    "vllm_mode": "colocate",
+    "vllm_server_base_url": None,
+    "vllm_gpu_memory_utilization": 0.3,
+    "lora": LORA_DEFAULTS,
+    "curriculum": {
+        "enabled": True,
+        "review_split": "train",
+        "learning_split": "val",
+        "stages": [
+            {"name": "easy", "difficulties": [1], "steps": 10, "review_fraction": 0.5},
+            {"name": "medium", "difficulties": [1, 2], "steps": 10, "review_fraction": 0.5},
+            {"name": "hard", "difficulties": [2, 3], "steps": 10, "review_fraction": 0.5},
+        ],
+    },
+}
+#: reports/gspo/metrics.json, exactly these keys.
+METRIC_KEYS = ("dead_group_rate", "reward_mean_first", "reward_mean_last", "train_wall_s", "steps")
+NESTED = ("lora", "curriculum")
+SPLITS = ("train", "val")  # the test split is never read by this stage
+
+
+def checked(params: dict[str, Any]) -> dict[str, Any]:
+    """``gspo`` params merged over :data:`DEFAULTS`; unknown keys and bad values are one-line errors."""
+    unknown = set(params) - set(DEFAULTS)
+    for k in NESTED:
+        unknown |= {f"{k}.{x}" for x in set(params.get(k) or {}) - set(DEFAULTS[k])}
+    if unknown:
+        raise WaferSageError("params.yaml", "unknown key in gspo", ", ".join(sorted(unknown)))
+    p = {**DEFAULTS, **params, **{k: {**DEFAULTS[k], **(params.get(k) or {})} for k in NESTED}}
+    cur = p["curriculum"]
+    if {cur["review_split"], cur["learning_split"]} - set(SPLITS):
+        raise WaferSageError("params.yaml", "gspo curriculum splits must be train or val (never test)")
+    if cur["review_split"] == cur["learning_split"]:
+        raise WaferSageError("params.yaml", "gspo curriculum review and learning splits must differ")
+    if p["importance_sampling_level"] not in ("sequence", "token"):
+        raise WaferSageError("params.yaml", "gspo.importance_sampling_level must be sequence or token")
+    if int(p["per_device_train_batch_size"]) % int(p["num_generations"]):
+        raise WaferSageError("params.yaml", "gspo.per_device_train_batch_size must divide by num_generations")
+    if p["lora"]["enabled"] not in ("auto", True, False):
+        raise WaferSageError("params.yaml", "gspo.lora.enabled must be auto, true or false")
+    return p
+
+
+def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd.DataFrame:
+    """The RL prompts: review and learning splits with the reward's columns (``question``,
+    ``answer``, ``rubric`` JSON, ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool``."""
+    from wafersage.modeling.curriculum import LEARNING, REVIEW
+    from wafersage.modeling.vqa_data import read_split
+    from wafersage.stages.judge import read_records
+
+    records = read_records(Path(rubrics))
+    frames = []
+    pools = {curriculum["review_split"]: REVIEW, curriculum["learning_split"]: LEARNING}
+    for split, pool in pools.items():
+        path = Path(vqa_dir) / f"{split}.parquet"
+        df = read_split(path)
+        for col in ("difficulty", "pair_id"):
+            if col not in df:
+                raise WaferSageError(path, "VQA split lacks a column gspo needs", col)
+        missing = sorted(set(df["wafer_id"]) - set(records))
+        if missing:
+            raise WaferSageError(rubrics, "wafer of the VQA split has no rubric record", missing[0])
+        labels = df["labels"] if "labels" in df else df["wafer_id"].map(lambda w: records[w]["labels"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "pair_id": df["pair_id"].astype(str),
+                    "question": df["question"].astype(str),
+                    "answer": df["answer"].astype(str),
+                    "rubric": [json.dumps(records[w]["rubric"], sort_keys=True) for w in df["wafer_id"]],
+                    "labels": [[str(x) for x in v] for v in labels],
+                    "difficulty": df["difficulty"].astype(int),
+                    "category": df["category"].astype(str),
+                    "pool": pool,
+                    "image": df["image"],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def to_dataset(table: pd.DataFrame) -> Any:
+    """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
+    (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    from wafersage.modeling.vqa_data import image_bytes, messages
+
+    features = Features(
+        {
+            "prompt": List({"role": Value("string"), "content": Value("string")}),
+            "images": List(Image()),
+            "question": Value("string"),
+            "answer": Value("string"),
+            "rubric": Value("string"),
+            "labels": List(Value("string")),
+            "pair_id": Value("string"),
+            "difficulty": Value("int32"),
+            "category": Value("string"),
+            "pool": Value("string"),
+        }
+    )
+    data = {
+        "prompt": [messages(q) for q in table["question"]],
+        "images": [[{"bytes": image_bytes(v), "path": None}] for v in table["image"]],
+        **{c: list(table[c]) for c in features if c not in ("prompt", "images")},
+    }
+    data["difficulty"] = [int(x) for x in data["difficulty"]]
+    return Dataset.from_dict(data, features=features)
+
+
+def grpo_config(p: dict[str, Any], out: Path, n_rewards: int, max_steps: int) -> Any:
+    """The ``GRPOConfig`` (GSPO when ``importance_sampling_level`` is ``sequence``)."""
+    from trl import GRPOConfig
+
+    vllm = {
+        "use_vllm": bool(p["use_vllm"]),
+        "vllm_mode": str(p["vllm_mode"]),
+        "vllm_gpu_memory_utilization": float(p["vllm_gpu_memory_utilization"]),
+    }
+    if p["vllm_server_base_url"]:
+        vllm["vllm_server_base_url"] = str(p["vllm_server_base_url"])
+    return GRPOConfig(
+        output_dir=str(out),
+        run_name="gspo",
+        seed=int(p["seed"]),
+        data_seed=int(p["seed"]),
+        max_steps=max_steps,
+        per_device_train_batch_size=int(p["per_device_train_batch_size"]),
+        gradient_accumulation_steps=int(p["gradient_accumulation_steps"]),
+        steps_per_generation=int(p["steps_per_generation"]),
+        num_iterations=int(p["num_iterations"]),
+        num_generations=int(p["num_generations"]),
+        importance_sampling_level=str(p["importance_sampling_level"]),
+        loss_type=str(p["loss_type"]),
+        epsilon=float(p["epsilon"]),
+        epsilon_high=float(p["epsilon_high"]),
+        beta=float(p["beta"]),
+        temperature=float(p["temperature"]),
+        top_p=float(p["top_p"]),
+        max_completion_length=int(p["max_completion_length"]),
+        learning_rate=float(p["learning_rate"]),
+        lr_scheduler_type=str(p["lr_scheduler_type"]),
+        warmup_steps=int(p["warmup_steps"]),
+        weight_decay=float(p["weight_decay"]),
+        max_grad_norm=float(p["max_grad_norm"]),
+        optim=str(p["optim"]),
+        scale_rewards=str(p["scale_rewards"]),
+        multi_objective_aggregation=str(p["multi_objective_aggregation"]),
+        mask_truncated_completions=bool(p["mask_truncated_completions"]),
+        reward_weights=[1.0] + [0.0] * (n_rewards - 1),
+        shuffle_dataset=False,
+        logging_steps=int(p["logging_steps"]),
+        save_strategy="steps",
+        save_steps=int(p["save_steps"]),
+        save_total_limit=int(p["save_total_limit"]),
+        bf16=bool(p["bf16"]),
+        gradient_checkpointing=bool(p["gradient_checkpointing"]),
+        report_to=["mlflow"],
+        log_completions=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **vllm,
+    )
+
+
+def build_trainer(
+    p: dict[str, Any],
+    model_dir: Path,
+    table: pd.DataFrame,
+    reward_config: Path,
+    ckpt: Path,
+    lora: bool,
+    callbacks: list | None = None,
+) -> Any:
+    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer`."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from wafersage.modeling.curriculum import Layout, Schedule, flat_stage, parse_stages
+    from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
+    from wafersage.modeling.processor import load_processor
+    from wafersage.score.reward import make_reward_funcs
+    from wafersage.stages.init_model import base_info
+    from wafersage.stages.sft import _peft_config
+
+    torch.set_num_threads(int(p["threads"]))
+    torch.manual_seed(int(p["seed"]))
+    info = base_info(model_dir)
+    processor = load_processor(model_dir)
+    # TRL 1.16 left-pads the prompt ids but builds the multimodal fields (mm_token_type_ids, which
+    # place the image in M-RoPE) with the processor's own padding side: they only line up for
+    # prompts of different lengths when that side is left too (run() restores it before saving).
+    processor.tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(model_dir), dtype=getattr(torch, info.get("dtype", "float32")), local_files_only=True
+    )
+    funcs = make_reward_funcs(reward_config)
+    stages = parse_stages(p["curriculum"]["stages"])
+    if not p["curriculum"]["enabled"]:
+        stages = flat_stage(stages)
+    max_steps = sum(s.steps for s in stages)
+    args = grpo_config(p, ckpt, len(funcs), max_steps)
+    layout = Layout(
+        prompts_per_chunk=args.generation_batch_size // int(p["num_generations"]),
+        micro_per_chunk=args.steps_per_generation * int(p["num_iterations"]),
+        grad_accum=int(p["gradient_accumulation_steps"]),
+    )
+    schedule = Schedule(table, stages, layout, int(p["seed"]))
+    return CurriculumGRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=to_dataset(table),
+        processing_class=processor,
+        peft_config=_peft_config(p) if lora else None,
+        callbacks=callbacks,
+        schedule=schedule,
+        table_every=int(p["table_every"]),
+    )
+
+
+def summarize(log_history: list[dict[str, Any]], steps: int, train_wall: float) -> dict[str, Any]:
+    """``reports/gspo/metrics.json`` from the trainer's log history: the dead-group rate over all
+    logged steps, and the mean reward of the first and of the last tenth of the logged steps."""
+    rows = [h for h in log_history if "reward" in h and h.get("reward") is not None]
+    if not rows:
+        raise WaferSageError("gspo", "training logged no rewards")
+    k = max(1, len(rows) // 10)
+    dead = [h["dead_group_rate"] for h in rows if h.get("dead_group_rate") is not None]
+    return {
+        "dead_group_rate": round(sum(dead) / max(len(dead), 1), 4),
+        "reward_mean_first": round(sum(h["reward"] for h in rows[:k]) / k, 4),
+        "reward_mean_last": round(sum(h["reward"] for h in rows[-k:]) / k, 4),
+        "train_wall_s": round(train_wall, 2),
+        "steps": int(steps),
+    }
+
+
+def run(
+    params: dict[str, Any],
+    sft_dir: Path,
+    vqa_dir: Path,
+    rubrics: Path,
+    reward_config: Path,
+    out: Path,
+    metrics: Path,
+    checkpoints: Path = Path("checkpoints/gspo"),
+) -> dict[str, Any]:
+    """Train, then save model + processor and the metrics (see the module docstring)."""
+    from accelerate import PartialState
+
+    from wafersage.modeling.processor import load_processor
+    from wafersage.stages.init_model import BASE_INFO, base_info
+    from wafersage.stages.sft import final_model, last_checkpoint, lora_enabled, run_key
+    from wafersage.tracking import stage_run
+
+    p = checked(params)
+    for path in (Path(sft_dir), Path(reward_config), Path(rubrics)):
+        if not path.exists():
+            raise WaferSageError(path, "gspo input not found", "run `dvc repro sft align` first")
+    info = base_info(sft_dir)
+    padding_side = load_processor(sft_dir).tokenizer.padding_side
+    table = prompt_table(Path(vqa_dir), Path(rubrics), p["curriculum"])
+    lora = lora_enabled(p, str(info.get("base")))
+    inputs = {
+        "sft": Path(sft_dir),
+        "reward_config": Path(reward_config),
+        "rubrics": Path(rubrics),
+        **{f"vqa_{s}": Path(vqa_dir) / f"{s}.parquet" for s in SPLITS},
+    }
+    key = run_key(p, inputs)
+    ckpt = Path(checkpoints) / key
+    main = PartialState().is_main_process
+    tracking = (
+        stage_run("gspo", {"gspo": p, "lora_on": lora, "run_key": key}, inputs=inputs)
+        if main
+        else nullcontext()
+    )
+    with tracking as mlflow:
+        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora)
+        resume = last_checkpoint(ckpt)
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_wall = time.perf_counter() - t0
+        out_metrics = summarize(trainer.state.log_history, result.global_step, train_wall)
+        model = final_model(trainer, lora, bool(p["lora"]["merge"]))
+        trainer.processing_class.tokenizer.padding_side = padding_side
+        if trainer.is_world_process_zero():
+            resumed = int(Path(resume).name.split("-")[-1]) if resume else 0
+            mlflow.log_metrics(
+                {"final_" + k: float(v) for k, v in out_metrics.items()} | {"resumed_from_step": resumed}
+            )
+            with atomic_path(out, directory=True) as tmp:
+                tmp.mkdir(parents=True, exist_ok=True)
+                model.save_pretrained(str(tmp))
+                trainer.processing_class.save_pretrained(str(tmp))
+                gspo_info = {
+                    **info,
+                    "stage": "gspo",
+                    "lora": lora,
+                    "run_key": key,
+                    "resumed_from_step": resumed,
+                }
+                (tmp / BASE_INFO).write_text(json.dumps(gspo_info, indent=2, sort_keys=True) + "\n")
+            with atomic_path(metrics) as tmp:
+                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+            mlflow.log_artifact(str(metrics))
+    return out_metrics

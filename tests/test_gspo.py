@@ -1,0 +1,281 @@
+"""The gspo stage: curriculum schedule and sampler, dead-group health, a 3-step GSPO run on the tiny
+model (weights change, every health metric logged), resume after a kill at the right step and
+curriculum stage, and the reward inside GRPOTrainer's own call signature."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from gspo_data import write_inputs
+
+from wafersage.errors import WaferSageError
+from wafersage.modeling.curriculum import (
+    LEARNING,
+    REVIEW,
+    CurriculumSampler,
+    Layout,
+    Schedule,
+    flat_stage,
+    parse_stages,
+)
+
+SIZE = 64
+STAGES = [
+    {"name": "easy", "difficulties": [1], "steps": 2, "review_fraction": 0.5},
+    {"name": "hard", "difficulties": [2, 3], "steps": 2, "review_fraction": 0.5},
+]
+FAST = {
+    "per_device_train_batch_size": 8,
+    "num_generations": 4,
+    "steps_per_generation": 1,
+    "max_completion_length": 12,
+    "learning_rate": 1e-3,
+    "save_steps": 1,
+    "table_every": 2,
+    "curriculum": {"stages": STAGES},
+}
+#: What the stage must log per step (TRL's names plus ours).
+HEALTH = (
+    "dead_group_rate",
+    "frac_reward_zero_std",
+    "curriculum_stage",
+    "curriculum/review_share",
+    "reward",
+    "reward_std",
+    "rewards/wafersage_reward/mean",
+    "rewards/wafersage_reward/std",
+    "rewards/reward_rubric/mean",
+    "rewards/reward_rouge/mean",
+    "kl",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+)
+
+
+# ------------------------------------------------------------------ curriculum (fast)
+def _table(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(n)],
+            "difficulty": rng.integers(1, 4, n),
+            "pool": np.where(np.arange(n) % 3 == 0, LEARNING, REVIEW),
+        }
+    )
+
+
+def test_schedule_goes_easy_to_hard_mixing_review_and_learning() -> None:
+    table = _table()
+    stages = parse_stages(STAGES)
+    sched = Schedule(table, stages, Layout(prompts_per_chunk=4, micro_per_chunk=1, grad_accum=1), seed=0)
+    assert len(sched.chunks) == 4 and sched.chunk_stage == [0, 0, 1, 1]
+    assert [sched.stage_at(s) for s in range(6)] == [0, 0, 1, 1, 1, 1]
+    for chunk, st in zip(sched.chunks, sched.chunk_stage, strict=True):
+        rows = table.iloc[chunk]
+        assert set(rows["difficulty"]) <= set(stages[st].difficulties)
+        assert (rows["pool"] == REVIEW).sum() == 2 and (rows["pool"] == LEARNING).sum() == 2
+    again = Schedule(table, stages, Layout(4, 1, 1), seed=0)
+    assert again.chunks == sched.chunks
+    assert Schedule(table, stages, Layout(4, 1, 1), seed=1).chunks != sched.chunks
+    (flat,) = flat_stage(stages)
+    assert flat.difficulties == (1, 2, 3) and flat.steps == 4
+
+
+def test_sampler_has_trl_repeat_layout_and_layout_maps_steps() -> None:
+    sched = Schedule(_table(), parse_stages(STAGES), Layout(4, 2, 2), seed=0)
+    # grad_accum 2, steps_per_generation 2: one chunk per optimizer step
+    assert sched.stage_at(0) == 0 and sched.stage_at(2) == 1
+    out = list(CurriculumSampler(sched, mini_repeat_count=3, repeat_count=2))
+    first = sched.chunks[0]
+    assert out[:24] == [i for i in first for _ in range(3)] * 2
+    assert len(out) == len(CurriculumSampler(sched, 3, 2)) == 4 * 4 * 3 * 2
+    with pytest.raises(WaferSageError, match="divide"):
+        Schedule(_table(), parse_stages([{"difficulties": [1], "steps": 3}]), Layout(4, 2, 1), seed=0)
+
+
+def test_bad_params_are_one_line_errors() -> None:
+    from wafersage.stages import gspo
+
+    with pytest.raises(WaferSageError, match="never test"):
+        gspo.checked({"curriculum": {"learning_split": "test"}})
+    with pytest.raises(WaferSageError, match="unknown key"):
+        gspo.checked({"max_prompt_length": 128})
+    with pytest.raises(WaferSageError, match="difficulties"):
+        parse_stages([{"difficulties": [4], "steps": 1}])
+    with pytest.raises(WaferSageError, match="no prompts"):
+        t = _table().assign(difficulty=1)
+        Schedule(t, parse_stages([{"difficulties": [3], "steps": 1}]), Layout(4, 1, 1), seed=0)
+    with pytest.raises(WaferSageError, match="differ"):
+        gspo.checked({"curriculum": {"learning_split": "train"}})
+    p = gspo.checked({})
+    assert p["importance_sampling_level"] == "sequence" and p["loss_type"] == "grpo"
+    assert (p["epsilon"], p["epsilon_high"]) == (3e-4, 4e-4)
+
+
+def test_missing_input_is_a_one_line_error_and_writes_nothing(tmp_path) -> None:
+    from wafersage.stages import gspo
+
+    out, metrics = tmp_path / "gspo", tmp_path / "metrics.json"
+    with pytest.raises(WaferSageError, match="input not found"):
+        gspo.run({}, tmp_path, tmp_path, tmp_path, tmp_path / "nope.json", out, metrics, tmp_path / "ck")
+    assert not out.exists() and not metrics.exists()
+
+
+def test_dead_group_rate_and_summary() -> None:
+    import torch
+
+    from wafersage.modeling.gspo_trainer import dead_group_rate
+    from wafersage.stages.gspo import summarize
+
+    r = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.1, 0.2, 0.3, 0.4, float("nan"), 0.2, 0.2, float("nan")])
+    assert dead_group_rate(r, 4) == pytest.approx(2 / 3)
+    hist = [{"reward": 0.1 * i, "dead_group_rate": 0.0 if i % 2 else 0.5} for i in range(20)] + [{"x": 1}]
+    m = summarize(hist, 20, 12.345)
+    assert m == {
+        "dead_group_rate": 0.25,
+        "reward_mean_first": pytest.approx(0.05),
+        "reward_mean_last": pytest.approx(1.85),
+        "train_wall_s": 12.35,
+        "steps": 20,
+    }
+    with pytest.raises(WaferSageError, match="no rewards"):
+        summarize([{"loss": 1.0}], 1, 1.0)
+
+
+# ------------------------------------------------------------------ the tiny model (slow)
+@pytest.fixture(autouse=True)
+def _mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    import os
+
+    from wafersage.score.config import HARDENED, save
+    from wafersage.stages import init_model
+
+    root = tmp_path_factory.mktemp("gspo")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    vqa, rubrics = write_inputs(root, n_wafers=12, size=SIZE)
+    init_model.run(
+        {"vision_init": "off", "vocab_size": 400}, {}, vqa / "train.parquet", Path("x"), root / "sft", SIZE
+    )
+    save(HARDENED, root / "reward_config.json")
+    return {"sft": root / "sft", "vqa": vqa, "rubrics": rubrics, "reward": root / "reward_config.json"}
+
+
+def _trainer(setup, ckpt: Path, params: dict | None = None, callbacks=None):
+    from wafersage.stages import gspo
+
+    p = gspo.checked(params or FAST)
+    table = gspo.prompt_table(setup["vqa"], setup["rubrics"], p["curriculum"])
+    return gspo.build_trainer(p, setup["sft"], table, setup["reward"], ckpt, False, callbacks), table
+
+
+@pytest.mark.slow
+def test_three_step_gspo_changes_weights_and_logs_every_health_metric(setup, tmp_path) -> None:
+    import mlflow
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from wafersage.modeling.processor import load_processor
+    from wafersage.stages import gspo
+
+    params = {**FAST, "curriculum": {"stages": [{**STAGES[0], "steps": 1}, {**STAGES[1], "steps": 2}]}}
+    out, metrics = tmp_path / "gspo", tmp_path / "metrics.json"
+    m = gspo.run(
+        params, setup["sft"], setup["vqa"], setup["rubrics"], setup["reward"], out, metrics, tmp_path / "ck"
+    )
+    assert set(m) == {"dead_group_rate", "reward_mean_first", "reward_mean_last", "train_wall_s", "steps"}
+    assert json.loads(metrics.read_text()) == m and m["steps"] == 3
+    assert 0.0 <= m["dead_group_rate"] <= 1.0
+    before = AutoModelForImageTextToText.from_pretrained(str(setup["sft"])).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(str(out)).state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2, f"only {len(changed)} of {len(before)} tensors changed"
+    assert type(load_processor(out)).__name__ == "WaferQwen3VLProcessor"
+    assert json.loads((out / "wafersage.json").read_text())["stage"] == "gspo"
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`wafersage.stage` = 'gspo'"
+    )
+    logged = run.data.metrics
+    assert not [k for k in HEALTH if k not in logged], [k for k in HEALTH if k not in logged]
+    hist = client.get_metric_history(run.info.run_id, "curriculum_stage")
+    assert sorted({(h.step, h.value) for h in hist}) == [(1, 0.0), (2, 1.0), (3, 1.0)]
+    assert client.get_metric_history(run.info.run_id, "kl")[-1].value >= 0.0
+    arts = [a.path for a in client.list_artifacts(run.info.run_id, "gspo/completions")]
+    assert arts == ["gspo/completions/step_00002.json"]
+    table = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=arts[0])).read_text()
+    )
+    assert {"prompt", "completion", "advantage", "reward/wafersage_reward"} <= set(table["columns"])
+    assert len(table["data"]) == FAST["per_device_train_batch_size"]
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_right_step_and_curriculum_stage(setup, tmp_path) -> None:
+    from transformers import TrainerCallback
+
+    from wafersage.stages.sft import last_checkpoint
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 2:
+                raise _Killed("killed after checkpoint-2")
+
+    # the default layout: one rollout (4 prompts x G=4) feeds two optimizer steps
+    params = {**FAST, "steps_per_generation": 2}
+    ck = tmp_path / "ck"
+    trainer, table = _trainer(setup, ck, params, callbacks=[KillAfterSave()])
+    with pytest.raises(_Killed):
+        trainer.train()
+    ids_of = [list(table["pair_id"].iloc[c]) for c in trainer.schedule.chunks]
+    assert len(ids_of) == 2 and all(len(ids) == 4 for ids in ids_of)
+    assert [(s, st) for s, st, _ in trainer.rollout_log] == [(0, 0)]
+    assert [ids for _, _, ids in trainer.rollout_log] == ids_of[:1]
+
+    resume = last_checkpoint(ck)
+    assert resume is not None and resume.endswith("checkpoint-2")
+    again, _ = _trainer(setup, ck, params)
+    result = again.train(resume_from_checkpoint=resume)
+    assert result.global_step == 4
+    assert [(s, st) for s, st, _ in again.rollout_log] == [(2, 1)]
+    assert [ids for _, _, ids in again.rollout_log] == ids_of[1:]
+    stages = {h["step"]: h["curriculum_stage"] for h in again.state.log_history if "loss" in h}
+    assert stages == {1: 0.0, 2: 0.0, 3: 1.0, 4: 1.0}
+
+
+@pytest.mark.slow
+def test_reward_ranks_a_good_completion_above_a_bad_one_in_the_trainer_signature(setup, tmp_path) -> None:
+    from trl.data_utils import prepare_multimodal_messages
+
+    trainer, table = _trainer(setup, tmp_path / "ck")
+    ds = trainer.train_dataset
+    row = next(i for i in range(len(ds)) if ds[i]["category"] == "type")
+    inputs = [ds[row]] * 4  # one group of G=4, as the dataloader hands it to the trainer
+    prompts = [prepare_multimodal_messages(x["prompt"], images=x["images"]) for x in inputs]
+    good = inputs[0]["answer"]
+    bad = "The wafer map shows a defect pattern; further analysis is recommended."
+    completions = [[{"role": "assistant", "content": t}] for t in (good, bad, good, "")]
+    ids = [[1, 2]] * 4
+    trainer.model.train()  # as inside trainer.train()
+    rewards = trainer._calculate_rewards(inputs, prompts, completions, ids)
+    names = trainer.reward_func_names
+    assert names[0] == "wafersage_reward" and len(names) == rewards.shape[1]
+    overall = rewards[:, 0].tolist()
+    assert overall[0] == overall[2] and overall[0] > overall[1] + 0.2 and overall[0] > overall[3] + 0.2
+    assert trainer._metrics["train"]["dead_group_rate"][-1] == 0.0
