@@ -1,0 +1,1 @@
+"""Evaluation of answers: bootstrap statistics, per-model scoring and the HTML report."""

@@ -1,0 +1,29 @@
+"""``wafersage ask``: answer one question about a map file or every map in a folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wafersage.atomic import atomic_path
+from wafersage.serving.images import map_files, read_map_file
+
+
+def ask(path: Path, question: str, predictor: Any, out: Path | None = None) -> list[dict[str, str]]:
+    """One ``{"file", "question", "answer"}`` record a map (all maps are read and checked before
+    the model runs, so a bad file leaves no output); JSON lines written to ``out`` when given."""
+    from wafersage.errors import WaferSageError
+
+    if not question.strip():
+        raise WaferSageError(None, "question is empty")
+    files = map_files(Path(path))
+    images = [read_map_file(f, predictor.image_size) for f in files]
+    answers = predictor.answer(images, [question] * len(files))
+    records = [
+        {"file": f.name, "question": question, "answer": a} for f, a in zip(files, answers, strict=True)
+    ]
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records

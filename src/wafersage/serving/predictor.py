@@ -1,0 +1,98 @@
+"""A model folder (``save_pretrained`` model + processor + ``wafersage.json``) ready to answer
+questions about wafer images; or the registry's champion, resolved through MLflow."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wafersage.errors import WaferSageError
+
+CHAMPION = "champion"
+DEFAULT_IMAGE_SIZE = 96
+
+
+class Predictor:
+    """Greedy, batched answers from one model folder (thread-safe: one generation at a time)."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 16, max_new_tokens: int = 48) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        from wafersage.modeling.processor import load_processor
+        from wafersage.stages.init_model import base_info
+
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").exists():
+            raise WaferSageError(self.folder, "not a model folder (no config.json)")
+        info = base_info(self.folder)
+        self.info = info
+        self.image_size = int(info.get("image_size", DEFAULT_IMAGE_SIZE))
+        self.batch_size, self.max_new_tokens = int(batch_size), int(max_new_tokens)
+        self.processor = load_processor(self.folder)
+        try:
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                str(self.folder), dtype=getattr(torch, info.get("dtype", "float32")), local_files_only=True
+            )
+        except (OSError, ValueError) as exc:
+            raise WaferSageError(self.folder, "cannot load the model", str(exc).splitlines()[0]) from None
+        self.model.eval()
+        self.name = str(info.get("stage", self.folder.name))
+        self._lock = threading.Lock()
+
+    def answer(
+        self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[str]:
+        """Answers to ``questions`` about ``images`` (PIL images at :attr:`image_size`)."""
+        from wafersage.modeling.generate import generate_answers
+
+        if len(images) != len(questions):
+            raise ValueError("images and questions differ in length")
+        if not questions:
+            return []
+        with self._lock:
+            return generate_answers(
+                self.model,
+                self.processor,
+                list(images),
+                [str(q) for q in questions],
+                self.batch_size,
+                int(max_new_tokens or self.max_new_tokens),
+            )
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's tokenizer (for usage reports)."""
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def registry_uri(model_name: str, alias: str = CHAMPION) -> str:
+    """``models:/<name>@<alias>``."""
+    return f"models:/{model_name}@{alias}"
+
+
+def load_predictor(model: str | Path | None, model_name: str | None, **kw: Any) -> Predictor:
+    """A local folder when ``model`` is given (a path, or a ``models:/`` URI), else the registry's
+    ``models:/<model_name>@champion``."""
+    if model is not None and not str(model).startswith("models:/"):
+        return Predictor(model, **kw)
+    uri = str(model) if model is not None else registry_uri(_require(model_name))
+    return from_registry(uri, **kw)
+
+
+def _require(model_name: str | None) -> str:
+    if not model_name:
+        raise WaferSageError("params.yaml", "no model given and register.model_name is not set")
+    return model_name
+
+
+def from_registry(uri: str, **kw: Any) -> Predictor:
+    """The predictor inside a registered pyfunc (``models:/<name>@<alias>``)."""
+    from wafersage.registry import load_pyfunc
+
+    wrapper = load_pyfunc(uri).unwrap_python_model()
+    predictor = wrapper.predictor
+    for k, v in kw.items():
+        setattr(predictor, k, int(v))
+    return predictor

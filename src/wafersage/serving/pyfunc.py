@@ -1,0 +1,56 @@
+"""The MLflow pyfunc flavour of a wafersage model: the ``save_pretrained`` folder (checkpoint +
+processor) is the artifact ``model``; inputs are a table of ``image`` (base64 PNG, a PNG/.npy data
+URL, or a canonical map as JSON list text) and ``question``; the output is ``answer``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+ARTIFACT = "model"
+INPUT_COLUMNS = ("image", "question")
+
+
+def signature() -> Any:
+    """The pyfunc's signature: strings in (image, question), a string out (answer)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image"), ColSpec("string", "question")]),
+        outputs=Schema([ColSpec("string", "answer")]),
+    )
+
+
+class WaferVLM(mlflow.pyfunc.PythonModel):
+    """Answers questions about wafer maps with the checkpoint in the ``model`` artifact."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the model + processor folder once."""
+        from wafersage.serving.predictor import Predictor
+
+        config = dict(getattr(context, "model_config", None) or {})
+        self.predictor = Predictor(
+            context.artifacts[ARTIFACT],
+            batch_size=int(config.get("batch_size", 16)),
+            max_new_tokens=int(config.get("max_new_tokens", 48)),
+        )
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """``answer`` for each row of ``model_input`` (columns ``image``, ``question``)."""
+        from wafersage.errors import WaferSageError
+        from wafersage.serving.images import decode_value
+
+        df = pd.DataFrame(model_input)
+        missing = [c for c in INPUT_COLUMNS if c not in df.columns]
+        if missing:
+            raise WaferSageError("model_input", "missing columns", ", ".join(missing))
+        size = self.predictor.image_size
+        images = [decode_value(v, size, f"image row {i}") for i, v in enumerate(df["image"])]
+        max_tokens = int((params or {}).get("max_new_tokens", self.predictor.max_new_tokens))
+        answers = self.predictor.answer(images, [str(q) for q in df["question"]], max_tokens)
+        return pd.DataFrame({"answer": answers})

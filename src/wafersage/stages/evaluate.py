@@ -1,0 +1,377 @@
+"""evaluate: every model of the graph (untrained base, SFT, GSPO when present) answers the same
+seeded sample of the VQA test split; each answer gets the aligned rule score (the reward config
+GSPO trains on), the judge's 0-10 score (``judge`` section: reference or LLM) and, for type
+questions, the parsed label set; metrics with bootstrap CIs, paired model-vs-model differences,
+per-category and per-difficulty breakdowns, ``dvc plots`` data (confusion matrix, per-class F1),
+the model outputs for the judge-calibration pool, and the HTML report.
+
+Outputs (``out`` = reports/evaluate): ``metrics.json`` (``<model>.<metric>``, ``<model>.ci.<metric>``,
+``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``), ``breakdown.json``,
+``items.parquet`` (one row a model x question: what ``register``/``promote`` use as evidence),
+``confusion.csv`` (the last model's type answers), ``per_class_f1.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "max_pairs": 200,
+    "generation_batch_size": 32,
+    "max_new_tokens": 40,
+    "n_boot": 1000,
+    "confidence": 0.95,
+    "gallery": 24,
+}
+METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
+#: Paired comparisons written when both models are present: (name, challenger, baseline).
+COMPARISONS = (("gspo_vs_sft", "gspo", "sft"), ("sft_vs_base", "sft", "base"))
+NO_LABEL = "(no class named)"
+
+
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise WaferSageError("params.yaml", "unknown key in evaluate", ", ".join(sorted(unknown)))
+    p = {**DEFAULTS, **params}
+    if int(p["max_pairs"]) < 1 or int(p["n_boot"]) < 10:
+        raise WaferSageError("params.yaml", "evaluate.max_pairs must be >= 1 and n_boot >= 10")
+    return p
+
+
+def sample_pairs(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to ``n`` rows stratified by category (proportional, seeded), in table order."""
+    if len(df) <= n:
+        return df.reset_index(drop=True)
+    frac = n / len(df)
+    parts = [g.sample(n=max(1, round(len(g) * frac)), random_state=seed) for _, g in df.groupby("category")]
+    return pd.concat(parts).sort_index().head(n).reset_index(drop=True)
+
+
+def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, Any]) -> pd.DataFrame:
+    """The sampled test pairs with ``item_id``, truth labels and rubric attached."""
+    from wafersage.modeling.vqa_data import read_split
+
+    path = Path(vqa_dir) / "test.parquet"
+    df = sample_pairs(read_split(path), int(p["max_pairs"]), int(p["seed"]))
+    missing = sorted(set(df["wafer_id"]) - set(records))
+    if missing:
+        raise WaferSageError(path, "test wafer has no rubric", missing[0])
+    if "pair_id" not in df:
+        df["pair_id"] = [f"{w}#{i}" for i, w in enumerate(df["wafer_id"])]
+    if "difficulty" not in df:
+        df["difficulty"] = 1
+    if "labels" not in df:
+        df["labels"] = [list(records[w].get("labels") or []) for w in df["wafer_id"]]
+    if "rubric_id" not in df:
+        df["rubric_id"] = df["wafer_id"]
+    df["item_id"] = df["pair_id"].astype(str)
+    if df["item_id"].duplicated().any():
+        raise WaferSageError(
+            path, "duplicate pair_id", str(df.loc[df["item_id"].duplicated(), "item_id"].iloc[0])
+        )
+    return df
+
+
+def generate(folder: Path, df: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], float]:
+    """Greedy answers of the model in ``folder`` to every row (batched, with a progress bar) and
+    the seconds it took."""
+    from tqdm.auto import tqdm
+
+    from wafersage.modeling.vqa_data import pil_image
+    from wafersage.serving.images import fit
+    from wafersage.serving.predictor import Predictor
+
+    pred = Predictor(
+        folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
+    )
+    images = [fit(pil_image(v), pred.image_size) for v in df["image"]]
+    questions = list(df["question"].astype(str))
+    bs = int(p["generation_batch_size"])
+    answers: list[str] = []
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, len(df), bs), desc=f"evaluate {folder.name}", unit="batch"):
+        answers.extend(pred.answer(images[s : s + bs], questions[s : s + bs]))
+    return answers, time.perf_counter() - t0
+
+
+def score(
+    df: pd.DataFrame, answers: list[str], records: dict[str, dict[str, Any]], cfg: Any, judge: Any
+) -> pd.DataFrame:
+    """Per-answer rule score, judge score/rationale and parsed type labels."""
+    from wafersage.answer_parser import parse_labels
+    from wafersage.score.judges import JudgeItem
+    from wafersage.score.rules import Item, score_items
+    from wafersage.taxonomy import CLASS_INDEX
+
+    rubrics = [records[w]["rubric"] for w in df["wafer_id"]]
+    labels = [list(v) for v in df["labels"]]
+    refs, qs = list(df["answer"].astype(str)), list(df["question"].astype(str))
+    rule = score_items(
+        [Item(q, a, r, rb, lb) for q, a, r, rb, lb in zip(qs, answers, refs, rubrics, labels, strict=True)],
+        cfg,
+    )
+    verdicts = judge.judge(
+        [
+            JudgeItem(q, a, r, rb, lb, records[w].get("attributes") or {})
+            for q, a, r, rb, lb, w in zip(qs, answers, refs, rubrics, labels, df["wafer_id"], strict=True)
+        ]
+    )
+
+    def joined(s: set[str]) -> str:
+        return "+".join(sorted(s, key=CLASS_INDEX.__getitem__))
+
+    return pd.DataFrame(
+        {
+            "answer": answers,
+            "rule_score": np.asarray(rule, dtype=float),
+            "judge_score": [v.score for v in verdicts],
+            "judge_rationale": [v.rationale for v in verdicts],
+            "is_type": (df["category"] == "type").to_numpy(),
+            "truth": [joined(set(lb)) for lb in labels],
+            "pred": [joined(parse_labels(a)) for a in answers],
+        }
+    )
+
+
+def model_metrics(rows: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
+    """Point estimates and bootstrap CIs of :data:`METRICS` over ``rows`` (one model)."""
+    from wafersage.evaluation import stats
+    from wafersage.registry import item_metric
+
+    out: dict[str, Any] = {"n": len(rows), "n_type": int(rows["is_type"].sum())}
+    ci: dict[str, Any] = {}
+    for m in METRICS:
+        r = stats.rounded(
+            stats.ci(
+                item_metric(rows, m), len(rows), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
+            )
+        )
+        out[m] = r["value"]
+        ci[m] = {"low": r["ci_low"], "high": r["ci_high"]}
+    out["ci"] = ci
+    return out
+
+
+def comparisons(items: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap differences for each pair in :data:`COMPARISONS` whose models are present."""
+    from wafersage.evaluation import stats
+    from wafersage.registry import item_metric
+
+    out: dict[str, Any] = {}
+    for name, a, b in COMPARISONS:
+        ra = items[items["model"] == a].set_index("item_id")
+        rb = items[items["model"] == b].set_index("item_id")
+        if ra.empty or rb.empty:
+            continue
+        rb = rb.loc[ra.index].reset_index()
+        ra = ra.reset_index()
+        out[name] = {
+            m: stats.rounded(
+                stats.paired_diff(
+                    item_metric(ra, m),
+                    item_metric(rb, m),
+                    len(ra),
+                    int(p["n_boot"]),
+                    int(p["seed"]),
+                    float(p["confidence"]),
+                )
+            )
+            for m in ("type_macro_f1", "rule_score", "judge_score")
+        }
+    return out
+
+
+def breakdown(items: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
+    """Rule and judge score (with CIs) per model x category and model x difficulty; type metrics per
+    model x difficulty."""
+    from wafersage.evaluation import stats
+    from wafersage.registry import item_metric
+
+    def block(rows: pd.DataFrame, metrics: tuple[str, ...]) -> dict[str, Any]:
+        res: dict[str, Any] = {"n": len(rows)}
+        for m in metrics:
+            r = stats.rounded(
+                stats.ci(
+                    item_metric(rows, m), len(rows), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
+                )
+            )
+            res[m] = {"value": r["value"], "low": r["ci_low"], "high": r["ci_high"]}
+        return res
+
+    out: dict[str, Any] = {}
+    for model, rows in items.groupby("model", sort=False):
+        out[str(model)] = {
+            "category": {
+                str(c): block(g, ("rule_score", "judge_score")) for c, g in rows.groupby("category")
+            },
+            "difficulty": {
+                str(d): block(g, ("rule_score", "judge_score", "type_macro_f1", "type_accuracy"))
+                for d, g in rows.groupby("difficulty")
+            },
+        }
+    return out
+
+
+def confusion_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """``actual`` / ``predicted`` of one model's type answers (for the confusion template)."""
+    t = rows[rows["is_type"] & (rows["truth"] != "")]
+    return pd.DataFrame(
+        {"actual": t["truth"].to_numpy(), "predicted": t["pred"].replace("", NO_LABEL).to_numpy()}
+    )
+
+
+def per_class_f1(items: pd.DataFrame) -> pd.DataFrame:
+    """One-vs-rest F1 per class and model, over type questions (classes seen in truth or answers)."""
+    from wafersage.registry import labels_of
+    from wafersage.taxonomy import CLASSES
+
+    out = []
+    for model, rows in items.groupby("model", sort=False):
+        t = rows[rows["is_type"] & (rows["truth"] != "")]
+        truth, pred = [labels_of(x) for x in t["truth"]], [labels_of(x) for x in t["pred"]]
+        for c in CLASSES:
+            tp = sum(c in a and c in b for a, b in zip(truth, pred, strict=True))
+            fp = sum(c not in a and c in b for a, b in zip(truth, pred, strict=True))
+            fn = sum(c in a and c not in b for a, b in zip(truth, pred, strict=True))
+            if tp + fp + fn:
+                out.append(
+                    {
+                        "class": f"{model}:{c}",
+                        "model": model,
+                        "label": c,
+                        "f1": round(2 * tp / (2 * tp + fp + fn), 4),
+                        "support": tp + fn,
+                    }
+                )
+    return pd.DataFrame(out, columns=["class", "model", "label", "f1", "support"])
+
+
+def pool_rows(items: pd.DataFrame) -> pd.DataFrame:
+    """Model outputs in the calibration pool's schema (``variant`` model, ``source`` model:<name>)."""
+    from wafersage.score.calibration import POOL_COLUMNS
+
+    df = pd.DataFrame(
+        {
+            "item_id": "model:" + items["model"] + ":" + items["item_id"],
+            "pair_id": items["item_id"],
+            "wafer_id": items["wafer_id"],
+            "rubric_id": items["rubric_id"].astype(str),
+            "category": items["category"],
+            "question": items["question"],
+            "reference": items["reference"],
+            "answer": items["answer"],
+            "variant": "model",
+            "source": "model:" + items["model"],
+        }
+    )
+    return df[list(POOL_COLUMNS)]
+
+
+def flat_metrics(per_model: dict[str, Any], comps: dict[str, Any]) -> dict[str, float]:
+    """Dotted scalar metrics (for MLflow)."""
+    from wafersage.params import flatten
+
+    return {k: float(v) for k, v in flatten({**per_model, **comps}).items() if isinstance(v, int | float)}
+
+
+def run(
+    params: dict[str, Any],
+    judge_params: dict[str, Any],
+    vqa_dir: Path,
+    rubrics: Path,
+    reward: Path,
+    models: list[Path],
+    out: Path,
+    report: Path,
+    pool: Path,
+) -> dict[str, Any]:
+    """Answer, score and report; write every output atomically; return ``metrics.json``'s content."""
+    from wafersage.evaluation.report import write_report
+    from wafersage.score.config import load as load_reward
+    from wafersage.score.judges import make_judge
+    from wafersage.stages.judge import read_records
+    from wafersage.tracking import stage_run
+
+    p = _checked(params)
+    models = [Path(m) for m in models]
+    if not models:
+        raise WaferSageError("models/", "no model folder to evaluate", "run `dvc repro sft` first")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise WaferSageError(None, "two model folders share a name", ", ".join(names))
+    records = read_records(Path(rubrics))
+    df = test_items(Path(vqa_dir), records, p)
+    cfg = load_reward(reward)
+    judge = make_judge(judge_params, judge_params.get("cache_dir", ".cache/judge"))
+    inputs = {"vqa_test": Path(vqa_dir) / "test.parquet", "rubrics": rubrics, "reward": reward}
+    inputs.update({f"model_{m.name}": m for m in models})
+    with stage_run(
+        "evaluate",
+        {"evaluate": p, "judge": judge_params.get("judge", "reference"), "models": names},
+        inputs=inputs,
+    ) as mlflow:
+        frames, speed = [], {}
+        for folder in models:
+            answers, secs = generate(folder, df, p)
+            speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
+            scored = score(df, answers, records, cfg, judge)
+            frames.append(
+                pd.concat(
+                    [
+                        pd.DataFrame(
+                            {
+                                "model": folder.name,
+                                "item_id": df["item_id"],
+                                "wafer_id": df["wafer_id"],
+                                "rubric_id": df["rubric_id"].astype(str),
+                                "category": df["category"],
+                                "difficulty": df["difficulty"].astype(int),
+                                "question": df["question"],
+                                "reference": df["answer"],
+                            }
+                        ),
+                        scored,
+                    ],
+                    axis=1,
+                )
+            )
+        items = pd.concat(frames, ignore_index=True)
+        per_model = {name: model_metrics(items[items["model"] == name], p) for name in names}
+        for name in names:
+            per_model[name]["answers_per_s"] = speed[name]
+        comps = comparisons(items, p)
+        metrics = {**per_model, **comps}
+        detail = breakdown(items, p)
+        images = dict(zip(df["item_id"], df["image"], strict=True))
+        out = Path(out)
+        texts = {
+            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+            "breakdown.json": json.dumps(detail, indent=2, sort_keys=True) + "\n",
+            "confusion.csv": confusion_rows(items[items["model"] == names[-1]]).to_csv(index=False),
+            "per_class_f1.csv": per_class_f1(items).to_csv(index=False),
+        }
+        for name, text in texts.items():  # every output computed above; now written, each atomically
+            with atomic_path(out / name) as tmp:
+                tmp.write_text(text)
+        with atomic_path(out / "items.parquet") as tmp:
+            items.to_parquet(tmp, index=False)
+        with atomic_path(pool) as tmp:
+            pool_rows(items).to_parquet(tmp, index=False)
+        write_report(report, metrics, detail, items, images, names, judge.name, int(p["gallery"]))
+        mlflow.log_metrics(
+            {k.replace(".", "/"): v for k, v in flat_metrics(per_model, comps).items() if np.isfinite(v)}
+        )
+        mlflow.log_artifact(str(report))
+        mlflow.log_artifact(str(out / "metrics.json"))
+    return metrics

@@ -1,0 +1,235 @@
+"""The evaluate stage on real pipeline data (describe -> rubrics -> vqa on synthetic wafers) with
+three tiny models: metrics with CIs, paired differences, per-item evidence, plot data, the
+calibration-pool rows and the self-contained HTML report; and the bootstrap statistics."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tiny_model import SIZE, build_tiny_model
+
+from wafersage.errors import WaferSageError
+from wafersage.evaluation import stats
+
+FAST = {"max_pairs": 30, "generation_batch_size": 16, "max_new_tokens": 4, "n_boot": 200, "gallery": 6}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from wafersage.rawtable import write_raw
+    from wafersage.score.config import HARDENED, save
+    from wafersage.stages import describe, rubrics, vqa
+    from wafersage.synthetic import SyntheticConfig, generate
+
+    tmp = tmp_path_factory.mktemp("evaluate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    mp.chdir(tmp)
+    write_raw(generate(SyntheticConfig(n_wafers=80, seed=5)), tmp / "raw.parquet")
+    describe.run(
+        {"labels_from": "raw"}, tmp / "raw.parquet", None, tmp / "d.jsonl", tmp / "dm.json", render_size=SIZE
+    )
+    rubrics.run({}, tmp / "d.jsonl", tmp / "r.jsonl", tmp / "rm.json")
+    vqa.run({"seed": 0}, tmp / "r.jsonl", tmp / "raw.parquet", tmp / "vqa", tmp / "vm.json", render_size=SIZE)
+    save(HARDENED, tmp / "reward.json")
+    models = [
+        build_tiny_model(tmp / "models" / n, seed=s, stage=n)
+        for n, s in (("base", 1), ("sft", 2), ("gspo", 3))
+    ]
+    yield tmp, models
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def evaluated(data):
+    """``wafersage evaluate`` through the CLI (its option defaults are dvc.yaml's paths, relative to cwd)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from wafersage.cli import app
+
+    tmp, models = data
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"evaluate": FAST, "judge": {"judge": "reference"}}))
+    args = [
+        "evaluate",
+        "--vqa",
+        "vqa",
+        "--rubrics",
+        "r.jsonl",
+        "--reward",
+        "reward.json",
+        "--pool",
+        "pool.parquet",
+    ]
+    for m in models:
+        args += ["--model", str(m)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "evaluate: base rule" in r.output
+    return tmp, json.loads((tmp / "reports/evaluate/metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_metrics_have_every_model_cis_and_paired_differences(evaluated):
+    tmp, m = evaluated
+    assert json.loads((tmp / "reports/evaluate/metrics.json").read_text()) == m
+    for model in ("base", "sft", "gspo"):
+        for k in ("type_macro_f1", "rule_score", "judge_score"):
+            v, ci = m[model][k], m[model]["ci"][k]
+            assert v is not None and ci["low"] <= v + 1e-9 and v <= ci["high"] + 1e-9, (model, k, v, ci)
+        assert 0 <= m[model]["rule_score"] <= 1 and 0 <= m[model]["judge_score"] <= 10
+        assert m[model]["n"] == 30 and m[model]["answers_per_s"] > 0
+    for k in ("type_macro_f1", "rule_score", "judge_score"):
+        d = m["gspo_vs_sft"][k]
+        assert d["diff"] == pytest.approx(m["gspo"][k] - m["sft"][k], abs=2e-4)
+        assert d["ci_low"] <= d["diff"] + 1e-9 <= d["ci_high"] + 2e-9
+    assert set(m) == {"base", "sft", "gspo", "gspo_vs_sft", "sft_vs_base"}
+
+
+@pytest.mark.slow
+def test_items_pool_plots_and_breakdown(evaluated):
+    from wafersage.score.calibration import POOL_COLUMNS, append_rows
+
+    tmp, _ = evaluated
+    items = pd.read_parquet(tmp / "reports/evaluate/items.parquet")
+    assert len(items) == 90 and items.groupby("model")["item_id"].apply(frozenset).nunique() == 1
+    assert items["is_type"].any() and set(items.loc[items["is_type"], "truth"]) - {""}
+    pool = pd.read_parquet(tmp / "pool.parquet")
+    assert list(pool.columns) == list(POOL_COLUMNS) and len(pool) == 90
+    assert set(pool["variant"]) == {"model"} and set(pool["source"]) == {
+        "model:base",
+        "model:sft",
+        "model:gspo",
+    }
+    merged = append_rows(tmp / "pool_copy.parquet", pool)  # appends cleanly to a calibration pool
+    assert len(merged) == 90
+    conf = pd.read_csv(tmp / "reports/evaluate/confusion.csv")
+    assert list(conf.columns) == ["actual", "predicted"] and len(conf) == int(
+        items[items.model == "gspo"].is_type.sum()
+    )
+    f1 = pd.read_csv(tmp / "reports/evaluate/per_class_f1.csv")
+    assert {"class", "f1"} <= set(f1.columns) and f1["f1"].between(0, 1).all()
+    detail = json.loads((tmp / "reports/evaluate/breakdown.json").read_text())
+    cats = detail["sft"]["category"]
+    assert sum(c["n"] for c in cats.values()) == 30 and "type" in cats
+
+
+@pytest.mark.slow
+def test_report_is_self_contained_with_gallery_worst_first(evaluated):
+    tmp, m = evaluated
+    text = (tmp / "reports/index.html").read_text()
+    assert text.count('src="data:image/png;base64,') >= 3 + 6  # plots + gallery images
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # no external assets
+    for model in ("base", "sft", "gspo"):
+        assert f"<td>{model}</td>" in text
+    assert text.count("class=card") == 6
+    items = pd.read_parquet(tmp / "reports/evaluate/items.parquet")
+    worst = items[items.model == "gspo"].sort_values(["rule_score", "judge_score", "item_id"]).iloc[0]
+    assert text.index(worst["wafer_id"]) < text.index("</html>")
+    first_card = text[text.index("class=card") :]
+    assert worst["question"].replace("'", "&#x27;") in first_card[:3000]
+
+
+@pytest.mark.slow
+def test_missing_rubric_is_a_one_line_error_with_no_output(data, tmp_path):
+    from wafersage.stages import evaluate
+
+    tmp, models = data
+    (tmp_path / "r.jsonl").write_text((tmp / "r.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(WaferSageError, match="test wafer has no rubric"):
+        evaluate.run(
+            FAST,
+            {},
+            tmp / "vqa",
+            tmp_path / "r.jsonl",
+            tmp / "reward.json",
+            models[:1],
+            tmp_path / "out",
+            tmp_path / "index.html",
+            tmp_path / "pool.parquet",
+        )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "index.html").exists()
+    with pytest.raises(WaferSageError, match="unknown key"):
+        evaluate.run(
+            {"max_pair": 3},
+            {},
+            tmp / "vqa",
+            tmp / "r.jsonl",
+            tmp / "reward.json",
+            models,
+            tmp_path / "out",
+            tmp_path / "index.html",
+            tmp_path / "pool.parquet",
+        )
+
+
+def test_bootstrap_macro_f1_matches_type_scores_and_paired_identity():
+    from wafersage.type_scoring import type_scores
+
+    refs = ["Center", "Donut", "Scratch", "Center", "Edge-Ring", "none", "Loc", "Center"]
+    preds = ["Center", "Center", "Scratch", "a donut", "edge ring", "No defect pattern.", "random", ""]
+    from wafersage.answer_parser import parse_labels
+
+    truth, pred = [parse_labels(r) for r in refs], [parse_labels(p) for p in preds]
+    expected = type_scores(refs, preds)
+    assert stats.ci(stats.macro_f1_metric(truth, pred), len(refs))["value"] == pytest.approx(
+        expected["type_macro_f1"], abs=1e-4
+    )
+    assert stats.ci(stats.accuracy_metric(truth, pred), len(refs))["value"] == pytest.approx(
+        expected["type_accuracy"], abs=1e-4
+    )
+    x = np.linspace(0, 1, 50)
+    same = stats.paired_diff(stats.mean_metric(x), stats.mean_metric(x), 50)
+    assert same == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    shifted = stats.paired_diff(stats.mean_metric(x + 0.1), stats.mean_metric(x), 50)
+    assert shifted["ci_low"] == pytest.approx(0.1) and shifted["diff"] == pytest.approx(0.1)
+    wide = stats.ci(stats.mean_metric(x), 50, n_boot=2000, seed=1)
+    assert wide["ci_low"] < 0.5 < wide["ci_high"] and wide["ci_high"] - wide["ci_low"] == pytest.approx(
+        0.16, abs=0.04
+    )
+    assert np.isnan(stats.ci(stats.mean_metric([np.nan, np.nan]), 2)["value"])
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(evaluated):
+    """A real browser opens the report (skipped where no Chromium is installed)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from report_screenshot import find_browser, non_blank, screenshot
+
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no Chromium (benchmarks/report_screenshot.py --install)")
+    tmp, _ = evaluated
+    shot = tmp / "report.png"
+    screenshot(browser, tmp / "reports/index.html", shot)
+    assert non_blank(shot) > 0.02
+
+
+@pytest.mark.slow
+def test_register_and_promote_commands_after_evaluate(evaluated):
+    """The pipeline's tail through the CLI: register models/gspo as challenger, promote (dry run)."""
+    from typer.testing import CliRunner
+
+    from wafersage.cli import app
+
+    tmp, m = evaluated
+    (tmp / "params.yaml").write_text("register:\n  model_name: cli-test\n  max_new_tokens: 4\n")
+    r = CliRunner().invoke(app, ["register", "--model", "models/gspo"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp / "reports/register/registered.json").read_text())
+    assert rec["source"] == "gspo" and rec["version"] == 1 and rec["linked_runs"]["evaluate"]
+    r = CliRunner().invoke(app, ["promote", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    decision = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{")))
+    assert (
+        decision["promote"]
+        and decision["dry_run"]
+        and decision["challenger_value"] == pytest.approx(m["gspo"]["rule_score"], abs=1e-4)
+    )
