@@ -15,14 +15,9 @@ import pandas as pd
 import pytest
 from pandas.core.internals.managers import BlockManager
 
-for _key, _value in (
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-    ("DVC_NO_ANALYTICS", "1"),
-    ("HF_HUB_OFFLINE", "1"),
-    ("TOKENIZERS_PARALLELISM", "false"),
-):
-    os.environ.setdefault(_key, _value)
+from wafersage.environment import apply_defaults
+
+apply_defaults()
 
 
 @pytest.fixture(scope="session")

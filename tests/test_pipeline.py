@@ -61,6 +61,24 @@ def test_repro_produces_outputs_and_status_is_clean(pipeline_repo):
     assert int(runs.stdout.strip().splitlines()[-1]) >= 2, runs.stderr
 
 
+def test_repro_evaluates_registers_and_plots(pipeline_repo):
+    """The graph's tail: evaluate metrics for dvc, the HTML report, the registered challenger."""
+    repo, env = pipeline_repo
+    m = json.loads((repo / "reports/evaluate/metrics.json").read_text())
+    for model in ("base", "sft", "gspo"):
+        assert {"type_macro_f1", "rule_score", "judge_score"} <= set(m[model]), m.keys()
+    for metric in ("type_macro_f1", "rule_score", "judge_score"):
+        assert set(m["gspo_vs_sft"][metric]) == {"diff", "ci_low", "ci_high"}
+    assert (repo / "reports/index.html").stat().st_size > 10_000
+    assert json.loads((repo / "reports/register/registered.json").read_text())["alias"] == "challenger"
+    shown = _sh("dvc metrics show --json", repo, env)
+    assert shown.returncode == 0 and "gspo_vs_sft" in shown.stdout, shown.stderr
+    plots = _sh("dvc plots show -o plots_out", repo, env)
+    assert plots.returncode == 0 and (repo / "plots_out/index.html").exists(), plots.stderr
+    promote = _sh("wafersage promote --dry-run", repo, env)
+    assert promote.returncode == 0 and "promoted (dry run)" in promote.stdout, promote.stdout + promote.stderr
+
+
 def test_repro_is_deterministic(pipeline_repo):
     repo, env = pipeline_repo
     before = (repo / "data/raw/wafers.parquet").read_bytes()
@@ -91,3 +109,4 @@ def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):
     assert "raw data gate failed" in out
     assert "expect_column_values_to_be_between(map_max) failed: 1 of 2000 rows unexpected" in out
     assert "expect_column_values_to_be_unique(wafer_id) failed: 2 of 2000 rows unexpected" in out
+

@@ -6,23 +6,16 @@ paths, and reads its own section of params.yaml. Bad input exits non-zero with o
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
 
-for _key, _value in (
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-    ("DVC_NO_ANALYTICS", "1"),
-    ("HF_HUB_OFFLINE", "1"),
-    ("TOKENIZERS_PARALLELISM", "false"),
-):
-    os.environ.setdefault(_key, _value)
+apply_defaults()
 
 app = typer.Typer(
     help="Train an on-premise wafer-map vision-language model, reproducibly. Run the whole pipeline "
@@ -88,6 +81,451 @@ def _validate_raw(
 
 app.command("validate-raw")(_validate_raw)
 app.command("validate_raw", hidden=True)(_validate_raw)
+
+
+def _pretrain_vision(
+    raw: Annotated[Path, typer.Option(help="Raw table (after the validate_raw gate).")] = Path(
+        "data/raw/wafers.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Encoder folder (vision tower + head).")] = Path("models/vision"),
+    metrics: Annotated[Path, typer.Option(help="Probe / k-NN macro-F1 and wall time (JSON).")] = Path(
+        "reports/vision/metrics.json"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Pretrain the wafer vision encoder (the VLM's vision tower) on the raw maps."""
+    from wafersage.params import load_section
+    from wafersage.stages import pretrain_vision as stage
+
+    size = int(load_section("render", params).get("size", 96))
+    tiny = load_section("model", params).get("tiny") or {}
+    m = stage.run(load_section("pretrain_vision", params), raw, out, metrics, image_size=size, tiny=tiny)
+    typer.echo(
+        f"pretrain_vision: {m['steps']} steps in {m['train_wall_s']:.0f} s, linear probe macro-F1 "
+        f"{m['linear_probe_macro_f1']}, k-NN {m['knn_macro_f1']} -> {out}"
+    )
+
+
+app.command("pretrain-vision")(_pretrain_vision)
+app.command("pretrain_vision", hidden=True)(_pretrain_vision)
+
+
+@app.command()
+def clean(
+    raw: Annotated[Path, typer.Option(help="Raw table (after the validate_raw gate).")] = Path(
+        "data/raw/wafers.parquet"
+    ),
+    vision: Annotated[Path, typer.Option(help="Encoder (used when clean.embedding: vision).")] = Path(
+        "models/vision"
+    ),
+    out: Annotated[Path, typer.Option(help="Cleaned label table (Parquet).")] = Path(
+        "data/clean/labels.parquet"
+    ),
+    metrics: Annotated[Path, typer.Option(help="Verdict counts and detection scores (JSON).")] = Path(
+        "reports/clean/metrics.json"
+    ),
+    reports: Annotated[Path, typer.Option(help="Folder: plot data, review page, gate docs.")] = Path(
+        "reports/clean"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Find wrong labels (clustering, outlier and classifier scores) and write the cleaned labels."""
+    from wafersage.params import load_section
+    from wafersage.stages import clean as stage
+
+    size = int(load_section("render", params).get("size", 96))
+    m = stage.run(load_section("clean", params), raw, out, metrics, reports, vision=vision, render_size=size)
+    for note in m["notes"]:
+        typer.echo(f"clean: note: {note}")
+    typer.echo(
+        f"clean: {m['wafers']} wafers, kept {m['kept_fraction']:.1%}, flagged {m['flagged']}, "
+        f"relabelled {m['relabelled']} -> {out}"
+    )
+
+
+@app.command()
+def describe(
+    raw: Annotated[Path, typer.Option(help="Raw table.")] = Path("data/raw/wafers.parquet"),
+    clean: Annotated[
+        Path, typer.Option(help="Cleaned labels (used when describe.labels_from is clean).")
+    ] = Path("data/clean/labels.parquet"),
+    out: Annotated[Path, typer.Option(help="Attributes and descriptions (JSON lines).")] = Path(
+        "data/describe/descriptions.jsonl"
+    ),
+    metrics: Annotated[Path, typer.Option(help="Counts (JSON).")] = Path("reports/describe/metrics.json"),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Analytic attributes and descriptions of every wafer (analytic backend or a VLM endpoint)."""
+    from wafersage.params import load_section
+    from wafersage.stages import describe as stage
+
+    p = load_section("describe", params)
+    size = int(load_section("render", params).get("size", 96))
+    s = stage.run(p, raw, clean, out, metrics, render_size=size)
+    typer.echo(f"describe: {s['wafers']} of {s['wafers_in']} wafers described ({s['backend']}) -> {out}")
+
+
+@app.command()
+def rubrics(
+    descriptions: Annotated[Path, typer.Option(help="The describe stage's output.")] = Path(
+        "data/describe/descriptions.jsonl"
+    ),
+    out: Annotated[Path, typer.Option(help="Rubrics (JSON lines).")] = Path("data/rubrics/rubrics.jsonl"),
+    metrics: Annotated[Path, typer.Option(help="Counts (JSON).")] = Path("reports/rubrics/metrics.json"),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Structured rubrics (must_hit / must_avoid per dimension) with knowledge-base root causes."""
+    from wafersage.params import load_section
+    from wafersage.stages import rubrics as stage
+
+    s = stage.run(load_section("rubrics", params), descriptions, out, metrics)
+    typer.echo(f"rubrics: {s['wafers']} rubrics -> {out}")
+
+
+@app.command()
+def vqa(
+    rubrics: Annotated[Path, typer.Option(help="The rubrics stage's output.")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    raw: Annotated[Path, typer.Option(help="Raw table (maps for the images).")] = Path(
+        "data/raw/wafers.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder of train/val/test Parquet tables.")] = Path("data/vqa"),
+    metrics: Annotated[Path, typer.Option(help="Counts and attribute accuracy (JSON).")] = Path(
+        "reports/vqa/metrics.json"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Rubric-guided QA pairs with rendered maps, split by lot/wafer without leakage."""
+    from wafersage.params import load_section
+    from wafersage.stages import vqa as stage
+
+    size = int(load_section("render", params).get("size", 96))
+    s = stage.run(load_section("vqa", params), rubrics, raw, out, metrics, render_size=size)
+    typer.echo(f"vqa: {s['pairs']} pairs over {s['wafers']} wafers -> {out}")
+
+
+def _validate_vqa(
+    vqa_dir: Annotated[Path, typer.Option("--vqa", help="Folder of VQA tables.")] = Path("data/vqa"),
+    rubrics: Annotated[Path, typer.Option(help="Rubrics the pairs refer to.")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    suite: Annotated[
+        Path | None, typer.Option(help="GX suite JSON. Default: params validate_vqa.suite.")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="Gate summary written on success.")] = Path(
+        "reports/validate_vqa/summary.json"
+    ),
+    docs: Annotated[Path, typer.Option(help="Folder for the GX HTML data docs.")] = Path(
+        "reports/validate_vqa/data_docs"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Great Expectations gate on the VQA tables: stops the pipeline on bad pairs."""
+    from wafersage.params import load_section
+    from wafersage.stages import validate_vqa as stage
+
+    p = load_section("validate_vqa", params)
+    s = stage.run(p, vqa_dir, rubrics, suite or Path(p.get("suite", "expectations/vqa.json")), report, docs)
+    typer.echo(f"validate_vqa: {s['pairs']} pairs passed {s['expectations']} expectations")
+
+
+app.command("validate-vqa")(_validate_vqa)
+app.command("validate_vqa", hidden=True)(_validate_vqa)
+
+
+def _init_model(
+    vqa_train: Annotated[Path, typer.Option(help="VQA train split (the tokenizer's corpus).")] = Path(
+        "data/vqa/train.parquet"
+    ),
+    vision: Annotated[Path, typer.Option(help="Pretrained wafer encoder (the vision tower's start).")] = Path(
+        "models/vision"
+    ),
+    out: Annotated[Path, typer.Option(help="Base model folder (save_pretrained model + processor).")] = Path(
+        "models/base"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Build the tiny default VLM (or load a local Qwen3-VL checkpoint) into models/base."""
+    from wafersage.params import load_section
+    from wafersage.stages import init_model as stage
+
+    size = int(load_section("render", params).get("size", 96))
+    p = load_section("init_model", params)
+    info = stage.run(p, load_section("model", params), vqa_train, vision, out, image_size=size)
+    typer.echo(f"init_model: {info['base']} base, {info['params']:,} parameters -> {out}")
+
+
+app.command("init-model")(_init_model)
+app.command("init_model", hidden=True)(_init_model)
+
+
+@app.command()
+def sft(
+    base: Annotated[Path, typer.Option(help="The init_model stage's output.")] = Path("models/base"),
+    vqa_dir: Annotated[Path, typer.Option("--vqa", help="Folder of train/val/test VQA tables.")] = Path(
+        "data/vqa"
+    ),
+    out: Annotated[Path, typer.Option(help="Fine-tuned model folder.")] = Path("models/sft"),
+    metrics: Annotated[Path, typer.Option(help="Metrics (JSON).")] = Path("reports/sft/metrics.json"),
+    checkpoints: Annotated[Path, typer.Option(help="Checkpoint root (a rerun resumes from it).")] = Path(
+        "checkpoints/sft"
+    ),
+    rubrics: Annotated[Path, typer.Option(help="Rubrics (for the rule score).")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    reward: Annotated[Path, typer.Option(help="The align stage's reward config (rule score).")] = Path(
+        "models/reward/reward_config.json"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Supervised fine-tuning with TRL on the VQA train split (assistant-only loss, early stopping)."""
+    from wafersage.params import load_section
+    from wafersage.stages import sft as stage
+
+    m = stage.run(load_section("sft", params), base, vqa_dir, out, metrics, checkpoints, rubrics, reward)
+    if m:
+        typer.echo(f"sft: {m['steps']} steps, type macro-F1 {m['type_macro_f1']:.3f} -> {out}")
+
+
+@app.command()
+def judge(
+    vqa_dir: Annotated[Path, typer.Option("--vqa", help="Folder of the VQA tables (val split read).")] = Path(
+        "data/vqa"
+    ),
+    rubrics: Annotated[Path, typer.Option(help="Rubric records (JSONL).")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    pool: Annotated[Path, typer.Option(help="Calibration pool written (Parquet).")] = Path(
+        "data/calibration/pool.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Judge scores (Parquet).")] = Path("data/judge/scores.parquet"),
+    metrics: Annotated[Path, typer.Option(help="Metrics (JSON).")] = Path("reports/judge/metrics.json"),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Score a calibration pool of graded answers with the configured judge (reference or LLM)."""
+    from wafersage.params import load_section
+    from wafersage.stages import judge as stage
+
+    m = stage.run(load_section("judge", params), vqa_dir, rubrics, pool, out, metrics)
+    typer.echo(f"judge: {m['items']} answers to {m['pairs']} questions scored -> {out}")
+
+
+@app.command()
+def align(
+    pool: Annotated[Path, typer.Option(help="Calibration pool (Parquet).")] = Path(
+        "data/calibration/pool.parquet"
+    ),
+    scores: Annotated[Path, typer.Option(help="Judge scores (Parquet).")] = Path("data/judge/scores.parquet"),
+    rubrics: Annotated[Path, typer.Option(help="Rubric records (JSONL).")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    out: Annotated[Path, typer.Option(help="Reward config the GSPO stage reads.")] = Path(
+        "models/reward/reward_config.json"
+    ),
+    metrics: Annotated[Path, typer.Option(help="Metrics (JSON).")] = Path("reports/align/metrics.json"),
+    scatter: Annotated[Path, typer.Option(help="Rule score vs judge plot data (CSV).")] = Path(
+        "reports/align/scatter.csv"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Fit the rule-score parameters to the judge by Bayesian optimisation (Optuna TPE)."""
+    from wafersage.params import load_section
+    from wafersage.stages import align as stage
+
+    m = stage.run(load_section("align", params), pool, scores, rubrics, out, metrics, scatter)
+    held, paper = m["spearman_heldout"], m["spearman_paper_default"]
+    typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) -> {out}")
+
+
+@app.command()
+def gspo(
+    sft_dir: Annotated[Path, typer.Option("--sft", help="The sft stage's output.")] = Path("models/sft"),
+    vqa_dir: Annotated[Path, typer.Option("--vqa", help="Folder of the VQA tables (train/val read).")] = Path(
+        "data/vqa"
+    ),
+    rubrics: Annotated[Path, typer.Option(help="Rubric records (JSONL).")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    reward: Annotated[Path, typer.Option(help="The align stage's reward config.")] = Path(
+        "models/reward/reward_config.json"
+    ),
+    out: Annotated[Path, typer.Option(help="GSPO-trained model folder.")] = Path("models/gspo"),
+    metrics: Annotated[Path, typer.Option(help="Metrics (JSON).")] = Path("reports/gspo/metrics.json"),
+    checkpoints: Annotated[Path, typer.Option(help="Checkpoint root (a rerun resumes from it).")] = Path(
+        "checkpoints/gspo"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Curriculum GSPO (TRL GRPOTrainer, sequence-level ratios) on the aligned rule reward."""
+    from wafersage.params import load_section
+    from wafersage.stages import gspo as stage
+
+    m = stage.run(load_section("gspo", params), sft_dir, vqa_dir, rubrics, reward, out, metrics, checkpoints)
+    if m:
+        typer.echo(
+            f"gspo: {m['steps']} steps, reward {m['reward_mean_first']:.3f} -> {m['reward_mean_last']:.3f}, "
+            f"dead groups {m['dead_group_rate']:.1%} -> {out}"
+        )
+
+
+@app.command()
+def evaluate(
+    vqa_dir: Annotated[
+        Path, typer.Option("--vqa", help="Folder of the VQA tables (test split read).")
+    ] = Path("data/vqa"),
+    rubrics: Annotated[Path, typer.Option(help="Rubric records (JSONL).")] = Path(
+        "data/rubrics/rubrics.jsonl"
+    ),
+    reward: Annotated[Path, typer.Option(help="The align stage's reward config.")] = Path(
+        "models/reward/reward_config.json"
+    ),
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Model folder (repeatable). Default: models/base, models/sft, models/gspo present."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, items.parquet and plot data.")] = Path(
+        "reports/evaluate"
+    ),
+    report: Annotated[Path, typer.Option(help="Self-contained HTML report.")] = Path("reports/index.html"),
+    pool: Annotated[
+        Path, typer.Option(help="Model outputs for the judge-calibration pool (Parquet).")
+    ] = Path("data/calibration/model_outputs.parquet"),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Answer the VQA test split with every model; rule, judge and defect-type scores with CIs; report."""
+    from wafersage.params import load_section
+    from wafersage.stages import evaluate as stage
+
+    models = model or [
+        p for p in (Path("models/base"), Path("models/sft"), Path("models/gspo")) if p.is_dir()
+    ]
+    m = stage.run(
+        load_section("evaluate", params),
+        load_section("judge", params),
+        vqa_dir,
+        rubrics,
+        reward,
+        models,
+        out,
+        report,
+        pool,
+    )
+    typer.echo(
+        "evaluate: " + ", ".join(f"{k} rule {v['rule_score']:.3f}" for k, v in m.items() if "_vs_" not in k)
+    )
+
+
+@app.command()
+def register(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model folder to register. Default: models/gspo if present, else models/sft."),
+    ] = None,
+    items: Annotated[Path, typer.Option(help="The evaluate stage's per-item scores.")] = Path(
+        "reports/evaluate/items.parquet"
+    ),
+    metrics: Annotated[Path, typer.Option(help="The evaluate stage's metrics.")] = Path(
+        "reports/evaluate/metrics.json"
+    ),
+    out: Annotated[Path, typer.Option(help="Registration record (JSON).")] = Path(
+        "reports/register/registered.json"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Log the model to MLflow as a pyfunc, register it and give it alias 'challenger'."""
+    from wafersage.params import load_section
+    from wafersage.stages import register as stage
+
+    folder = model or (Path("models/gspo") if Path("models/gspo").is_dir() else Path("models/sft"))
+    r = stage.run(load_section("register", params), folder, items, metrics, out)
+    typer.echo(f"register: {r['model_name']} version {r['version']} ({r['source']}) @challenger")
+
+
+@app.command()
+def promote(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print; change nothing.")] = False,
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Move alias 'champion' to the challenger if it beats the champion on the gate metric."""
+    import json
+
+    from wafersage.params import load_section
+    from wafersage.registry import promote as run_promote
+
+    name = str(load_section("register", params).get("model_name", "wafersage-vlm"))
+    d = run_promote(name, load_section("promote", params), dry_run=dry_run)
+    typer.echo(json.dumps(d, sort_keys=True, default=str))
+    verdict = "promoted" if d["promote"] else "not promoted"
+    typer.echo(
+        f"promote: version {d['challenger_version']} {verdict}{' (dry run)' if dry_run else ''}: {d['rule']}"
+    )
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Local model folder (save_pretrained) or models:/ URI. Default: models:/<name>@champion."
+    ),
+]
+
+
+@app.command()
+def ask(
+    map_path: Annotated[
+        Path, typer.Argument(metavar="MAP", help="A .npy canonical map, a .png, or a folder.")
+    ],
+    question: Annotated[str, typer.Argument(help="The question to ask about each map.")],
+    model: ModelOpt = None,
+    out: Annotated[Path | None, typer.Option(help="JSON lines written here (default: stdout).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length cap in tokens.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Maps answered per batch.")] = 16,
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Answer a question about a wafer map (or each map in a folder): one JSON line a map."""
+    import json
+
+    from wafersage.params import load_section
+    from wafersage.serving.ask import ask as run_ask
+    from wafersage.serving.images import map_files
+    from wafersage.serving.predictor import load_predictor
+
+    map_files(map_path)  # a wrong path fails before the model loads
+    name = load_section("register", params).get("model_name", "wafersage-vlm")
+    predictor = load_predictor(model, name, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    records = run_ask(map_path, question, predictor, out)
+    if out is None:
+        for r in records:
+            typer.echo(json.dumps(r))
+    else:
+        typer.echo(f"ask: {len(records)} answer(s) -> {out}", err=True)
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address. Default: params serve.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port. Default: params serve.port.")] = None,
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Serve the champion (or --model) as an OpenAI-compatible /v1/chat/completions endpoint."""
+    from wafersage.params import load_section
+    from wafersage.serving.app import ServeLimits, create_app
+    from wafersage.serving.app import serve as run_server
+    from wafersage.serving.predictor import load_predictor
+
+    p = dict(load_section("serve", params))
+    host, port = host or str(p.pop("host", "127.0.0.1")), port or int(p.pop("port", 8000))
+    p.pop("host", None), p.pop("port", None)
+    batch = int(p.pop("generation_batch_size", 8))
+    name = load_section("register", params).get("model_name", "wafersage-vlm")
+    limits = ServeLimits.from_params(p)
+    predictor = load_predictor(model, name, batch_size=batch, max_new_tokens=limits.max_tokens)
+    model_id = str(model) if model and str(model).startswith("models:/") else f"wafersage-{predictor.name}"
+    typer.echo(f"serve: {model_id} on http://{host}:{port}/v1 (health: /health)", err=True)
+    run_server(create_app(predictor, limits, model_id=model_id), host, port)
 
 
 @app.command()
