@@ -109,4 +109,3 @@ def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):
     assert "raw data gate failed" in out
     assert "expect_column_values_to_be_between(map_max) failed: 1 of 2000 rows unexpected" in out
     assert "expect_column_values_to_be_unique(wafer_id) failed: 2 of 2000 rows unexpected" in out
-
