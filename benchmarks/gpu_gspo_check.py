@@ -122,7 +122,7 @@ def main() -> int:
     from wafersage.score.config import HARDENED, save
     from wafersage.score.reward import make_reward_funcs
     from wafersage.stages import gspo
-    from wafersage.stages.sft import _peft_config
+    from wafersage.stages.sft import peft_config_for
 
     gpu = torch.cuda.is_available() and not args.cpu_smoke
     big = args.shape == "4b"
@@ -168,7 +168,7 @@ def main() -> int:
             args=targs,
             train_dataset=gspo.to_dataset(table),
             processing_class=processor,
-            peft_config=_peft_config(p),
+            peft_config=peft_config_for(p),
             schedule=schedule,
         )
         trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)

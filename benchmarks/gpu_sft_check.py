@@ -159,7 +159,7 @@ def main() -> int:
             args=targs,
             train_dataset=data,
             processing_class=processor,
-            peft_config=sft._peft_config(p),
+            peft_config=sft.peft_config_for(p),
         )
         trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)
         if gpu:

@@ -60,7 +60,10 @@ _LOCATION = re.compile(
 _CLAUSE = re.compile(r"[.;:!?]|,\s*(?:but|and|while|whereas)\b|\bbut\b")
 
 
-def _negated(text: str, start: int) -> bool:
+def negated_at(text: str, start: int) -> bool:
+    """Whether a negation ("no", "not", "without", ...) governs the word at ``start`` of ``text``:
+    searched in its own clause only. The one negation rule of the project (answer parser, rule
+    score and judge all use it)."""
     before = text[:start]
     clauses = _CLAUSE.split(before)
     return bool(_NEGATION.search(clauses[-1] if clauses else before))
@@ -77,7 +80,7 @@ def parse_labels(answer: str) -> set[str]:
             if any(taken[m.start() : m.end()]):
                 continue
             taken[m.start() : m.end()] = [True] * (m.end() - m.start())
-            if cls == NONE or not _negated(text, m.start()):
+            if cls == NONE or not negated_at(text, m.start()):
                 found.add(cls)
     if len(found) > 1:
         found.discard(NONE)

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from wafersage.answer_parser import _negated as negated_at
-from wafersage.answer_parser import parse_labels
+from wafersage.answer_parser import negated_at, parse_labels
 from wafersage.atomic import atomic_path
 from wafersage.knowledge import KnowledgeBase, load_knowledge_base
 from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES

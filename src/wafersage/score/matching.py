@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from wafersage.answer_parser import _negated as negated_at
+from wafersage.answer_parser import negated_at
 from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

@@ -246,7 +246,7 @@ def build_trainer(
     from wafersage.modeling.processor import load_processor
     from wafersage.score.reward import make_reward_funcs
     from wafersage.stages.init_model import base_info
-    from wafersage.stages.sft import _peft_config
+    from wafersage.stages.sft import peft_config_for
 
     torch.set_num_threads(int(p["threads"]))
     torch.manual_seed(int(p["seed"]))
@@ -277,7 +277,7 @@ def build_trainer(
         args=args,
         train_dataset=to_dataset(table),
         processing_class=processor,
-        peft_config=_peft_config(p) if lora else None,
+        peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
         schedule=schedule,
         table_every=int(p["table_every"]),

@@ -146,7 +146,7 @@ def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
     )
 
 
-def _peft_config(p: dict[str, Any]) -> Any:
+def peft_config_for(p: dict[str, Any]) -> Any:
     from peft import LoraConfig
 
     lp = p["lora"]
@@ -190,7 +190,7 @@ def build_trainer(
         train_dataset=to_dataset(oversample_type(train_df, int(p["type_oversample"]))),
         eval_dataset=to_dataset(val) if has_eval else None,
         processing_class=processor,
-        peft_config=_peft_config(p) if lora else None,
+        peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
     )
 
