@@ -3,13 +3,11 @@ replies, cache hits on rerun, garbage bodies, malformed structured JSON and time
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import FakeChatServer
 
 from wafersage.rawtable import write_raw
 from wafersage.stages import describe
@@ -28,72 +26,22 @@ GOOD_JSON = json.dumps(
 )
 
 
-class _Server:
-    """A tiny chat-completions endpoint whose behaviour the test sets (``mode``)."""
-
-    def __init__(self) -> None:
-        self.mode = "good"
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep pytest output clean
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                mode = outer.mode
-                if mode == "timeout":
-                    time.sleep(1.5)
-                if mode == "garbage":
-                    payload = b"<html>upstream exploded</html>"
-                elif mode == "http500":
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": {"message": "boom"}}')
-                    return
-                else:
-                    text = body["messages"][0]["content"][1]["text"]
-                    content = GOOD_JSON if "one JSON object" in text else "A dense central blob of fails."
-                    if mode == "bad_json":
-                        content = "I think it is a Center pattern."
-                    payload = json.dumps(
-                        {
-                            "id": "cmpl-1",
-                            "object": "chat.completion",
-                            "created": 0,
-                            "model": body["model"],
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "message": {"role": "assistant", "content": content},
-                                    "finish_reason": "stop",
-                                }
-                            ],
-                        }
-                    ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _respond(server: FakeChatServer, body: dict) -> str | tuple[int, bytes]:
+    if server.mode == "timeout":
+        time.sleep(1.5)
+    if server.mode == "garbage":
+        return 200, b"<html>upstream exploded</html>"
+    if server.mode == "http500":
+        return 500, b'{"error": {"message": "boom"}}'
+    if server.mode == "bad_json":
+        return "I think it is a Center pattern."
+    text = body["messages"][0]["content"][1]["text"]
+    return GOOD_JSON if "one JSON object" in text else "A dense central blob of fails."
 
 
 @pytest.fixture
 def server():
-    s = _Server()
+    s = FakeChatServer(_respond)
     yield s
     s.close()
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+from fake_openai import FakeChatServer
 
 from wafersage.score.judges import JudgeItem, OpenAIJudge, parse_reply
 
@@ -20,61 +19,21 @@ RUBRIC = {
 }
 
 
-class _Server:
-    """A chat-completions endpoint whose reply the test sets (``mode``: good | garbage | slow)."""
-
-    def __init__(self) -> None:
-        self.mode = "good"
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                if outer.mode == "slow":
-                    time.sleep(1.5)
-                content = {
-                    "good": '```json\n{"score": 7, "rationale": "names Center, misses the zone"}\n```',
-                    "garbage": "I think it is pretty good!",
-                    "slow": '{"score": 1, "rationale": "late"}',
-                }[outer.mode]
-                reply = {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
-                        }
-                    ],
-                }
-                data = json.dumps(reply).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+def _respond(server: FakeChatServer, body: dict) -> str:
+    if server.mode == "slow":
+        time.sleep(1.5)
+    return {
+        "good": '```json\n{"score": 7, "rationale": "names Center, misses the zone"}\n```',
+        "garbage": "I think it is pretty good!",
+        "slow": '{"score": 1, "rationale": "late"}',
+    }[server.mode]
 
 
 @pytest.fixture()
 def server():
-    s = _Server()
+    s = FakeChatServer(_respond)
     yield s
-    s.httpd.shutdown()
+    s.close()
 
 
 def _item(answer: str = "A Center blob.") -> JudgeItem:
@@ -90,9 +49,8 @@ def test_good_reply_is_parsed_and_cached(server, tmp_path, monkeypatch) -> None:
     )
     v = judge.judge([_item()])[0]
     assert v.score == 7 and "Center" in v.rationale
-    sent = server.requests[0]
-    assert sent["auth"] == "Bearer sk-secret-123"
-    text = json.dumps(sent["body"]["messages"])
+    assert server.auth[0] == "Bearer sk-secret-123"
+    text = json.dumps(server.requests[0]["messages"])
     assert "must_hit" in text and "image_url" in text and "sk-secret" not in text
     again = OpenAIJudge(server.url, "judge-model", tmp_path / "cache", api_key_env="JUDGE_KEY", timeout_s=5)
     assert again.judge([_item()])[0].score == 7
