@@ -212,22 +212,24 @@ def final_model(trainer: Any, lora: bool, merge: bool) -> Any:
 
 def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Greedy answers to the test split's type questions, parsed and scored."""
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.vqa_data import (
-        ANSWER,
-        CATEGORY,
-        IMAGE,
-        LABELS,
-        QUESTION,
-        TYPE_CATEGORY,
-        pil_image,
-    )
+    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, LABELS, TYPE_CATEGORY
     from wafersage.type_scoring import type_scores
 
     rows = _sample(test_df[test_df[CATEGORY] == TYPE_CATEGORY], int(p["type_eval_max"]), int(p["seed"]))
     if rows.empty:
         raise WaferSageError("data/vqa/test.parquet", "no type-category questions in the test split")
-    answers = generate_answers(
+    answers = _greedy_answers(model, processor, rows, p)
+    if LABELS in rows:  # the VQA stage's label column is the truth; else the reference answer parsed
+        return type_scores([" and ".join(v) if len(v) else "none" for v in rows[LABELS]], answers)
+    return type_scores(list(rows[ANSWER]), answers)
+
+
+def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str, Any]) -> list[str]:
+    """Batched greedy answers of ``model`` to the questions (and images) of VQA ``rows``."""
+    from wafersage.modeling.generate import generate_answers
+    from wafersage.modeling.vqa_data import IMAGE, QUESTION, pil_image
+
+    return generate_answers(
         model,
         processor,
         [pil_image(v) for v in rows[IMAGE]],
@@ -235,9 +237,6 @@ def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str,
         int(p["generation_batch_size"]),
         int(p["max_new_tokens"]),
     )
-    if LABELS in rows:  # the VQA stage's label column is the truth; else the reference answer parsed
-        return type_scores([" and ".join(v) if len(v) else "none" for v in rows[LABELS]], answers)
-    return type_scores(list(rows[ANSWER]), answers)
 
 
 def rule_score(
@@ -245,8 +244,7 @@ def rule_score(
 ) -> float:
     """Mean aligned rule score (``wafersage.score``) of greedy answers to a seeded sample of the test
     split's questions (all categories), against each wafer's rubric."""
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.vqa_data import ANSWER, IMAGE, LABELS, QUESTION, WAFER, pil_image
+    from wafersage.modeling.vqa_data import ANSWER, LABELS, QUESTION, WAFER
     from wafersage.score.config import load as load_reward
     from wafersage.score.rules import Item, score_items
     from wafersage.stages.judge import read_records
@@ -259,14 +257,7 @@ def rule_score(
     missing = sorted(set(rows[WAFER]) - set(records))
     if missing:
         raise WaferSageError(rubrics, "test wafer without a rubric", missing[0])
-    answers = generate_answers(
-        model,
-        processor,
-        [pil_image(v) for v in rows[IMAGE]],
-        list(rows[QUESTION]),
-        int(p["generation_batch_size"]),
-        int(p["max_new_tokens"]),
-    )
+    answers = _greedy_answers(model, processor, rows, p)
     labels = (
         [list(v) for v in rows[LABELS]]
         if LABELS in rows
