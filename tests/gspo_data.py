@@ -11,7 +11,7 @@ import pandas as pd
 from wafersage.attributes import wafer_attributes
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map
-from wafersage.rubric import build_rubric
+from wafersage.rubric import rubric_record
 from wafersage.stages.describe import png_bytes
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.vqa import qa_pairs
@@ -26,15 +26,7 @@ def records_and_pairs(n_wafers: int, size: int, seed: int) -> tuple[list[dict], 
         labels = list(r.labels)
         m = decode_map(r.map, r.rows, r.cols)
         attrs = wafer_attributes(m, labels)
-        rub = build_rubric(r.wafer_id, labels, attrs, kb, "a summary of the wafer map")
-        rec = {
-            "wafer_id": r.wafer_id,
-            "labels": labels,
-            "attributes": attrs,
-            "rubric": rub.model_dump(mode="json"),
-            "rubric_id": rub.rubric_id(),
-            "tag": "typical",
-        }
+        rec = rubric_record(r.wafer_id, labels, attrs, kb, "a summary of the wafer map")
         records.append(rec)
         png = png_bytes(m, size)
         for p in qa_pairs(rec):

@@ -13,7 +13,7 @@ from wafersage.attributes import wafer_attributes
 from wafersage.errors import WaferSageError
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map
-from wafersage.rubric import build_rubric
+from wafersage.rubric import rubric_record
 from wafersage.score import config as cfgmod
 from wafersage.score.calibration import VARIANTS, build_pool
 from wafersage.score.config import HARDENED, PAPER_DEFAULT, ScoreConfig
@@ -117,17 +117,7 @@ def records() -> list[dict]:
     for r in df.itertuples():
         labels = list(r.labels)
         attrs = wafer_attributes(decode_map(r.map, r.rows, r.cols), labels)
-        rub = build_rubric(r.wafer_id, labels, attrs, kb, "a summary of the wafer")
-        out.append(
-            {
-                "wafer_id": r.wafer_id,
-                "labels": labels,
-                "attributes": attrs,
-                "rubric": rub.model_dump(mode="json"),
-                "rubric_id": rub.rubric_id(),
-                "tag": "typical",
-            }
-        )
+        out.append(rubric_record(r.wafer_id, labels, attrs, kb, "a summary of the wafer"))
     return out
 
 

@@ -204,6 +204,27 @@ def build_rubric(
     )
 
 
+def rubric_record(
+    wafer_id: str,
+    labels: list[str],
+    attrs: dict[str, Any],
+    kb: KnowledgeBase,
+    summary: str,
+    tag: str = "typical",
+) -> dict[str, Any]:
+    """One wafer's record as ``data/rubrics/rubrics.jsonl`` holds it (labels, attributes, rubric),
+    built straight from its attributes: for tests and benchmarks that skip the describe stage."""
+    rub = build_rubric(wafer_id, labels, attrs, kb, summary)
+    return {
+        "wafer_id": wafer_id,
+        "labels": labels,
+        "attributes": attrs,
+        "rubric": rub.model_dump(mode="json"),
+        "rubric_id": rub.rubric_id(),
+        "tag": tag,
+    }
+
+
 def _coordinates_hint(p: dict[str, Any]) -> str:
     cx, cy = p.get("centroid_x"), p.get("centroid_y")
     if cx is None:
