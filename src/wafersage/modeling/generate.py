@@ -14,10 +14,15 @@ def generate_answers(
     questions: Sequence[str],
     batch_size: int = 32,
     max_new_tokens: int = 48,
+    grounding: str = "image",
 ) -> list[str]:
-    """Greedy answers to ``questions`` about ``images`` (PIL), left-padded batches, no grad."""
+    """Greedy answers to ``questions`` about ``images`` (PIL), left-padded batches, no grad; the
+    prompt grounded as the model was trained (``wafersage.grounding``)."""
     import torch
 
+    from wafersage.grounding import ground_all
+
+    images, questions = ground_all(grounding, images, questions)
     tok = processor.tokenizer
     was_training = model.training
     model.eval()

@@ -65,9 +65,12 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, str]]:
     return out
 
 
-def to_dataset(df: pd.DataFrame) -> Any:
-    """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access)."""
+def to_dataset(df: pd.DataFrame, grounding: str = "image") -> Any:
+    """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access), each prompt
+    grounded per ``grounding`` (``wafersage.grounding``)."""
     from datasets import Dataset, Features, Image, List, Value
+
+    from wafersage.grounding import ground_png
 
     features = Features(
         {
@@ -75,13 +78,23 @@ def to_dataset(df: pd.DataFrame) -> Any:
             "images": List(Image()),
         }
     )
+    grounded = [
+        ground_png(grounding, image_bytes(v), q) for v, q in zip(df[IMAGE], df[QUESTION], strict=True)
+    ]
     data = {
-        "messages": [messages(q, a) for q, a in zip(df[QUESTION], df[ANSWER], strict=True)],
-        "images": [[{"bytes": image_bytes(v), "path": None}] for v in df[IMAGE]],
+        "messages": [messages(q, a) for (_, q), a in zip(grounded, df[ANSWER], strict=True)],
+        "images": [[{"bytes": png, "path": None}] for png, _ in grounded],
     }
     return Dataset.from_dict(data, features=features)
 
 
-def corpus(df: pd.DataFrame) -> list[str]:
-    """The text the domain tokenizer is trained on: every question and answer."""
-    return [*df[QUESTION].astype(str), *df[ANSWER].astype(str)]
+def corpus(df: pd.DataFrame, grounding: str = "image") -> list[str]:
+    """The text the domain tokenizer is trained on: every question and answer (and, when the
+    prompts are grounded, each wafer's attribute text)."""
+    from wafersage.grounding import IMAGE, check_mode, ground_png
+
+    texts = [*df[QUESTION].astype(str), *df[ANSWER].astype(str)]
+    if check_mode(grounding) != IMAGE:
+        first = df.drop_duplicates(WAFER)
+        texts += [ground_png(grounding, image_bytes(v), "")[1] for v in first[IMAGE]]
+    return texts

@@ -21,6 +21,7 @@ class Predictor:
         import torch
         from transformers import AutoModelForImageTextToText
 
+        from wafersage.grounding import check_mode
         from wafersage.modeling.processor import load_processor
         from wafersage.stages.init_model import base_info
 
@@ -30,6 +31,7 @@ class Predictor:
         info = base_info(self.folder)
         self.info = info
         self.image_size = int(info.get("image_size", DEFAULT_IMAGE_SIZE))
+        self.grounding = check_mode(info.get("grounding"))
         self.batch_size, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.processor = load_processor(self.folder)
         try:
@@ -60,6 +62,7 @@ class Predictor:
                 [str(q) for q in questions],
                 self.batch_size,
                 int(max_new_tokens or self.max_new_tokens),
+                self.grounding,
             )
 
     def count_tokens(self, text: str) -> int:

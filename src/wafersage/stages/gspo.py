@@ -143,11 +143,12 @@ def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
-def to_dataset(table: pd.DataFrame) -> Any:
+def to_dataset(table: pd.DataFrame, grounding: str = "image") -> Any:
     """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
     (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
     from datasets import Dataset, Features, Image, List, Value
 
+    from wafersage.grounding import ground_png
     from wafersage.modeling.vqa_data import image_bytes, messages
 
     features = Features(
@@ -164,9 +165,13 @@ def to_dataset(table: pd.DataFrame) -> Any:
             "pool": Value("string"),
         }
     )
+    grounded = [
+        ground_png(grounding, image_bytes(v), q)
+        for v, q in zip(table["image"], table["question"], strict=True)
+    ]
     data = {
-        "prompt": [messages(q) for q in table["question"]],
-        "images": [[{"bytes": image_bytes(v), "path": None}] for v in table["image"]],
+        "prompt": [messages(q) for _, q in grounded],
+        "images": [[{"bytes": png, "path": None}] for png, _ in grounded],
         **{c: list(table[c]) for c in features if c not in ("prompt", "images")},
     }
     data["difficulty"] = [int(x) for x in data["difficulty"]]
@@ -275,7 +280,7 @@ def build_trainer(
         model=model,
         reward_funcs=funcs,
         args=args,
-        train_dataset=to_dataset(table),
+        train_dataset=to_dataset(table, info.get("grounding", "image")),
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,

@@ -5,7 +5,8 @@ train split, the Qwen3-VL chat template with generation markers, ``Qwen2VLImageP
 pinned to the render size, and a ``Qwen3VLForConditionalGeneration`` from ``model.tiny`` whose
 vision tower starts from the pretrained wafer encoder (``init_model.vision_init``). Any other
 ``model.base`` is a local Qwen3-VL checkpoint, loaded with ``model.dtype``. Either way the folder
-holds ``save_pretrained`` model + processor and ``wafersage.json`` (what was built, for SFT).
+holds ``save_pretrained`` model + processor and ``wafersage.json`` (what was built, for SFT; its
+``grounding`` is the prompt mode every later stage and the server use, see ``wafersage.grounding``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.grounding import check_mode
 from wafersage.render import check_size
 
 TINY = "tiny"
@@ -26,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "vocab_size": 1024,
     "min_frequency": 2,
     "vision_init": "models/vision",
+    "grounding": "image",
 }
 MODEL_DEFAULTS: dict[str, Any] = {"base": TINY, "dtype": "float32", "tiny": {}}
 DTYPES = ("float32", "bfloat16", "float16")
@@ -36,6 +39,7 @@ def _checked(params: dict[str, Any], model: dict[str, Any]) -> tuple[dict[str, A
     if unknown:
         raise WaferSageError("params.yaml", "unknown key in init_model/model", ", ".join(sorted(unknown)))
     p, m = {**DEFAULTS, **params}, {**MODEL_DEFAULTS, **model}
+    p["grounding"] = check_mode(p["grounding"])
     if m["dtype"] not in DTYPES:
         raise WaferSageError("params.yaml", "model.dtype must be one of " + "/".join(DTYPES), str(m["dtype"]))
     return p, m
@@ -135,7 +139,8 @@ def run(
     if use_vision:
         inputs["vision"] = vision
     if base == TINY:
-        texts = corpus(read_split(vqa_train))  # bad input fails before any run or output exists
+        # bad input fails before any run or output exists
+        texts = corpus(read_split(vqa_train), p["grounding"])
     elif not Path(base).is_dir() or not (Path(base) / "config.json").exists():
         raise WaferSageError(base, "model.base is neither 'tiny' nor a local model folder with config.json")
     with stage_run(
@@ -155,6 +160,7 @@ def run(
             "params": n_params,
             "vocab_size": len(processor.tokenizer),
             "dtype": str(m["dtype"]) if base != TINY else "float32",
+            "grounding": p["grounding"],
         }
         with atomic_path(out, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)

@@ -184,11 +184,12 @@ def build_trainer(
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
+    grounding = info.get("grounding", "image")
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
-        train_dataset=to_dataset(oversample_type(train_df, int(p["type_oversample"]))),
-        eval_dataset=to_dataset(val) if has_eval else None,
+        train_dataset=to_dataset(oversample_type(train_df, int(p["type_oversample"])), grounding),
+        eval_dataset=to_dataset(val, grounding) if has_eval else None,
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
@@ -225,7 +226,8 @@ def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str,
 
 
 def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str, Any]) -> list[str]:
-    """Batched greedy answers of ``model`` to the questions (and images) of VQA ``rows``."""
+    """Batched greedy answers of ``model`` to the questions (and images) of VQA ``rows``, grounded
+    as the model was trained (``p["grounding"]``, from the model folder)."""
     from wafersage.modeling.generate import generate_answers
     from wafersage.modeling.vqa_data import IMAGE, QUESTION, pil_image
 
@@ -236,6 +238,7 @@ def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str,
         list(rows[QUESTION]),
         int(p["generation_batch_size"]),
         int(p["max_new_tokens"]),
+        p.get("grounding", "image"),
     )
 
 
@@ -272,18 +275,10 @@ def rule_score(
 
 def sample_table(model: Any, processor: Any, df: pd.DataFrame, p: dict[str, Any]) -> dict[str, list]:
     """A few val questions with reference and generated answers (for ``mlflow.log_table``)."""
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, IMAGE, QUESTION, WAFER, pil_image
+    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, QUESTION, WAFER
 
     rows = _sample(df, int(p["sample_generations"]), int(p["seed"]))
-    gen = generate_answers(
-        model,
-        processor,
-        [pil_image(v) for v in rows[IMAGE]],
-        list(rows[QUESTION]),
-        int(p["generation_batch_size"]),
-        int(p["max_new_tokens"]),
-    )
+    gen = _greedy_answers(model, processor, rows, p)
     return {
         "wafer_id": list(rows[WAFER]),
         "category": list(rows[CATEGORY]),
@@ -343,13 +338,14 @@ def run(
         val_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else float("nan")
         model = final_model(trainer, lora, bool(p["lora"]["merge"]))
         processor = trainer.processing_class
-        scores = type_metrics(model, processor, test_df, p)
-        samples = sample_table(model, processor, val_df, p)
+        gen_p = {**p, "grounding": info.get("grounding", "image")}
+        scores = type_metrics(model, processor, test_df, gen_p)
+        samples = sample_table(model, processor, val_df, gen_p)
         out_metrics = {
             "type_macro_f1": scores["type_macro_f1"],
             "type_accuracy": scores["type_accuracy"],
             **(
-                {"rule_score": rule_score(model, processor, test_df, Path(rubrics), Path(reward), p)}
+                {"rule_score": rule_score(model, processor, test_df, Path(rubrics), Path(reward), gen_p)}
                 if rubrics is not None and reward is not None
                 else {}
             ),
