@@ -16,7 +16,14 @@ from tiny_model import SIZE, build_tiny_model
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 
-FAST = {"max_pairs": 30, "generation_batch_size": 16, "max_new_tokens": 4, "n_boot": 200, "gallery": 6}
+FAST = {
+    "max_pairs": 30,
+    "generation_batch_size": 16,
+    "max_new_tokens": 4,
+    "n_boot": 200,
+    "gallery": 6,
+    "pool_pairs": 12,
+}
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +100,23 @@ def test_metrics_have_every_model_cis_and_paired_differences(evaluated):
 
 @pytest.mark.slow
 def test_items_pool_plots_and_breakdown(evaluated):
-    from wafersage.score.calibration import POOL_COLUMNS, append_rows
+    from wafersage.score.calibration import POOL_COLUMNS
 
     tmp, _ = evaluated
     items = pd.read_parquet(tmp / "reports/evaluate/items.parquet")
     assert len(items) == 90 and items.groupby("model")["item_id"].apply(frozenset).nunique() == 1
     assert items["is_type"].any() and set(items.loc[items["is_type"], "truth"]) - {""}
     pool = pd.read_parquet(tmp / "pool.parquet")
-    assert list(pool.columns) == list(POOL_COLUMNS) and len(pool) == 90
+    n_pairs = pool["pair_id"].nunique()  # up to pool_pairs val pairs (stratified), the same for each model
+    assert list(pool.columns) == list(POOL_COLUMNS) and 8 <= n_pairs <= 12 and len(pool) == 3 * n_pairs
     assert set(pool["variant"]) == {"model"} and set(pool["source"]) == {
         "model:base",
         "model:sft",
         "model:gspo",
     }
-    merged = append_rows(tmp / "pool_copy.parquet", pool)  # appends cleanly to a calibration pool
-    assert len(merged) == 90
+    val_pairs = set(pd.read_parquet(tmp / "vqa/val.parquet")["pair_id"])
+    assert set(pool["pair_id"]) <= val_pairs  # the pool never sees a test pair
+    assert not set(pool["pair_id"]) & set(items["item_id"])
     conf = pd.read_csv(tmp / "reports/evaluate/confusion.csv")
     assert list(conf.columns) == ["actual", "predicted"] and len(conf) == int(
         items[items.model == "gspo"].is_type.sum()
@@ -166,6 +175,101 @@ def test_missing_rubric_is_a_one_line_error_with_no_output(data, tmp_path):
             tmp_path / "index.html",
             tmp_path / "pool.parquet",
         )
+
+
+@pytest.mark.slow
+def test_absorbed_outputs_join_the_next_judge_pool(evaluated, tmp_path):
+    from typer.testing import CliRunner
+
+    from wafersage.cli import app
+    from wafersage.stages import judge
+
+    tmp, _ = evaluated
+    folder = tmp_path / "calibration"
+    r = CliRunner().invoke(app, ["absorb", "--outputs", str(tmp / "pool.parquet"), "--into", str(folder)])
+    assert r.exit_code == 0 and "absorb: wrote" in r.output, r.output
+    files = list(folder.glob("model_outputs-*.parquet"))
+    assert len(files) == 1
+    r = CliRunner().invoke(app, ["absorb", "--outputs", str(tmp / "pool.parquet"), "--into", str(folder)])
+    assert r.exit_code == 0 and "already holds" in r.output and len(list(folder.glob("*.parquet"))) == 1
+    stale = pd.read_parquet(files[0]).head(2).assign(item_id=["old:1", "old:2"], pair_id=["gone#1", "gone#2"])
+    stale.to_parquet(folder / "older.parquet")
+    args = ({"n_pairs": 10}, tmp / "vqa", tmp / "r.jsonl")
+    m = judge.run(*args, tmp_path / "pool.parquet", tmp_path / "s.parquet", tmp_path / "m.json", folder)
+    n_out = len(pd.read_parquet(tmp / "pool.parquet"))
+    assert m["absorbed_items"] == n_out and m["absorbed_stale"] == 2
+    pool = pd.read_parquet(tmp_path / "pool.parquet")
+    scores = pd.read_parquet(tmp_path / "s.parquet")
+    assert (pool["variant"] == "model").sum() == n_out and len(scores) == len(pool)
+    assert (
+        scores.set_index("item_id").loc[pool.loc[pool.variant == "model", "item_id"], "score"].notna().all()
+    )
+    plain = judge.run(*args, tmp_path / "p2.parquet", tmp_path / "s2.parquet", tmp_path / "m2.json")
+    assert plain["items"] == m["items"] - n_out and plain["absorbed_items"] == 0
+
+
+def test_absorbing_bad_outputs_is_a_one_line_error(tmp_path):
+    from wafersage.score.calibration import absorb
+
+    pd.DataFrame({"item_id": ["a"], "answer": ["x"]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(WaferSageError, match="pool rows miss columns"):
+        absorb(tmp_path / "bad.parquet", tmp_path / "calibration")
+    with pytest.raises(WaferSageError, match="model outputs not found"):
+        absorb(tmp_path / "none.parquet", tmp_path / "calibration")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(WaferSageError, match="not a readable Parquet"):
+        absorb(tmp_path / "junk.parquet", tmp_path / "calibration")
+    assert not (tmp_path / "calibration").exists()
+
+
+def test_real_val_resolution(tmp_path):
+    from wafersage.evaluation.real_val import resolve
+
+    (tmp_path / "train_1_split.pkl.xz").write_bytes(b"")
+    (tmp_path / "val_data.pkl.xz").write_bytes(b"")
+    train = str(tmp_path / "train_1_split.pkl.xz")
+    assert resolve("auto", {"source": "synthetic"}) is None
+    assert resolve("off", {"source": "wm811k-processed", "path": [train]}) is None
+    got = resolve("auto", {"source": "wm811k-processed", "path": [train]})
+    assert got.source == "wm811k-processed" and got.path == tmp_path / "val_data.pkl.xz"
+    assert (
+        resolve("auto", {"source": "wm811k-processed", "path": str(tmp_path / "nowhere" / "x.pkl")}) is None
+    )
+    with pytest.raises(WaferSageError, match="also an ingest path"):
+        resolve("auto", {"source": "wm811k-processed", "path": [str(tmp_path / "val_data.pkl.xz")]})
+    with pytest.raises(WaferSageError, match="real_val.path not found"):
+        resolve({"source": "wm811k", "path": str(tmp_path / "missing.pkl")}, {})
+    with pytest.raises(WaferSageError, match="must be auto, off or"):
+        resolve("yes", {})
+
+
+@pytest.mark.slow
+def test_real_val_maps_are_answered_and_scored(data, tmp_path, shared_data):
+    from wafersage.stages import evaluate
+
+    tmp, models = data
+    real = {"source": "wm811k-processed", "path": str(shared_data / "wm811k" / "val_data.pkl.xz")}
+    m = evaluate.run(
+        {**FAST, "pool_pairs": 0, "real_val": real, "real_val_max": 45},
+        {},
+        tmp / "vqa",
+        tmp / "r.jsonl",
+        tmp / "reward.json",
+        models[1:],
+        tmp_path / "out",
+        tmp_path / "index.html",
+        tmp_path / "pool.parquet",
+    )
+    rv = m["real_val"]
+    assert rv["n"] == 45 and set(rv) == {"n", "sft", "gspo", "gspo_vs_sft"}
+    for model in ("sft", "gspo"):
+        v, ci = rv[model]["type_macro_f1"], rv[model]["ci"]["type_macro_f1"]
+        assert 0 <= ci["low"] <= v <= ci["high"] <= 1
+    d = rv["gspo_vs_sft"]["type_macro_f1"]
+    assert d["diff"] == pytest.approx(rv["gspo"]["type_macro_f1"] - rv["sft"]["type_macro_f1"], abs=2e-4)
+    detail = json.loads((tmp_path / "out" / "breakdown.json").read_text())["real_val"]
+    assert detail["source"] == "wm811k-processed" and detail["question"].endswith("?")
+    assert len(pd.read_parquet(tmp_path / "pool.parquet")) == 0
 
 
 def test_bootstrap_macro_f1_matches_type_scores_and_paired_identity():

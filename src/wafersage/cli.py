@@ -301,14 +301,41 @@ def judge(
     ),
     out: Annotated[Path, typer.Option(help="Judge scores (Parquet).")] = Path("data/judge/scores.parquet"),
     metrics: Annotated[Path, typer.Option(help="Metrics (JSON).")] = Path("reports/judge/metrics.json"),
+    absorbed: Annotated[
+        Path, typer.Option(help="Folder of model outputs added to the pool (`wafersage absorb`).")
+    ] = Path("calibration"),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Score a calibration pool of graded answers with the configured judge (reference or LLM)."""
     from wafersage.params import load_section
     from wafersage.stages import judge as stage
 
-    m = stage.run(load_section("judge", params), vqa_dir, rubrics, pool, out, metrics)
-    typer.echo(f"judge: {m['items']} answers to {m['pairs']} questions scored -> {out}")
+    m = stage.run(load_section("judge", params), vqa_dir, rubrics, pool, out, metrics, absorbed)
+    typer.echo(
+        f"judge: {m['items']} answers to {m['pairs']} questions scored -> {out} "
+        f"({m['absorbed_items']} absorbed model outputs, {m['absorbed_stale']} stale left out)"
+    )
+
+
+@app.command()
+def absorb(
+    outputs: Annotated[Path, typer.Option(help="The evaluate stage's model outputs on val pairs.")] = Path(
+        "data/calibration/model_outputs.parquet"
+    ),
+    into: Annotated[Path, typer.Option(help="The version-controlled folder the judge stage reads.")] = Path(
+        "calibration"
+    ),
+) -> None:
+    """Add the evaluated models' answers to the judge-calibration pool of the next alignment."""
+    from wafersage.score.calibration import absorb as absorb_outputs
+
+    path, new = absorb_outputs(outputs, into)
+    if new:
+        typer.echo(
+            f"absorb: wrote {path}; commit it (git add / dvc add), then `dvc repro` re-aligns the reward"
+        )
+    else:
+        typer.echo(f"absorb: {path} already holds these outputs; nothing to do")
 
 
 @app.command()
@@ -412,10 +439,16 @@ def evaluate(
         out,
         report,
         pool,
+        ingest=load_section("ingest", params),
     )
-    typer.echo(
-        "evaluate: " + ", ".join(f"{k} rule {v['rule_score']:.3f}" for k, v in m.items() if "_vs_" not in k)
-    )
+    models_m = {k: v for k, v in m.items() if "_vs_" not in k and k != "real_val"}
+    typer.echo("evaluate: " + ", ".join(f"{k} rule {v['rule_score']:.3f}" for k, v in models_m.items()))
+    if "real_val" in m:
+        rv = m["real_val"]
+        typer.echo(
+            f"evaluate: real val ({rv['n']} maps) type macro-F1 "
+            + ", ".join(f"{k} {rv[k]['type_macro_f1']:.3f}" for k in models_m if k in rv)
+        )
 
 
 @app.command()

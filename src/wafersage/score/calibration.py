@@ -2,9 +2,13 @@
 and by the rule score so that ``align`` can fit one to the other.
 
 For each sampled QA pair the pool holds the reference answer, a paraphrase, and systematic
-corruptions (:data:`VARIANTS`). Rows follow :data:`POOL_COLUMNS`; model outputs (``source`` =
-``model:<name>``, ``variant`` = ``model``) can be appended later with :func:`append_rows` in the same
-schema (a re-alignment run outside the first pipeline pass, which would otherwise be a cycle).
+corruptions (:data:`VARIANTS`). Rows follow :data:`POOL_COLUMNS`.
+
+Model outputs close the loop without a DVC cycle: ``evaluate`` writes each model's answers to val
+pairs (``source`` = ``model:<name>``, ``variant`` = ``model``); ``wafersage absorb`` copies them
+into the version-controlled ``calibration/`` folder (:func:`absorb`, one content-named file per
+evaluation); the judge stage depends on that folder and adds its rows to the next pool
+(:func:`read_absorbed`), so the next ``dvc repro`` re-grades them and re-aligns the reward.
 """
 
 from __future__ import annotations
@@ -206,21 +210,72 @@ def build_pool(
     return pd.DataFrame(rows, columns=list(POOL_COLUMNS))
 
 
-def append_rows(pool_path: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
-    """Append answers (e.g. model outputs) in :data:`POOL_COLUMNS` to a pool file, atomically."""
-    missing = [c for c in POOL_COLUMNS if c not in rows.columns]
+def _checked_rows(df: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    missing = [c for c in POOL_COLUMNS if c not in df.columns]
     if missing:
-        raise WaferSageError(pool_path, "pool rows miss columns", ", ".join(missing))
-    path = Path(pool_path)
-    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(POOL_COLUMNS))
-    out = pd.concat([old, rows[list(POOL_COLUMNS)]], ignore_index=True)
-    if out["item_id"].duplicated().any():
+        raise WaferSageError(source, "pool rows miss columns", ", ".join(missing))
+    df = df[list(POOL_COLUMNS)]
+    bad = df[["item_id", "pair_id", "wafer_id", "question", "answer"]].isna().any(axis=1)
+    if bad.any():
+        raise WaferSageError(source, "pool row with an empty key or answer", row=int(np.flatnonzero(bad)[0]))
+    if df["item_id"].duplicated().any():
         raise WaferSageError(
-            pool_path, "duplicate item_id", str(out.loc[out["item_id"].duplicated(), "item_id"].iloc[0])
+            source, "duplicate item_id", str(df.loc[df["item_id"].duplicated(), "item_id"].iloc[0])
         )
-    with atomic_path(path) as tmp:
-        out.to_parquet(tmp, index=False)
-    return out
+    return df
+
+
+def absorb(outputs: str | Path, folder: str | Path) -> tuple[Path, bool]:
+    """Copy model outputs (``evaluate``'s ``model_outputs.parquet``) into ``folder`` as
+    ``model_outputs-<md5>.parquet``; returns (path, whether it was new). Same content, same file."""
+    import hashlib
+
+    src = Path(outputs)
+    if not src.is_file():
+        raise WaferSageError(src, "model outputs not found", "run `dvc repro evaluate` first")
+    try:
+        df = pd.read_parquet(src)
+    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
+        raise WaferSageError(
+            src, "model outputs are not a readable Parquet file", type(exc).__name__
+        ) from None
+    df = _checked_rows(df, src)
+    if df.empty:
+        raise WaferSageError(src, "no model outputs to absorb", "evaluate.pool_pairs is 0?")
+    digest = hashlib.md5(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()[:12]
+    dst = Path(folder) / f"model_outputs-{digest}.parquet"
+    if dst.exists():
+        return dst, False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        df.to_parquet(tmp, index=False)
+    return dst, True
+
+
+def read_absorbed(
+    folder: str | Path | None, pair_ids: set[str], wafer_ids: set[str]
+) -> tuple[pd.DataFrame, int]:
+    """The absorbed model outputs in ``folder`` (every ``*.parquet``, name order) whose pair and
+    wafer exist in this pipeline's val split and rubrics, first copy of each item kept; and the
+    number of stale rows left out (from an earlier dataset)."""
+    empty = pd.DataFrame(columns=list(POOL_COLUMNS))
+    if folder is None or not Path(folder).is_dir():
+        return empty, 0
+    frames = []
+    for f in sorted(Path(folder).glob("*.parquet")):
+        try:
+            frames.append(_checked_rows(pd.read_parquet(f), f))
+        except WaferSageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
+            raise WaferSageError(
+                f, "absorbed outputs are not a readable Parquet file", type(exc).__name__
+            ) from None
+    if not frames:
+        return empty, 0
+    df = pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
+    fresh = df["pair_id"].astype(str).isin(pair_ids) & df["wafer_id"].astype(str).isin(wafer_ids)
+    return df[fresh].reset_index(drop=True), int((~fresh).sum())
 
 
 assert set(CLASS_INDEX) >= set(PATTERNS)

@@ -3,10 +3,13 @@ seeded sample of the VQA test split; each answer gets the aligned rule score (th
 GSPO trains on), the judge's 0-10 score (``judge`` section: reference or LLM) and, for type
 questions, the parsed label set; metrics with bootstrap CIs, paired model-vs-model differences,
 per-category and per-difficulty breakdowns, ``dvc plots`` data (confusion matrix, per-class F1),
-the model outputs for the judge-calibration pool, and the HTML report.
+each model's answers to a sample of val pairs for the judge-calibration pool (``wafersage absorb``
+adds them to the next alignment), defect-type scores on a real labelled val split when the
+pipeline ingests real maps (``evaluation.real_val``), and the HTML report.
 
 Outputs (``out`` = reports/evaluate): ``metrics.json`` (``<model>.<metric>``, ``<model>.ci.<metric>``,
-``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``), ``breakdown.json``,
+``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``, ``real_val.<model>.type_macro_f1``
+when a real val split is used), ``breakdown.json``,
 ``items.parquet`` (one row a model x question: what ``register``/``promote`` use as evidence),
 ``confusion.csv`` (the last model's type answers), ``per_class_f1.csv``.
 """
@@ -32,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "n_boot": 1000,
     "confidence": 0.95,
     "gallery": 24,
+    "pool_pairs": 150,
+    "real_val": "auto",
+    "real_val_max": None,
 }
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
 #: Paired comparisons written when both models are present: (name, challenger, baseline).
@@ -44,8 +50,10 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise WaferSageError("params.yaml", "unknown key in evaluate", ", ".join(sorted(unknown)))
     p = {**DEFAULTS, **params}
-    if int(p["max_pairs"]) < 1 or int(p["n_boot"]) < 10:
-        raise WaferSageError("params.yaml", "evaluate.max_pairs must be >= 1 and n_boot >= 10")
+    if int(p["max_pairs"]) < 1 or int(p["n_boot"]) < 10 or int(p["pool_pairs"]) < 0:
+        raise WaferSageError(
+            "params.yaml", "evaluate.max_pairs must be >= 1, n_boot >= 10 and pool_pairs >= 0"
+        )
     return p
 
 
@@ -257,25 +265,45 @@ def per_class_f1(items: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["class", "model", "label", "f1", "support"])
 
 
-def pool_rows(items: pd.DataFrame) -> pd.DataFrame:
-    """Model outputs in the calibration pool's schema (``variant`` model, ``source`` model:<name>)."""
+def pool_rows(model: str, pairs: pd.DataFrame, answers: list[str]) -> pd.DataFrame:
+    """One model's answers to val ``pairs`` in the calibration pool's schema (``variant`` model,
+    ``source`` model:<name>), for ``wafersage absorb`` to add to the next alignment's pool."""
     from wafersage.score.calibration import POOL_COLUMNS
 
     df = pd.DataFrame(
         {
-            "item_id": "model:" + items["model"] + ":" + items["item_id"],
-            "pair_id": items["item_id"],
-            "wafer_id": items["wafer_id"],
-            "rubric_id": items["rubric_id"].astype(str),
-            "category": items["category"],
-            "question": items["question"],
-            "reference": items["reference"],
-            "answer": items["answer"],
+            "item_id": f"model:{model}:" + pairs["pair_id"].astype(str),
+            "pair_id": pairs["pair_id"].astype(str),
+            "wafer_id": pairs["wafer_id"],
+            "rubric_id": pairs["rubric_id"].astype(str),
+            "category": pairs["category"],
+            "question": pairs["question"],
+            "reference": pairs["answer"],
+            "answer": answers,
             "variant": "model",
-            "source": "model:" + items["model"],
+            "source": f"model:{model}",
         }
     )
     return df[list(POOL_COLUMNS)]
+
+
+def pool_pairs(vqa_dir: Path, p: dict[str, Any]) -> pd.DataFrame:
+    """The val pairs every model answers for the calibration pool (never test pairs: the pool
+    tunes the reward, the test split scores it)."""
+    from wafersage.modeling.vqa_data import read_split
+
+    path = Path(vqa_dir) / "val.parquet"
+    df = (
+        sample_pairs(read_split(path), int(p["pool_pairs"]), int(p["seed"])) if int(p["pool_pairs"]) else None
+    )
+    if df is None:
+        return pd.DataFrame(
+            columns=["pair_id", "wafer_id", "rubric_id", "category", "question", "answer", "image"]
+        )
+    for col in ("pair_id", "rubric_id"):
+        if col not in df:
+            raise WaferSageError(path, "VQA val split lacks a column the pool needs", col)
+    return df
 
 
 def flat_metrics(per_model: dict[str, Any], comps: dict[str, Any]) -> dict[str, float]:
@@ -295,8 +323,11 @@ def run(
     out: Path,
     report: Path,
     pool: Path,
+    ingest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Answer, score and report; write every output atomically; return ``metrics.json``'s content."""
+    """Answer, score and report; write every output atomically; return ``metrics.json``'s content.
+    ``ingest`` (the ingest params) resolves ``real_val: auto``."""
+    from wafersage.evaluation import real_val
     from wafersage.evaluation.report import write_report
     from wafersage.score.config import load as load_reward
     from wafersage.score.judges import make_judge
@@ -312,17 +343,26 @@ def run(
         raise WaferSageError(None, "two model folders share a name", ", ".join(names))
     records = read_records(Path(rubrics))
     df = test_items(Path(vqa_dir), records, p)
+    val_pairs = pool_pairs(Path(vqa_dir), p)
+    real = real_val.resolve(p["real_val"], ingest or {})
+    real_maps = real_val.load_maps(real, p["real_val_max"], int(p["seed"])) if real else None
     cfg = load_reward(reward)
     judge = make_judge(judge_params, judge_params.get("cache_dir", ".cache/judge"))
     inputs = {"vqa_test": Path(vqa_dir) / "test.parquet", "rubrics": rubrics, "reward": reward}
     inputs.update({f"model_{m.name}": m for m in models})
+    if real is not None:
+        inputs["real_val"] = real.path
     with stage_run(
         "evaluate",
         {"evaluate": p, "judge": judge_params.get("judge", "reference"), "models": names},
         inputs=inputs,
     ) as mlflow:
-        frames, speed = [], {}
+        frames, speed, pool_frames, real_answers = [], {}, [], {}
         for folder in models:
+            if len(val_pairs):
+                pool_frames.append(pool_rows(folder.name, val_pairs, generate(folder, val_pairs, p)[0]))
+            if real_maps is not None:
+                real_answers[folder.name], real_question = real_val.answers(folder, real_maps, p)
             answers, secs = generate(folder, df, p)
             speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
             scored = score(df, answers, records, cfg, judge)
@@ -353,6 +393,15 @@ def run(
         comps = comparisons(items, p)
         metrics = {**per_model, **comps}
         detail = breakdown(items, p)
+        if real_maps is not None:
+            real_metrics, real_detail = real_val.score_models(real_maps, real_answers, p)
+            metrics["real_val"] = real_metrics
+            detail["real_val"] = {
+                **real_detail,
+                "question": real_question,
+                "source": real.source,
+                "path": str(real.path),
+            }
         images = dict(zip(df["item_id"], df["image"], strict=True))
         out = Path(out)
         texts = {
@@ -367,10 +416,20 @@ def run(
         with atomic_path(out / "items.parquet") as tmp:
             items.to_parquet(tmp, index=False)
         with atomic_path(pool) as tmp:
-            pool_rows(items).to_parquet(tmp, index=False)
+            from wafersage.score.calibration import POOL_COLUMNS
+
+            pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
+            (pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS))).to_parquet(
+                tmp, index=False
+            )
         write_report(report, metrics, detail, items, images, names, judge.name, int(p["gallery"]))
+        real_flat = {"real_val": metrics["real_val"]} if "real_val" in metrics else {}
         mlflow.log_metrics(
-            {k.replace(".", "/"): v for k, v in flat_metrics(per_model, comps).items() if np.isfinite(v)}
+            {
+                k.replace(".", "/"): v
+                for k, v in flat_metrics(per_model, {**comps, **real_flat}).items()
+                if np.isfinite(v)
+            }
         )
         mlflow.log_artifact(str(report))
         mlflow.log_artifact(str(out / "metrics.json"))

@@ -1,4 +1,5 @@
-"""judge: build the calibration pool from val QA pairs and score every answer with the judge."""
+"""judge: build the calibration pool from val QA pairs (plus the model outputs absorbed into
+``calibration/``) and score every answer with the judge."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.knowledge import load_knowledge_base
-from wafersage.score.calibration import build_pool
+from wafersage.score.calibration import build_pool, read_absorbed
 from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.stages.rubrics import read_jsonl
 from wafersage.tracking import stage_run
@@ -65,17 +66,26 @@ def judge_items(
 
 
 def run(
-    params: dict[str, Any], vqa: Path, rubrics: Path, pool_out: Path, scores_out: Path, metrics: Path
+    params: dict[str, Any],
+    vqa: Path,
+    rubrics: Path,
+    pool_out: Path,
+    scores_out: Path,
+    metrics: Path,
+    absorbed: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the pool and the judge scores (``item_id, judge, score, rationale``) atomically."""
+    """Write the pool (synthetic variants plus the model outputs absorbed into ``absorbed``) and the
+    judge scores (``item_id, judge, score, rationale``) atomically."""
     records = read_records(rubrics)
     val = read_val(vqa)
     unknown = sorted(set(val["wafer_id"]) - set(records))
     if unknown:
         raise WaferSageError(vqa, "VQA wafer has no rubric", unknown[0])
     kb = load_knowledge_base(params.get("knowledge_base"))
+    extra, n_stale = read_absorbed(absorbed, set(val["pair_id"].astype(str)), set(records))
     with stage_run("judge", params, inputs={"vqa": vqa, "rubrics": rubrics}) as mlflow:
         pool = build_pool(val, records, kb, int(params.get("n_pairs", 150)), int(params.get("seed", 0)))
+        pool = pd.concat([pool, extra[~extra["item_id"].isin(pool["item_id"])]], ignore_index=True)
         images = {}
         if "image" in val.columns and params.get("judge", "reference") != "reference":
             images = {p: _png(i) for p, i in zip(val["pair_id"], val["image"], strict=True)}
@@ -93,6 +103,8 @@ def run(
         summary: dict[str, Any] = {
             "items": len(pool),
             "pairs": int(pool["pair_id"].nunique()),
+            "absorbed_items": len(extra),
+            "absorbed_stale": n_stale,
             "unscored": n_nan,
             "mean_score": round(float(scores["score"].mean()), 4),
             **{

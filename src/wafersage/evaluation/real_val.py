@@ -1,0 +1,154 @@
+"""Defect-type answers on a real labelled val split (e.g. ../shared/data/wm811k/val_data.pkl.xz),
+beside the VQA test split, when the pipeline ingests real maps.
+
+``evaluate.real_val``: ``auto`` (the default) uses ``val_data.pkl.xz`` beside the first ingest
+path when ``ingest.source`` is a real labelled source and that file exists; ``off`` never; or a
+mapping ``{source: <loader source>, path: <file>}``. A val file that is also an ingest path is
+refused (the models would be scored on maps they were trained on). Maps load through
+:func:`wafersage.loaders.load` (restricted unpickler), render at each model's image size, and
+every model answers the same type question; macro-F1 / accuracy with bootstrap CIs and paired
+model-vs-model differences, per-class F1 in the breakdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wafersage.errors import WaferSageError
+
+#: Ingest sources whose maps carry real labels (``png-folder`` and ``synthetic`` do not count).
+REAL_SOURCES = ("wm811k", "wm811k-processed", "mixedwm38", "mixedwm38-processed")
+VAL_FILE = "val_data.pkl.xz"
+#: The question every model answers about each real map (the VQA stage's first type question).
+QUESTION_INDEX = 0
+
+
+@dataclass(frozen=True)
+class RealVal:
+    source: str
+    path: Path
+
+
+def _ingest_paths(ingest: dict[str, Any]) -> list[Path]:
+    raw = ingest.get("path")
+    if raw is None:
+        return []
+    return [Path(p) for p in (raw if isinstance(raw, list | tuple) else [raw])]
+
+
+def resolve(setting: Any, ingest: dict[str, Any]) -> RealVal | None:
+    """The real val split ``evaluate.real_val`` names (``None``: none), checked."""
+    if setting in (None, False, "off"):
+        return None
+    source = str(ingest.get("source", "synthetic"))
+    ingest_paths = _ingest_paths(ingest)
+    if setting == "auto":
+        if source not in REAL_SOURCES or not ingest_paths:
+            return None
+        first = ingest_paths[0]
+        path = (first if first.is_dir() else first.parent) / VAL_FILE
+        if not path.is_file():
+            return None
+        chosen = RealVal(source, path)
+    elif isinstance(setting, dict) and set(setting) == {"source", "path"}:
+        if setting["source"] not in REAL_SOURCES:
+            raise WaferSageError(
+                "params.yaml", "evaluate.real_val.source must be one of " + "/".join(REAL_SOURCES)
+            )
+        chosen = RealVal(str(setting["source"]), Path(setting["path"]))
+        if not chosen.path.exists():
+            raise WaferSageError(chosen.path, "evaluate.real_val.path not found")
+    else:
+        raise WaferSageError(
+            "params.yaml", "evaluate.real_val must be auto, off or {source, path}", repr(setting)
+        )
+    if any(chosen.path.resolve() == p.resolve() for p in ingest_paths):
+        raise WaferSageError(chosen.path, "evaluate.real_val is also an ingest path (train = val)")
+    return chosen
+
+
+def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
+    """The labelled maps of the val split (unlabelled rows dropped), at most ``max_maps`` of them
+    (seeded sample, table order kept)."""
+    from wafersage.loaders import load
+
+    df = load(real.source, real.path)
+    df = df[df["labels"].map(len) > 0]
+    if df.empty:
+        raise WaferSageError(real.path, "real val split has no labelled map")
+    if max_maps is not None and len(df) > int(max_maps):
+        df = df.sample(n=int(max_maps), random_state=seed).sort_index()
+    return df.reset_index(drop=True)
+
+
+def answers(folder: Path, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
+    """Every map rendered at the model's image size, answered (batched); the question asked."""
+    from tqdm.auto import tqdm
+
+    from wafersage.rawtable import decode_map
+    from wafersage.render import render_map
+    from wafersage.serving.predictor import Predictor
+    from wafersage.vqa import Q_TYPE
+
+    question = Q_TYPE[QUESTION_INDEX]
+    pred = Predictor(
+        folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
+    )
+    bs = int(p["generation_batch_size"])
+    out: list[str] = []
+    cells = list(zip(maps["map"], maps["rows"], maps["cols"], strict=True))
+    for s in tqdm(range(0, len(cells), bs), desc=f"real val {folder.name}", unit="batch"):
+        images = [render_map(decode_map(b, r, c), pred.image_size) for b, r, c in cells[s : s + bs]]
+        out.extend(pred.answer(images, [question] * len(images)))
+    return out, question
+
+
+def score_models(
+    maps: pd.DataFrame, answers_by_model: dict[str, list[str]], p: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, breakdown): per model type macro-F1 / accuracy with CIs and paired differences;
+    per-class F1 and support per model."""
+    from wafersage.answer_parser import parse_labels
+    from wafersage.evaluation import stats
+    from wafersage.taxonomy import CLASSES
+
+    truth = [set(v) for v in maps["labels"]]
+    n, n_boot, seed, conf = len(truth), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
+    preds = {m: [parse_labels(a) for a in ans] for m, ans in answers_by_model.items()}
+    f1 = {m: stats.macro_f1_metric(truth, pr) for m, pr in preds.items()}
+    acc = {m: stats.accuracy_metric(truth, pr) for m, pr in preds.items()}
+    metrics: dict[str, Any] = {"n": n}
+    detail: dict[str, Any] = {}
+    for m in preds:
+        a, b = (
+            stats.rounded(stats.ci(f1[m], n, n_boot, seed, conf)),
+            stats.rounded(stats.ci(acc[m], n, n_boot, seed, conf)),
+        )
+        metrics[m] = {
+            "type_macro_f1": a["value"],
+            "type_accuracy": b["value"],
+            "ci": {
+                "type_macro_f1": {"low": a["ci_low"], "high": a["ci_high"]},
+                "type_accuracy": {"low": b["ci_low"], "high": b["ci_high"]},
+            },
+        }
+        per_class = {}
+        for c in CLASSES:
+            tp = sum(c in t and c in q for t, q in zip(truth, preds[m], strict=True))
+            fp = sum(c not in t and c in q for t, q in zip(truth, preds[m], strict=True))
+            fn = sum(c in t and c not in q for t, q in zip(truth, preds[m], strict=True))
+            if tp + fp + fn:
+                per_class[c] = {"f1": round(2 * tp / (2 * tp + fp + fn), 4), "support": tp + fn}
+        detail[m] = {"per_class": per_class}
+    from wafersage.stages.evaluate import COMPARISONS
+
+    for name, a_m, b_m in COMPARISONS:
+        if a_m in preds and b_m in preds:
+            metrics[name] = {
+                "type_macro_f1": stats.rounded(stats.paired_diff(f1[a_m], f1[b_m], n, n_boot, seed, conf))
+            }
+    return metrics, detail
