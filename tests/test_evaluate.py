@@ -114,6 +114,7 @@ def test_items_pool_plots_and_breakdown(evaluated):
         "model:sft",
         "model:gspo",
     }
+    assert pd.read_parquet(tmp / "reports/evaluate/real_val_answers.parquet").empty  # synthetic ingest
     val_pairs = set(pd.read_parquet(tmp / "vqa/val.parquet")["pair_id"])
     assert set(pool["pair_id"]) <= val_pairs  # the pool never sees a test pair
     assert not set(pool["pair_id"]) & set(items["item_id"])
@@ -269,6 +270,8 @@ def test_real_val_maps_are_answered_and_scored(data, tmp_path, shared_data):
     assert d["diff"] == pytest.approx(rv["gspo"]["type_macro_f1"] - rv["sft"]["type_macro_f1"], abs=2e-4)
     detail = json.loads((tmp_path / "out" / "breakdown.json").read_text())["real_val"]
     assert detail["source"] == "wm811k-processed" and detail["question"].endswith("?")
+    answers = pd.read_parquet(tmp_path / "out" / "real_val_answers.parquet")
+    assert len(answers) == 90 and set(answers["model"]) == {"sft", "gspo"} and answers["truth"].ne("").all()
     assert len(pd.read_parquet(tmp_path / "pool.parquet")) == 0
 
 

@@ -107,6 +107,35 @@ def answers(folder: Path, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[s
     return out, question
 
 
+def answer_table(maps: pd.DataFrame | None, answers_by_model: dict[str, list[str]]) -> pd.DataFrame:
+    """One row a model x map: ``model, wafer_id, truth`` (labels joined by +), ``answer``, ``pred``
+    (parsed); empty (same columns) without a real val split."""
+    from wafersage.answer_parser import parse_labels
+    from wafersage.taxonomy import CLASS_INDEX
+
+    cols = ["model", "wafer_id", "truth", "answer", "pred"]
+    if maps is None or not answers_by_model:
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in cols})
+
+    def joined(labels: Any) -> str:
+        return "+".join(sorted(labels, key=CLASS_INDEX.__getitem__))
+
+    truth = [joined(v) for v in maps["labels"]]
+    frames = [
+        pd.DataFrame(
+            {
+                "model": m,
+                "wafer_id": maps["wafer_id"].astype(str),
+                "truth": truth,
+                "answer": ans,
+                "pred": [joined(parse_labels(a)) for a in ans],
+            }
+        )
+        for m, ans in answers_by_model.items()
+    ]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
 def score_models(
     maps: pd.DataFrame, answers_by_model: dict[str, list[str]], p: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -11,6 +11,7 @@ Outputs (``out`` = reports/evaluate): ``metrics.json`` (``<model>.<metric>``, ``
 ``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``, ``real_val.<model>.type_macro_f1``
 when a real val split is used), ``breakdown.json``,
 ``items.parquet`` (one row a model x question: what ``register``/``promote`` use as evidence),
+``real_val_answers.parquet`` (one row a model x real val map; empty without a real val split),
 ``confusion.csv`` (the last model's type answers), ``per_class_f1.csv``.
 """
 
@@ -415,6 +416,8 @@ def run(
                 tmp.write_text(text)
         with atomic_path(out / "items.parquet") as tmp:
             items.to_parquet(tmp, index=False)
+        with atomic_path(out / "real_val_answers.parquet") as tmp:
+            real_val.answer_table(real_maps, real_answers).to_parquet(tmp, index=False)
         with atomic_path(pool) as tmp:
             from wafersage.score.calibration import POOL_COLUMNS
 
