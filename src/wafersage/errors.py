@@ -1,8 +1,13 @@
-"""The one error the CLI turns into a one-line message and a non-zero exit."""
+"""The one error the CLI turns into a one-line message and a non-zero exit (and the Parquet reader
+that raises it for a missing or unreadable table)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class WaferSageError(Exception):
@@ -18,3 +23,17 @@ class WaferSageError(Exception):
         if detail:
             msg += f" ({detail})"
         super().__init__(msg.replace("\n", " "))
+
+
+def read_parquet(path: str | Path, what: str, hint: str | None = None) -> pd.DataFrame:
+    """``path`` as a DataFrame; a missing or unreadable file is a one-line :class:`WaferSageError`
+    naming ``what`` it should have been (``hint``: how to make it)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise WaferSageError(path, f"{what} not found", hint or "")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
+        raise WaferSageError(path, f"{what} is not a readable Parquet file", type(exc).__name__) from None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 
 #: The columns the model stages need (DESIGN.md's data contract for data/vqa/*.parquet).
 WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "answer", "category"
@@ -23,12 +23,7 @@ TYPE_CATEGORY = "type"
 def read_split(path: str | Path) -> pd.DataFrame:
     """One VQA split; a missing file, missing column or empty table is a :class:`WaferSageError`."""
     path = Path(path)
-    if not path.is_file():
-        raise WaferSageError(path, "VQA split not found", "run `dvc repro vqa` first")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
-        raise WaferSageError(path, "VQA split is not a readable Parquet file", type(exc).__name__) from None
+    df = read_parquet(path, "VQA split", "run `dvc repro vqa` first")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise WaferSageError(path, "VQA split lacks columns", ", ".join(missing))

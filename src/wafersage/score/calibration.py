@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES, opposite_clock
 from wafersage.taxonomy import CLASS_INDEX, NONE, PATTERNS, confusable_with
@@ -231,14 +231,7 @@ def absorb(outputs: str | Path, folder: str | Path) -> tuple[Path, bool]:
     import hashlib
 
     src = Path(outputs)
-    if not src.is_file():
-        raise WaferSageError(src, "model outputs not found", "run `dvc repro evaluate` first")
-    try:
-        df = pd.read_parquet(src)
-    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
-        raise WaferSageError(
-            src, "model outputs are not a readable Parquet file", type(exc).__name__
-        ) from None
+    df = read_parquet(src, "model outputs", "run `dvc repro evaluate` first")
     df = _checked_rows(df, src)
     if df.empty:
         raise WaferSageError(src, "no model outputs to absorb", "evaluate.pool_pairs is 0?")
@@ -263,14 +256,7 @@ def read_absorbed(
         return empty, 0
     frames = []
     for f in sorted(Path(folder).glob("*.parquet")):
-        try:
-            frames.append(_checked_rows(pd.read_parquet(f), f))
-        except WaferSageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
-            raise WaferSageError(
-                f, "absorbed outputs are not a readable Parquet file", type(exc).__name__
-            ) from None
+        frames.append(_checked_rows(read_parquet(f, "absorbed model outputs"), f))
     if not frames:
         return empty, 0
     df = pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
