@@ -8,6 +8,7 @@ features, same train maps, same val maps. Prints a markdown table (and JSON with
 
     .venv/bin/python benchmarks/vision_probe.py --budget-s 300          # ~10 CPU minutes
     .venv/bin/python benchmarks/vision_probe.py --budget-s 60 --max-train 3000 --max-val 2000  # smoke
+    .venv/bin/python benchmarks/vision_probe.py --encoder DIR --size 64   # score a saved encoder
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--baseline-only", action="store_true", help="score the trees only (no encoder)")
+    ap.add_argument("--encoder", type=Path, default=None, help="score this saved encoder (no pretraining)")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -105,9 +107,17 @@ def main() -> None:
         "balance_power": args.balance_power,
     }
     t = time.perf_counter()
-    model, history = train_encoder(
-        g_tr, multi_hot([list(v) for v in train["labels"]]), vision_config(), params
-    )
+    if args.encoder is not None:
+        from wafersage.modeling.vision_encoder import load_encoder
+
+        model, meta = load_encoder(args.encoder)
+        if int(meta["image_size"]) != args.size:
+            raise SystemExit(f"{args.encoder}: trained at {meta['image_size']} px, not --size {args.size}")
+        history = [{"loss": float("nan")}] * int(meta.get("steps", 0) or 1)
+    else:
+        model, history = train_encoder(
+            g_tr, multi_hot([list(v) for v in train["labels"]]), vision_config(), params
+        )
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     z_tr, _ = encode_grids(model, g_tr, views=args.views == 8)
