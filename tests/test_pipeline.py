@@ -14,7 +14,16 @@ from wafersage.rawtable import read_raw
 
 pytestmark = pytest.mark.slow
 
-TRACKED = ("dvc.yaml", "params.yaml", "expectations", "src", ".dvc/config", ".dvcignore", ".gitignore")
+TRACKED = (
+    "dvc.yaml",
+    "params.yaml",
+    "expectations",
+    "calibration",
+    "src",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
 
 
 def _sh(cmd, cwd, env):
