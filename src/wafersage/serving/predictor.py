@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.errors import WaferSageError
+from wafersage.render import DEFAULT_SIZE
 
 CHAMPION = "champion"
-DEFAULT_IMAGE_SIZE = 96
 
 
 class Predictor:
@@ -30,7 +30,7 @@ class Predictor:
             raise WaferSageError(self.folder, "not a model folder (no config.json)")
         info = base_info(self.folder)
         self.info = info
-        self.image_size = int(info.get("image_size", DEFAULT_IMAGE_SIZE))
+        self.image_size = int(info.get("image_size", DEFAULT_SIZE))
         self.grounding = check_mode(info.get("grounding"))
         self.batch_size, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.processor = load_processor(self.folder)
