@@ -8,7 +8,7 @@ from PIL import Image
 
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
-from wafersage.render import PALETTE, render_map, resample
+from wafersage.render import DEFAULT_SIZE, PALETTE, render_map, resample
 
 
 def test_render_is_deterministic_and_uses_the_palette():
@@ -58,9 +58,13 @@ def test_cli_renders_a_file_and_a_folder(tmp_path):
     (tmp_path / "maps").mkdir()
     for f in ("a.npy", "b.npy"):
         (tmp_path / "maps" / f).write_bytes((tmp_path / f).read_bytes())
-    r = _cli("render", str(tmp_path / "maps"), str(tmp_path / "pngs"))
+    r = _cli("render", str(tmp_path / "maps"), str(tmp_path / "pngs"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["a.png", "b.png"]
+    assert Image.open(tmp_path / "pngs" / "a.png").size == (DEFAULT_SIZE, DEFAULT_SIZE)  # no params.yaml
+    (tmp_path / "params.yaml").write_text("render:\n  size: 96\n")  # the pipeline's size is the default
+    r = _cli("render", str(tmp_path / "a.npy"), str(tmp_path / "c.png"), cwd=tmp_path)
+    assert r.returncode == 0 and Image.open(tmp_path / "c.png").size == (96, 96), r.stderr
 
 
 def test_cli_bad_map_is_one_line_error_and_no_output(tmp_path):

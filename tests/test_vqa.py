@@ -14,6 +14,7 @@ import pytest
 from wafersage.errors import WaferSageError
 from wafersage.phrasing import mentions_class
 from wafersage.rawtable import decode_map, write_raw
+from wafersage.render import DEFAULT_SIZE
 from wafersage.stages import describe, rubrics, validate_vqa, vqa
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.vqa import CATEGORIES, load_vqa_dataset
@@ -174,7 +175,7 @@ def test_loads_with_datasets_as_images(built):
     ds = load_vqa_dataset(built["tmp"] / "vqa" / "val.parquet")
     assert type(ds.features["image"]).__name__ == "Image"
     img = ds[0]["image"]
-    assert img.size == (96, 96) and img.mode == "RGB"
+    assert img.size == (DEFAULT_SIZE, DEFAULT_SIZE) and img.mode == "RGB"
 
 
 def test_vqa_is_deterministic(built, tmp_path):

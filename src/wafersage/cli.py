@@ -28,6 +28,14 @@ app = typer.Typer(
 Params = Annotated[Path, typer.Option(help="params.yaml to read this stage's section from.")]
 
 
+def render_size(params: Path) -> int:
+    """``render.size`` from params.yaml (the render module's default when unset)."""
+    from wafersage.params import load_section
+    from wafersage.render import DEFAULT_SIZE
+
+    return int(load_section("render", params).get("size", DEFAULT_SIZE))
+
+
 @app.command()
 def ingest(
     source: Annotated[
@@ -97,7 +105,7 @@ def _pretrain_vision(
     from wafersage.params import load_section
     from wafersage.stages import pretrain_vision as stage
 
-    size = int(load_section("render", params).get("size", 96))
+    size = render_size(params)
     tiny = load_section("model", params).get("tiny") or {}
     m = stage.run(load_section("pretrain_vision", params), raw, out, metrics, image_size=size, tiny=tiny)
     typer.echo(
@@ -133,7 +141,7 @@ def clean(
     from wafersage.params import load_section
     from wafersage.stages import clean as stage
 
-    size = int(load_section("render", params).get("size", 96))
+    size = render_size(params)
     m = stage.run(load_section("clean", params), raw, out, metrics, reports, vision=vision, render_size=size)
     for note in m["notes"]:
         typer.echo(f"clean: note: {note}")
@@ -160,7 +168,7 @@ def describe(
     from wafersage.stages import describe as stage
 
     p = load_section("describe", params)
-    size = int(load_section("render", params).get("size", 96))
+    size = render_size(params)
     s = stage.run(p, raw, clean, out, metrics, render_size=size)
     typer.echo(f"describe: {s['wafers']} of {s['wafers_in']} wafers described ({s['backend']}) -> {out}")
 
@@ -200,7 +208,7 @@ def vqa(
     from wafersage.params import load_section
     from wafersage.stages import vqa as stage
 
-    size = int(load_section("render", params).get("size", 96))
+    size = render_size(params)
     s = stage.run(load_section("vqa", params), rubrics, raw, out, metrics, render_size=size)
     typer.echo(f"vqa: {s['pairs']} pairs over {s['wafers']} wafers -> {out}")
 
@@ -250,7 +258,7 @@ def _init_model(
     from wafersage.params import load_section
     from wafersage.stages import init_model as stage
 
-    size = int(load_section("render", params).get("size", 96))
+    size = render_size(params)
     p = load_section("init_model", params)
     info = stage.run(p, load_section("model", params), vqa_train, vision, out, image_size=size)
     typer.echo(f"init_model: {info['base']} base, {info['params']:,} parameters -> {out}")
@@ -565,12 +573,15 @@ def serve(
 def render(
     src: Annotated[Path, typer.Argument(help="A .npy map (canonical 0/1/2 uint8) or a folder of them.")],
     dst: Annotated[Path, typer.Argument(help="The PNG to write, or a folder of PNGs.")],
-    size: Annotated[int, typer.Option(help="Image side in pixels (a multiple of 32).")] = 96,
+    size: Annotated[
+        int | None, typer.Option(help="Image side in pixels (a multiple of 32). Default: params render.size.")
+    ] = None,
+    params: Params = Path("params.yaml"),
 ) -> None:
     """Render wafer maps to PNG with the pipeline's fixed palette."""
     from wafersage.render import render_path
 
-    written = render_path(src, dst, size)
+    written = render_path(src, dst, size if size is not None else render_size(params))
     typer.echo(f"render: {len(written)} image(s) -> {dst}")
 
 

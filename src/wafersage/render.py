@@ -17,7 +17,8 @@ PALETTE: dict[int, tuple[int, int, int]] = {
     FAIL: (220, 30, 30),
 }
 _LUT = np.array([PALETTE[OFF], PALETTE[PASS], PALETTE[FAIL]], dtype=np.uint8)
-DEFAULT_SIZE = 96
+#: The image side when params.yaml does not set ``render.size`` (4 visual tokens; see docs/benchmarks.md).
+DEFAULT_SIZE = 64
 
 
 def check_size(size: int) -> int:

@@ -31,6 +31,7 @@ from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
 from wafersage.gates import run_gate
 from wafersage.rawtable import read_raw
+from wafersage.render import DEFAULT_SIZE
 from wafersage.taxonomy import CLASSES
 from wafersage.tracking import stage_run
 
@@ -263,7 +264,7 @@ def run(
     metrics: Path,
     report_dir: Path,
     vision: Path | None = None,
-    render_size: int = 96,
+    render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Featurise, clean, gate and write the label table, metrics, plot data and review page."""
     cfg = CleanConfig.from_dict(params)

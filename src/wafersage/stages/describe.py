@@ -24,7 +24,7 @@ from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import render_map
+from wafersage.render import DEFAULT_SIZE, render_map
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
 
@@ -130,7 +130,7 @@ def run(
     clean: Path | None,
     out: Path,
     metrics: Path,
-    render_size: int = 96,
+    render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Describe every usable wafer; write ``out`` (JSON lines) and ``metrics`` atomically."""
     backend = params.get("backend", "analytic")

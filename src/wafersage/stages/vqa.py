@@ -16,7 +16,7 @@ from wafersage.atomic import atomic_path
 from wafersage.attributes import agreement_summary, truth_agreement
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import check_size, gallery
+from wafersage.render import DEFAULT_SIZE, check_size, gallery
 from wafersage.stages.describe import png_bytes
 from wafersage.stages.rubrics import read_jsonl
 from wafersage.tracking import stage_run
@@ -63,7 +63,12 @@ def attribute_accuracy(raw: pd.DataFrame, records: list[dict[str, Any]]) -> dict
 
 
 def run(
-    params: dict[str, Any], rubrics: Path, raw: Path, out_dir: Path, metrics: Path, render_size: int = 96
+    params: dict[str, Any],
+    rubrics: Path,
+    raw: Path,
+    out_dir: Path,
+    metrics: Path,
+    render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Synthesize, split and write the VQA tables and metrics atomically."""
     seed = int(params.get("seed", 0))
