@@ -66,20 +66,12 @@ def test_sample(vqa: Path, n: int, n_type: int, seed: int) -> pd.DataFrame:
 
 
 def answers(model_dir: Path, df: pd.DataFrame, max_new_tokens: int) -> list[str]:
-    """Greedy answers of a saved model (the shared generation code)."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.processor import load_processor
+    """Greedy answers of a saved model, prompted as it was trained (the serving ``Predictor``)."""
     from wafersage.modeling.vqa_data import pil_image
+    from wafersage.serving.predictor import Predictor
 
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), local_files_only=True)
-    proc = load_processor(model_dir)
-    return generate_answers(
-        model, proc, [pil_image(v) for v in df["image"]], list(df["question"]), 32, max_new_tokens
-    )
+    pred = Predictor(model_dir, batch_size=32, max_new_tokens=max_new_tokens)
+    return pred.answer([pil_image(v) for v in df["image"]], list(df["question"]))
 
 
 def scores(df: pd.DataFrame, ans: list[str], records: dict, reward: Path) -> dict[str, np.ndarray]:

@@ -12,12 +12,13 @@ def generate_answers(
     processor: Any,
     images: Sequence[Any],
     questions: Sequence[str],
-    batch_size: int = 32,
-    max_new_tokens: int = 48,
-    grounding: str = "image",
+    batch_size: int,
+    max_new_tokens: int,
+    grounding: str,
 ) -> list[str]:
     """Greedy answers to ``questions`` about ``images`` (PIL), left-padded batches, no grad; the
-    prompt grounded as the model was trained (``wafersage.grounding``)."""
+    prompt grounded as the model was trained (``grounding``: the model folder's mode; prefer the
+    serving ``Predictor``, which reads it)."""
     import torch
 
     from wafersage.grounding import ground_all

@@ -238,7 +238,7 @@ def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str,
         list(rows[QUESTION]),
         int(p["generation_batch_size"]),
         int(p["max_new_tokens"]),
-        p.get("grounding", "image"),
+        p["grounding"],
     )
 
 
