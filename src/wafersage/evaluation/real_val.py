@@ -101,7 +101,7 @@ def answers(folder: Path, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[s
     bs = int(p["generation_batch_size"])
     out: list[str] = []
     cells = list(zip(maps["map"], maps["rows"], maps["cols"], strict=True))
-    for s in tqdm(range(0, len(cells), bs), desc=f"real val {folder.name}", unit="batch"):
+    for s in tqdm(range(0, len(cells), bs), desc=f"real val {pred.folder.name}", unit="batch"):
         images = [render_map(decode_map(b, r, c), pred.image_size) for b, r, c in cells[s : s + bs]]
         out.extend(pred.answer(images, [question] * len(images)))
     return out, question

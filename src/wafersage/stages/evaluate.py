@@ -92,24 +92,29 @@ def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, A
     return df
 
 
-def generate(folder: Path, df: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], float]:
-    """Greedy answers of the model in ``folder`` to every row (batched, with a progress bar) and
-    the seconds it took."""
+def predictor(folder: Path, p: dict[str, Any]) -> Any:
+    """The model in ``folder``, loaded once for every set of questions it answers."""
+    from wafersage.serving.predictor import Predictor
+
+    return Predictor(
+        folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
+    )
+
+
+def generate(pred: Any, df: pd.DataFrame, p: dict[str, Any], what: str) -> tuple[list[str], float]:
+    """Greedy answers of ``pred`` (a :class:`~wafersage.serving.predictor.Predictor`) to every row
+    (batched, with a progress bar) and the seconds it took."""
     from tqdm.auto import tqdm
 
     from wafersage.modeling.vqa_data import pil_image
     from wafersage.serving.images import fit
-    from wafersage.serving.predictor import Predictor
 
-    pred = Predictor(
-        folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
-    )
     images = [fit(pil_image(v), pred.image_size) for v in df["image"]]
     questions = list(df["question"].astype(str))
     bs = int(p["generation_batch_size"])
     answers: list[str] = []
     t0 = time.perf_counter()
-    for s in tqdm(range(0, len(df), bs), desc=f"evaluate {folder.name}", unit="batch"):
+    for s in tqdm(range(0, len(df), bs), desc=f"{what} {pred.folder.name}", unit="batch"):
         answers.extend(pred.answer(images[s : s + bs], questions[s : s + bs]))
     return answers, time.perf_counter() - t0
 
@@ -293,14 +298,12 @@ def pool_pairs(vqa_dir: Path, p: dict[str, Any]) -> pd.DataFrame:
     tunes the reward, the test split scores it)."""
     from wafersage.modeling.vqa_data import read_split
 
-    path = Path(vqa_dir) / "val.parquet"
-    df = (
-        sample_pairs(read_split(path), int(p["pool_pairs"]), int(p["seed"])) if int(p["pool_pairs"]) else None
-    )
-    if df is None:
+    if not int(p["pool_pairs"]):
         return pd.DataFrame(
             columns=["pair_id", "wafer_id", "rubric_id", "category", "question", "answer", "image"]
         )
+    path = Path(vqa_dir) / "val.parquet"
+    df = sample_pairs(read_split(path), int(p["pool_pairs"]), int(p["seed"]))
     for col in ("pair_id", "rubric_id"):
         if col not in df:
             raise WaferSageError(path, "VQA val split lacks a column the pool needs", col)
@@ -360,11 +363,12 @@ def run(
     ) as mlflow:
         frames, speed, pool_frames, real_answers = [], {}, [], {}
         for folder in models:
+            pred = predictor(folder, p)
             if len(val_pairs):
-                pool_frames.append(pool_rows(folder.name, val_pairs, generate(folder, val_pairs, p)[0]))
+                pool_frames.append(pool_rows(folder.name, val_pairs, generate(pred, val_pairs, p, "pool")[0]))
             if real_maps is not None:
-                real_answers[folder.name], real_question = real_val.answers(folder, real_maps, p)
-            answers, secs = generate(folder, df, p)
+                real_answers[folder.name], real_question = real_val.answers(pred, real_maps, p)
+            answers, secs = generate(pred, df, p, "evaluate")
             speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
             scored = score(df, answers, records, cfg, judge)
             frames.append(
