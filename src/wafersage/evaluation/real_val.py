@@ -85,19 +85,16 @@ def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def answers(folder: Path, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
-    """Every map rendered at the model's image size, answered (batched); the question asked."""
+def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
+    """Every map rendered at the model's image size, answered by ``pred`` (a serving
+    ``Predictor``, batched); the question asked."""
     from tqdm.auto import tqdm
 
     from wafersage.rawtable import decode_map
     from wafersage.render import render_map
-    from wafersage.serving.predictor import Predictor
     from wafersage.vqa import Q_TYPE
 
     question = Q_TYPE[QUESTION_INDEX]
-    pred = Predictor(
-        folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
-    )
     bs = int(p["generation_batch_size"])
     out: list[str] = []
     cells = list(zip(maps["map"], maps["rows"], maps["cols"], strict=True))
