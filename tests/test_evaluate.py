@@ -242,6 +242,8 @@ def test_real_val_resolution(tmp_path):
         resolve({"source": "wm811k", "path": str(tmp_path / "missing.pkl")}, {})
     with pytest.raises(WaferSageError, match="must be auto, off or"):
         resolve("yes", {})
+    with pytest.raises(WaferSageError, match="real_val.source must be one of"):
+        resolve({"source": "png-folder", "path": str(tmp_path / "val_data.pkl.xz")}, {})
 
 
 @pytest.mark.slow
