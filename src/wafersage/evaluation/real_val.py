@@ -108,16 +108,13 @@ def answer_table(maps: pd.DataFrame | None, answers_by_model: dict[str, list[str
     """One row a model x map: ``model, wafer_id, truth`` (labels joined by +), ``answer``, ``pred``
     (parsed); empty (same columns) without a real val split."""
     from wafersage.answer_parser import parse_labels
-    from wafersage.taxonomy import CLASS_INDEX
+    from wafersage.taxonomy import primary_label
 
     cols = ["model", "wafer_id", "truth", "answer", "pred"]
     if maps is None or not answers_by_model:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in cols})
 
-    def joined(labels: Any) -> str:
-        return "+".join(sorted(labels, key=CLASS_INDEX.__getitem__))
-
-    truth = [joined(v) for v in maps["labels"]]
+    truth = [primary_label(list(v)) or "" for v in maps["labels"]]
     frames = [
         pd.DataFrame(
             {
@@ -125,7 +122,7 @@ def answer_table(maps: pd.DataFrame | None, answers_by_model: dict[str, list[str
                 "wafer_id": maps["wafer_id"].astype(str),
                 "truth": truth,
                 "answer": ans,
-                "pred": [joined(parse_labels(a)) for a in ans],
+                "pred": [primary_label(list(parse_labels(a))) or "" for a in ans],
             }
         )
         for m, ans in answers_by_model.items()
@@ -140,7 +137,6 @@ def score_models(
     per-class F1 and support per model."""
     from wafersage.answer_parser import parse_labels
     from wafersage.evaluation import stats
-    from wafersage.taxonomy import CLASSES
 
     truth = [set(v) for v in maps["labels"]]
     n, n_boot, seed, conf = len(truth), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
@@ -162,14 +158,7 @@ def score_models(
                 "type_accuracy": {"low": b["ci_low"], "high": b["ci_high"]},
             },
         }
-        per_class = {}
-        for c in CLASSES:
-            tp = sum(c in t and c in q for t, q in zip(truth, preds[m], strict=True))
-            fp = sum(c not in t and c in q for t, q in zip(truth, preds[m], strict=True))
-            fn = sum(c in t and c not in q for t, q in zip(truth, preds[m], strict=True))
-            if tp + fp + fn:
-                per_class[c] = {"f1": round(2 * tp / (2 * tp + fp + fn), 4), "support": tp + fn}
-        detail[m] = {"per_class": per_class}
+        detail[m] = {"per_class": stats.per_class_f1(truth, preds[m])}
     from wafersage.stages.evaluate import COMPARISONS
 
     for name, a_m, b_m in COMPARISONS:

@@ -57,6 +57,18 @@ def accuracy_metric(truth: Sequence[set[str]], pred: Sequence[set[str]]) -> Metr
     return mean_metric(np.where(keep, hit, np.nan))
 
 
+def per_class_f1(truth: Sequence[set[str]], pred: Sequence[set[str]]) -> dict[str, dict[str, float | int]]:
+    """One-vs-rest ``f1`` (4 decimals) and ``support`` per class seen in truth or predictions."""
+    out: dict[str, dict[str, float | int]] = {}
+    for c in CLASSES:
+        tp = sum(c in a and c in b for a, b in zip(truth, pred, strict=True))
+        fp = sum(c not in a and c in b for a, b in zip(truth, pred, strict=True))
+        fn = sum(c in a and c not in b for a, b in zip(truth, pred, strict=True))
+        if tp + fp + fn:
+            out[c] = {"f1": round(2 * tp / (2 * tp + fp + fn), 4), "support": tp + fn}
+    return out
+
+
 def weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) multinomial resampling counts, seeded."""
     rng = np.random.default_rng(seed)

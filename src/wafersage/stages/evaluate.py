@@ -126,7 +126,7 @@ def score(
     from wafersage.answer_parser import parse_labels
     from wafersage.score.judges import JudgeItem
     from wafersage.score.rules import Item, score_items
-    from wafersage.taxonomy import CLASS_INDEX
+    from wafersage.taxonomy import primary_label
 
     rubrics = [records[w]["rubric"] for w in df["wafer_id"]]
     labels = [list(v) for v in df["labels"]]
@@ -142,9 +142,6 @@ def score(
         ]
     )
 
-    def joined(s: set[str]) -> str:
-        return "+".join(sorted(s, key=CLASS_INDEX.__getitem__))
-
     return pd.DataFrame(
         {
             "answer": answers,
@@ -152,8 +149,8 @@ def score(
             "judge_score": [v.score for v in verdicts],
             "judge_rationale": [v.rationale for v in verdicts],
             "is_type": (df["category"] == "type").to_numpy(),
-            "truth": [joined(set(lb)) for lb in labels],
-            "pred": [joined(parse_labels(a)) for a in answers],
+            "truth": [primary_label(list(lb)) or "" for lb in labels],
+            "pred": [primary_label(list(parse_labels(a))) or "" for a in answers],
         }
     )
 
@@ -247,27 +244,14 @@ def confusion_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def per_class_f1(items: pd.DataFrame) -> pd.DataFrame:
     """One-vs-rest F1 per class and model, over type questions (classes seen in truth or answers)."""
+    from wafersage.evaluation.stats import per_class_f1 as class_f1
     from wafersage.registry import labels_of
-    from wafersage.taxonomy import CLASSES
 
     out = []
     for model, rows in items.groupby("model", sort=False):
         t = rows[rows["is_type"] & (rows["truth"] != "")]
-        truth, pred = [labels_of(x) for x in t["truth"]], [labels_of(x) for x in t["pred"]]
-        for c in CLASSES:
-            tp = sum(c in a and c in b for a, b in zip(truth, pred, strict=True))
-            fp = sum(c not in a and c in b for a, b in zip(truth, pred, strict=True))
-            fn = sum(c in a and c not in b for a, b in zip(truth, pred, strict=True))
-            if tp + fp + fn:
-                out.append(
-                    {
-                        "class": f"{model}:{c}",
-                        "model": model,
-                        "label": c,
-                        "f1": round(2 * tp / (2 * tp + fp + fn), 4),
-                        "support": tp + fn,
-                    }
-                )
+        scores = class_f1([labels_of(x) for x in t["truth"]], [labels_of(x) for x in t["pred"]])
+        out.extend({"class": f"{model}:{c}", "model": model, "label": c, **v} for c, v in scores.items())
     return pd.DataFrame(out, columns=["class", "model", "label", "f1", "support"])
 
 
