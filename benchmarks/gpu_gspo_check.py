@@ -166,7 +166,7 @@ def main() -> int:
             model=model,
             reward_funcs=funcs,
             args=targs,
-            train_dataset=gspo.to_dataset(table),
+            train_dataset=gspo.to_dataset(table, "image"),
             processing_class=processor,
             peft_config=peft_config_for(p),
             schedule=schedule,

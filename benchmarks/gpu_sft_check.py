@@ -95,7 +95,7 @@ def _dataset(n: int, image_size: int, answer_words: int) -> Any:
         )
     import pandas as pd
 
-    return to_dataset(pd.DataFrame(rows))
+    return to_dataset(pd.DataFrame(rows), "image")
 
 
 def main() -> int:

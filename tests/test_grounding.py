@@ -95,7 +95,7 @@ def test_sft_dataset_and_tokenizer_corpus_carry_the_facts():
     from wafersage.modeling.vqa_data import corpus, to_dataset
 
     df = vqa_table(n_wafers=6, size=64)
-    plain = to_dataset(df)
+    plain = to_dataset(df, IMAGE)
     grounded = to_dataset(df, IMAGE_ATTRIBUTES)
     assert not plain[0]["messages"][0]["content"].startswith("Map facts")
     assert grounded[0]["messages"][0]["content"].startswith("Map facts: ")
@@ -103,7 +103,7 @@ def test_sft_dataset_and_tokenizer_corpus_carry_the_facts():
     assert grounded[0]["messages"][1] == plain[0]["messages"][1]  # the answer is untouched
     facts = [t for t in corpus(df, IMAGE_ATTRIBUTES) if t.startswith("Map facts")]
     assert len(facts) == df["wafer_id"].nunique()
-    assert not [t for t in corpus(df) if t.startswith("Map facts")]
+    assert not [t for t in corpus(df, IMAGE) if t.startswith("Map facts")]
 
 
 def test_the_mode_lives_in_the_model_folder_and_the_predictor_uses_it(tmp_path, monkeypatch):

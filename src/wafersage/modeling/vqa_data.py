@@ -60,12 +60,18 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, str]]:
     return out
 
 
-def to_dataset(df: pd.DataFrame, grounding: str = "image") -> Any:
-    """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access), each prompt
-    grounded per ``grounding`` (``wafersage.grounding``)."""
-    from datasets import Dataset, Features, Image, List, Value
-
+def grounded_cells(images: Any, questions: Any, grounding: str) -> list[tuple[bytes, str]]:
+    """(PNG bytes, user text) of each image cell and question, grounded per ``grounding``
+    (``wafersage.grounding``): what the model is shown in training."""
     from wafersage.grounding import ground_png
+
+    return [ground_png(grounding, image_bytes(v), q) for v, q in zip(images, questions, strict=True)]
+
+
+def to_dataset(df: pd.DataFrame, grounding: str) -> Any:
+    """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access), each prompt
+    grounded per ``grounding`` (the model folder's mode)."""
+    from datasets import Dataset, Features, Image, List, Value
 
     features = Features(
         {
@@ -73,9 +79,7 @@ def to_dataset(df: pd.DataFrame, grounding: str = "image") -> Any:
             "images": List(Image()),
         }
     )
-    grounded = [
-        ground_png(grounding, image_bytes(v), q) for v, q in zip(df[IMAGE], df[QUESTION], strict=True)
-    ]
+    grounded = grounded_cells(df[IMAGE], df[QUESTION], grounding)
     data = {
         "messages": [messages(q, a) for (_, q), a in zip(grounded, df[ANSWER], strict=True)],
         "images": [[{"bytes": png, "path": None}] for png, _ in grounded],
@@ -83,13 +87,13 @@ def to_dataset(df: pd.DataFrame, grounding: str = "image") -> Any:
     return Dataset.from_dict(data, features=features)
 
 
-def corpus(df: pd.DataFrame, grounding: str = "image") -> list[str]:
+def corpus(df: pd.DataFrame, grounding: str) -> list[str]:
     """The text the domain tokenizer is trained on: every question and answer (and, when the
     prompts are grounded, each wafer's attribute text)."""
-    from wafersage.grounding import IMAGE, check_mode, ground_png
+    from wafersage.grounding import IMAGE, check_mode
 
     texts = [*df[QUESTION].astype(str), *df[ANSWER].astype(str)]
     if check_mode(grounding) != IMAGE:
         first = df.drop_duplicates(WAFER)
-        texts += [ground_png(grounding, image_bytes(v), "")[1] for v in first[IMAGE]]
+        texts += [text for _, text in grounded_cells(first[IMAGE], [""] * len(first), grounding)]
     return texts

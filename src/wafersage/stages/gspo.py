@@ -28,6 +28,7 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.grounding import check_mode
 from wafersage.stages.sft import LORA_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
@@ -143,13 +144,12 @@ def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
-def to_dataset(table: pd.DataFrame, grounding: str = "image") -> Any:
+def to_dataset(table: pd.DataFrame, grounding: str) -> Any:
     """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
     (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
     from datasets import Dataset, Features, Image, List, Value
 
-    from wafersage.grounding import ground_png
-    from wafersage.modeling.vqa_data import image_bytes, messages
+    from wafersage.modeling.vqa_data import grounded_cells, messages
 
     features = Features(
         {
@@ -165,10 +165,7 @@ def to_dataset(table: pd.DataFrame, grounding: str = "image") -> Any:
             "pool": Value("string"),
         }
     )
-    grounded = [
-        ground_png(grounding, image_bytes(v), q)
-        for v, q in zip(table["image"], table["question"], strict=True)
-    ]
+    grounded = grounded_cells(table["image"], table["question"], grounding)
     data = {
         "prompt": [messages(q) for _, q in grounded],
         "images": [[{"bytes": png, "path": None}] for png, _ in grounded],
@@ -280,7 +277,7 @@ def build_trainer(
         model=model,
         reward_funcs=funcs,
         args=args,
-        train_dataset=to_dataset(table, info.get("grounding", "image")),
+        train_dataset=to_dataset(table, check_mode(info.get("grounding"))),
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,

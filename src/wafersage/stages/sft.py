@@ -21,6 +21,7 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.grounding import check_mode
 from wafersage.params import flatten
 
 #: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
@@ -184,7 +185,7 @@ def build_trainer(
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
-    grounding = info.get("grounding", "image")
+    grounding = check_mode(info.get("grounding"))
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
@@ -338,7 +339,7 @@ def run(
         val_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else float("nan")
         model = final_model(trainer, lora, bool(p["lora"]["merge"]))
         processor = trainer.processing_class
-        gen_p = {**p, "grounding": info.get("grounding", "image")}
+        gen_p = {**p, "grounding": check_mode(info.get("grounding"))}
         scores = type_metrics(model, processor, test_df, gen_p)
         samples = sample_table(model, processor, val_df, gen_p)
         out_metrics = {
