@@ -1,6 +1,7 @@
 """The clean stage: verdicts on hand-made maps, bad input, and the metric names it writes."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 from factories import disc
 
-from wafersage.cleaning import CleanConfig, clean_labels
+from wafersage.cleaning import CleanConfig, clean_labels, prune
 from wafersage.encoding import FAIL, OFF
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
@@ -72,6 +73,43 @@ def test_planted_mislabel_is_relabelled_and_clean_wafers_kept():
     assert res.verdict[0] == "keep" and res.noise_score[0] < 0.5
     kept = res.verdict == "keep"
     assert set(res.tag[kept]) == {"typical", "hard"} and (res.cluster_id[kept] >= 0).all()
+
+
+def test_refit_drops_the_planted_mislabel_from_what_the_scorers_are_fit_on():
+    df = _planted()
+    res = _clean(df)
+    assert not res.pruned[23] and res.pruned.sum() >= len(df) - 3
+    first = _clean(df, replace(CFG, refit=False))
+    assert first.pruned.all()  # no refit: the scorers see every labelled wafer
+    assert res.noise_score[23] >= first.noise_score[23]
+
+
+def test_prune_keeps_a_class_it_would_empty():
+    probs = np.array([[0.9, 0.1]] * 6 + [[0.9, 0.1]] * 3)  # the 3 'class 1' wafers all look like 0
+    y = np.array([0] * 6 + [1] * 3)
+    keep = prune(probs, y, np.ones(9, bool), replace(CFG, min_class_size=3))
+    assert keep[6:].all()
+
+
+def test_refit_finds_flipped_labels_better_than_the_first_pass_and_cleanlab():
+    from sklearn.metrics import average_precision_score
+
+    from wafersage.cleaning import cleanlab_issues, detection_scores
+    from wafersage.synthetic import SyntheticConfig, generate
+
+    df = generate(SyntheticConfig(n_wafers=1500, seed=5, noise_rate=0.1))
+    cfg = CleanConfig()
+    x = geometric_features(df).to_numpy()
+    truth = df["noise_flipped"].to_numpy(bool)
+    res = clean_labels(x, df["labels"], cfg)
+    first = clean_labels(x, df["labels"], replace(cfg, refit=False))
+    for score in ("cluster", "density"):  # fit on the pruned wafers, they rank the flips higher
+        ap = [average_precision_score(truth, np.nan_to_num(r.scores[score], nan=1.0)) for r in (res, first)]
+        assert ap[0] > ap[1] + 0.04, (score, ap)
+    y = np.array([res.keys.index(k) for k in res.given_key])
+    ours = detection_scores(res.verdict != "keep", truth)["f1"]
+    cl = detection_scores(cleanlab_issues(res.probs, y), truth)["f1"]
+    assert ours >= 1.05 * cl, (ours, cl)
 
 
 def test_single_wafer_class_is_flagged_unscored_with_a_note():

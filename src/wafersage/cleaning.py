@@ -11,7 +11,11 @@ least ``combo_min_count`` wafers is its own class, rarer combinations share the 
   the nearest centroid of the wafer's own key against the nearest centroid of any other key;
 - ``density``: local outlier factor within the key, ``1 - 1/LOF`` clipped to [0, 1].
 
-Their weighted mean is the noise score. Labelled wafers of a key with too few wafers to score,
+The scores come from a second pass: confident learning (cleanlab) prunes the likely mislabels
+found with a first pass of out-of-fold probabilities, and the classifier, the k-NN reference,
+the centroids and the density models are refit on the pruned wafers only, so the noise they were
+fit on no longer hides itself (``refit: false`` scores with the first pass). Their weighted mean is
+the noise score. Labelled wafers of a key with too few wafers to score,
 and unlabelled wafers, get no score; they are flagged, or relabelled when the suggestion is
 confident.
 """
@@ -47,10 +51,11 @@ class CleanConfig:
     density_max_fit: int = 5000
     classifier_trees: int = 200
     classifier_max_train: int = 100000
+    refit: bool = True
     weights: dict[str, float] = field(
-        default_factory=lambda: {"classifier": 0.6, "knn": 0.3, "cluster": 0.05, "density": 0.05}
+        default_factory=lambda: {"classifier": 0.6, "knn": 0.0, "cluster": 0.1, "density": 0.3}
     )
-    flag_threshold: float = 0.8
+    flag_threshold: float = 0.66
     relabel_confidence: float = 0.7
     typical_quantile: float = 0.5
     #: BLAS/OpenMP threads: gradient boosting slows down many-fold when the cores are oversubscribed.
@@ -93,7 +98,8 @@ class CleanResult:
     keys: list[str]  # the scorable classes, column order of ``probs``
     given_key: np.ndarray  # object: key of the given labels, None when unlabelled
     scorable: np.ndarray  # bool
-    probs: np.ndarray  # (N, K) out-of-fold classifier probabilities
+    probs: np.ndarray  # (N, K) first-pass out-of-fold probabilities (fit on all given labels)
+    pruned: np.ndarray  # bool: scorable wafers the second pass was fit on
     scores: dict[str, np.ndarray]  # component scores, NaN where not scored
     noise_score: np.ndarray
     verdict: np.ndarray  # object
@@ -125,9 +131,12 @@ def _rank01(v: np.ndarray) -> np.ndarray:
     return (pd.Series(v).rank(method="average").to_numpy() - 0.5) / max(len(v), 1)
 
 
-def oof_probs(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: CleanConfig) -> np.ndarray:
+def oof_probs(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: CleanConfig, fit: np.ndarray | None = None
+) -> np.ndarray:
     """Out-of-fold class probabilities of extremely randomised trees for the ``train`` rows; every
-    other row gets the mean over the fold models."""
+    other row gets the mean over the fold models. Only ``fit`` rows (default: all ``train`` rows)
+    are fit on."""
     from sklearn.ensemble import ExtraTreesClassifier
     from sklearn.model_selection import StratifiedKFold
 
@@ -138,7 +147,7 @@ def oof_probs(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: Clea
     rng = np.random.default_rng(cfg.seed)
     folds = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
     for fit_idx, hold_idx in folds.split(rows, y[rows]):
-        fit_rows = rows[fit_idx]
+        fit_rows = rows[fit_idx] if fit is None else rows[fit_idx[fit[rows[fit_idx]]]]
         if len(fit_rows) > cfg.classifier_max_train:
             fit_rows = np.sort(rng.choice(fit_rows, cfg.classifier_max_train, replace=False))
         clf = ExtraTreesClassifier(
@@ -152,11 +161,23 @@ def oof_probs(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: Clea
     return probs
 
 
-def knn_votes(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: CleanConfig) -> np.ndarray:
-    """Share of each class among the ``knn_k`` nearest labelled neighbours (self excluded)."""
+def prune(probs: np.ndarray, y: np.ndarray, train: np.ndarray, cfg: CleanConfig) -> np.ndarray:
+    """The ``train`` rows confident learning does not flag; a class it would leave with fewer than
+    ``min_class_size`` wafers keeps all of its own."""
+    rows = np.flatnonzero(train)
+    keep = train.copy()
+    keep[rows[cleanlab_issues(probs[rows], y[rows])]] = False
+    for c in range(probs.shape[1]):
+        if (keep & (y == c)).sum() < cfg.min_class_size:
+            keep[train & (y == c)] = True
+    return keep
+
+
+def knn_votes(x: np.ndarray, y: np.ndarray, ref: np.ndarray, k: int, cfg: CleanConfig) -> np.ndarray:
+    """Share of each class among the ``knn_k`` nearest ``ref`` wafers (self excluded)."""
     from sklearn.neighbors import NearestNeighbors
 
-    ref = np.flatnonzero(train)
+    ref = np.flatnonzero(ref)
     if len(ref) > cfg.knn_reference:
         ref = np.sort(np.random.default_rng(cfg.seed + 1).choice(ref, cfg.knn_reference, replace=False))
     nn_k = min(cfg.knn_k + 1, len(ref))
@@ -174,8 +195,8 @@ def knn_votes(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: Clea
     return votes / max(nbr.shape[1], 1)
 
 
-def cluster_distances(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: CleanConfig):
-    """K-Means per class on its labelled wafers: (N, K) distance to each class's nearest centroid,
+def cluster_distances(x: np.ndarray, y: np.ndarray, ref: np.ndarray, k: int, cfg: CleanConfig):
+    """K-Means per class on its ``ref`` wafers: (N, K) distance to each class's nearest centroid,
     and (N, K) index of that centroid."""
     from sklearn.cluster import KMeans
 
@@ -183,7 +204,7 @@ def cluster_distances(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, c
     which = np.zeros((len(x), k), dtype=np.int64)
     rng = np.random.default_rng(cfg.seed + 2)
     for c in range(k):
-        members = np.flatnonzero(train & (y == c))
+        members = np.flatnonzero(ref & (y == c))
         if len(members) > 20 * cfg.density_max_fit:
             members = rng.choice(members, 20 * cfg.density_max_fit, replace=False)
         n_clusters = max(1, min(cfg.kmeans_per_label, len(members) // 5))
@@ -196,17 +217,20 @@ def cluster_distances(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, c
     return dist, which
 
 
-def density_scores(x: np.ndarray, y: np.ndarray, train: np.ndarray, k: int, cfg: CleanConfig) -> np.ndarray:
-    """``1 - 1/LOF`` of each labelled wafer within its own class, clipped to [0, 1]."""
+def density_scores(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, ref: np.ndarray, k: int, cfg: CleanConfig
+) -> np.ndarray:
+    """``1 - 1/LOF`` of each ``train`` wafer within its own class, fit on the class's ``ref``
+    wafers, clipped to [0, 1]."""
     from sklearn.neighbors import LocalOutlierFactor
 
     out = np.full(len(x), np.nan)
     rng = np.random.default_rng(cfg.seed + 3)
     for c in range(k):
         members = np.flatnonzero(train & (y == c))
-        fit = members
+        fit = np.flatnonzero(ref & (y == c))
         if len(fit) > cfg.density_max_fit:
-            fit = np.sort(rng.choice(members, cfg.density_max_fit, replace=False))
+            fit = np.sort(rng.choice(fit, cfg.density_max_fit, replace=False))
         lof = LocalOutlierFactor(n_neighbors=min(cfg.lof_neighbors, len(fit) - 1), novelty=True).fit(x[fit])
         factor = np.empty(len(members))
         in_fit = np.isin(members, fit)
@@ -261,10 +285,12 @@ def _clean_labels(features: np.ndarray, labels: pd.Series, cfg: CleanConfig, fil
     kk = len(keys)
     x = standardise(features.astype(np.float64))
 
-    probs = oof_probs(x, y, train, kk, cfg)
-    votes = knn_votes(x, y, train, kk, cfg)
-    dist, which = cluster_distances(x, y, train, kk, cfg)
-    dens = density_scores(x, y, train, kk, cfg)
+    first = oof_probs(x, y, train, kk, cfg)
+    ref = prune(first, y, train, cfg) if cfg.refit else train
+    probs = oof_probs(x, y, train, kk, cfg, fit=ref) if cfg.refit else first
+    votes = knn_votes(x, y, ref, kk, cfg)
+    dist, which = cluster_distances(x, y, ref, kk, cfg)
+    dens = density_scores(x, y, train, ref, kk, cfg)
 
     rows = np.arange(n)
     yi = np.where(train, y, 0)
@@ -308,7 +334,8 @@ def _clean_labels(features: np.ndarray, labels: pd.Series, cfg: CleanConfig, fil
         keys=keys,
         given_key=given,
         scorable=train,
-        probs=probs,
+        probs=first,
+        pruned=ref,
         scores=scores,
         noise_score=noise,
         verdict=verdict,
