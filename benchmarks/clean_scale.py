@@ -1,60 +1,107 @@
-"""Cost of featurising and cleaning N synthetic maps: wall time per phase and peak RSS.
+"""Cost of the clean stage's work on N synthetic maps: wall time and peak RSS per phase.
 
-    .venv/bin/python benchmarks/clean_scale.py --n 10000 50000
+    .venv/bin/python benchmarks/clean_scale.py --n 10000 50000 811457
 
-Each N runs in a fresh process so peak RSS is its own. Prints a markdown table.
+For each N the raw table is first generated to Parquet in its own process (the pipeline's input;
+``--raw-dir`` keeps the files for a rerun), then a fresh process does what the clean stage does:
+read the columns it needs (``read_raw``), featurise, clean. Peak RSS is that process's high-water
+mark after each phase, so generating the table is not in it. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
-def one(n: int, params: str) -> dict:
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+
+
+def generate(n: int, path: Path, workers: int) -> float:
+    from wafersage.synthetic import SyntheticConfig, write_parquet_chunked
+
+    t = time.perf_counter()
+    write_parquet_chunked(SyntheticConfig(n_wafers=n, seed=3), path, chunk=25_000, workers=workers)
+    return time.perf_counter() - t
+
+
+def clean(path: Path, params: str) -> dict:
     from wafersage.cleaning import CleanConfig, clean_labels
     from wafersage.features import geometric_features
     from wafersage.params import load_section
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.rawtable import read_raw
+    from wafersage.stages.clean import READ_COLUMNS
 
     cfg = CleanConfig.from_dict(load_section("clean", params))
+    out: dict[str, float] = {"start_rss_gb": _peak_gb()}
     t0 = time.perf_counter()
-    df = generate(SyntheticConfig(n_wafers=n, seed=3))
+    df = read_raw(path, columns=READ_COLUMNS)
     t1 = time.perf_counter()
+    out["read_rss_gb"] = _peak_gb()
     x = geometric_features(df).to_numpy()
     t2 = time.perf_counter()
-    clean_labels(x, df["labels"], cfg)
+    out["features_rss_gb"] = _peak_gb()
+    res = clean_labels(x, df["labels"], cfg)
     t3 = time.perf_counter()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    return {"n": n, "generate_s": t1 - t0, "features_s": t2 - t1, "clean_s": t3 - t2, "peak_rss_gb": rss}
+    out.update(
+        n=len(df),
+        read_s=t1 - t0,
+        features_s=t2 - t1,
+        clean_s=t3 - t2,
+        peak_rss_gb=_peak_gb(),
+        kept=float((res.verdict == "keep").mean()),
+    )
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[10000, 50000])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--one", type=int, default=None)
+    ap.add_argument("--raw-dir", type=Path, default=Path("/tmp/wafersage_clean_scale"))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--generate", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--clean", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.one is not None:
-        print(json.dumps(one(a.one, a.params)))
-        return
-    print("| N | generate s | features s | clean s | features+clean s | peak RSS GB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for n in a.n:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--params", a.params],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+    if a.generate is not None:
         print(
-            f"| {n:,} | {r['generate_s']:.1f} | {r['features_s']:.1f} | {r['clean_s']:.1f} | "
-            f"{r['features_s'] + r['clean_s']:.1f} | {r['peak_rss_gb']:.2f} |",
+            json.dumps(
+                {"generate_s": generate(a.generate, a.raw_dir / f"raw_{a.generate}.parquet", a.workers)}
+            )
+        )
+        return
+    if a.clean is not None:
+        print(json.dumps(clean(a.clean, a.params)))
+        return
+    a.raw_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        "| N | generate s | read s | features s | clean s | read+features+clean s "
+        "| RSS after read / features / clean GB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for n in a.n:
+        raw = a.raw_dir / f"raw_{n}.parquet"
+        gen = "(kept)"
+        if not raw.exists():
+            cmd = [sys.executable, __file__, "--generate", str(n), "--raw-dir", str(a.raw_dir)]
+            cmd += ["--workers", str(a.workers)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            gen = f"{json.loads(out.stdout.strip().splitlines()[-1])['generate_s']:.1f}"
+        cmd = [sys.executable, __file__, "--clean", str(raw), "--params", a.params]
+        r = json.loads(
+            subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
+        total = r["read_s"] + r["features_s"] + r["clean_s"]
+        print(
+            f"| {n:,} | {gen} | {r['read_s']:.1f} | {r['features_s']:.1f} | {r['clean_s']:.1f} | {total:.1f} "
+            f"| {r['read_rss_gb']:.2f} / {r['features_rss_gb']:.2f} / {r['peak_rss_gb']:.2f} |",
             flush=True,
         )
 

@@ -84,3 +84,23 @@ def test_cli_ingests_real_wm811k_val(tmp_path, shared_data):
         "Donut": 111,
         "Near-full": 30,
     }
+
+
+def test_read_raw_columns_reads_the_required_and_asked_columns_only(tmp_path):
+    import pyarrow.parquet as pq
+
+    from wafersage.errors import WaferSageError
+
+    out = tmp_path / "raw.parquet"
+    ingest.run({"source": "synthetic", "synthetic": {"n_wafers": 12, "seed": 3}}, out, tmp_path / "m.json")
+    full = read_raw(out)
+    part = read_raw(out, columns=("noise_flipped", "not_a_column"))
+    assert list(part.columns) == ["wafer_id", "rows", "cols", "map", "labels", "noise_flipped"]
+    assert part["labels"].tolist() == full["labels"].tolist()
+    assert "pattern_params" in full.columns
+    pq.write_table(pq.read_table(out).drop(["map"]), tmp_path / "nomap.parquet")
+    with pytest.raises(WaferSageError, match=r"nomap.parquet: missing columns \(map\)"):
+        read_raw(tmp_path / "nomap.parquet", columns=("noise_flipped",))
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(WaferSageError, match="not a readable Parquet file"):
+        read_raw(tmp_path / "bad.parquet", columns=())

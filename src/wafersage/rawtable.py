@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+#: What every reader of a raw table relies on.
+REQUIRED_COLUMNS = ("wafer_id", "rows", "cols", "map", "labels")
 
 
 def check_map(arr: Any, encoding: str, file: str | Path, row: object) -> np.ndarray:
@@ -108,19 +111,25 @@ def write_raw(df: pd.DataFrame, path: str | Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_raw(path: str | Path) -> pd.DataFrame:
-    """Read a raw table; a missing or unreadable file raises a one-line error."""
+def read_raw(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a raw table; a missing or unreadable file raises a one-line error. ``columns`` (beyond
+    the required ones, read when present) keeps a large table's unused columns out of memory."""
     path = Path(path)
     if not path.exists():
         raise WaferSageError(path, "file not found")
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise WaferSageError(path, "missing columns", ", ".join(missing))
+        wanted = None if columns is None else [c for c in names if c in {*REQUIRED_COLUMNS, *columns}]
+        table = pq.read_table(path, columns=wanted)
+    except WaferSageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parquet failure is a bad file
         raise WaferSageError(path, "not a readable Parquet file", str(exc).splitlines()[0]) from None
-    missing = [c for c in ("wafer_id", "rows", "cols", "map", "labels") if c not in table.column_names]
-    if missing:
-        raise WaferSageError(path, "missing columns", ", ".join(missing))
-    df = table.to_pandas()
+    df = table.to_pandas(self_destruct=True)
+    del table
     df["labels"] = df["labels"].map(lambda v: [] if v is None else list(v))
     return df
 

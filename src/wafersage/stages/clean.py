@@ -51,6 +51,10 @@ SCHEMA = pa.schema(
 )
 
 
+#: Raw-table columns the stage reads (with the required ones); the rest stay on disk.
+READ_COLUMNS = ("noise_flipped",)
+
+
 def features_of(df: pd.DataFrame, embedding: str, vision: Path | None, file: Path) -> np.ndarray:
     """The feature matrix: geometric features, with the vision embedding appended when asked."""
     x = geometric_features(df).to_numpy()
@@ -268,7 +272,7 @@ def run(
 ) -> dict[str, Any]:
     """Featurise, clean, gate and write the label table, metrics, plot data and review page."""
     cfg = CleanConfig.from_dict(params)
-    df = read_raw(raw).reset_index(drop=True)
+    df = read_raw(raw, columns=READ_COLUMNS).reset_index(drop=True)
     embedding = str(params.get("embedding", "none"))
     suite = Path(params.get("suite", "expectations/clean.json"))
     class_suite = Path(params.get("class_suite", "expectations/clean_classes.json"))
