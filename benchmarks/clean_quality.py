@@ -1,13 +1,13 @@
 """Flipped-label detection of the clean stage vs cleanlab on synthetic data, and downstream value
 of the cleaned labels on real WM-811K.
 
-    .venv/bin/python benchmarks/clean_quality.py --n 5000 20000 50000 --noise 0.05 0.1 0.2 [--ceiling]
+    .venv/bin/python benchmarks/clean_quality.py --n 5000 20000 50000 --noise 0.05 0.1 0.2 [--oracle]
     .venv/bin/python benchmarks/clean_quality.py --real ../shared/data/wm811k --train train_29_split.pkl.xz
 
 Prints a markdown table. Both detectors use the same first-pass out-of-fold probabilities on the
-same features. ``--ceiling`` adds the best F1 any threshold on ``1 - p(given label)`` reaches when
-the classifier is trained on the *true* labels (an oracle no detector has): what these features
-allow at all.
+same features. ``--oracle`` adds the best F1 any threshold on ``1 - p(given label)`` reaches when
+the classifier is trained on the *true* labels (an oracle no detector has): a reference for what
+one classifier on these features can separate, not a bound on a detector that combines scores.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from wafersage.features import geometric_features
 from wafersage.params import load_section
 
 
-def ceiling_f1(
+def oracle_f1(
     x: np.ndarray, given: np.ndarray, true: np.ndarray, truth: np.ndarray, cfg: CleanConfig
 ) -> float:
     """Best flipped-label F1 over all thresholds of ``1 - p(given)`` from out-of-fold probabilities
@@ -40,7 +40,7 @@ def ceiling_f1(
     return float((2 * p * r / np.maximum(p + r, 1e-12)).max())
 
 
-def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, ceiling: bool) -> list[str]:
+def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, oracle: bool) -> list[str]:
     from wafersage.cleaning import label_keys
     from wafersage.synthetic import SyntheticConfig, generate
 
@@ -57,9 +57,9 @@ def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, cei
         cl = detection_scores(cleanlab_issues(res.probs, y), truth)
         ratio = ours["f1"] / cl["f1"] if cl["f1"] else float("nan")
         top = ""
-        if ceiling:
+        if oracle:
             true = label_keys(df["true_labels"], cfg.combo_min_count)
-            top = f" {ceiling_f1(x, res.given_key, true, truth, cfg):.3f} |"
+            top = f" {oracle_f1(x, res.given_key, true, truth, cfg):.3f} |"
         rows.append(
             f"| {n:,} | {noise:.0%} | {int(truth.sum())} | {ours['precision']:.3f} | {ours['recall']:.3f} "
             f"| {ours['f1']:.3f} "
@@ -100,7 +100,7 @@ def real_rows(folder: Path, train: str, cfg: CleanConfig, seed: int) -> list[str
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[5000])
-    ap.add_argument("--ceiling", action="store_true", help="add the truth-trained classifier's best F1")
+    ap.add_argument("--oracle", action="store_true", help="add the truth-trained classifier's best F1")
     ap.add_argument("--noise", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--params", default="params.yaml")
@@ -111,10 +111,10 @@ def main() -> None:
     if a.noise:
         head = "| N | noise | flipped | P | R | F1 | cleanlab P | cleanlab R | cleanlab F1 | F1 ratio "
         head += "| clean s |"
-        head += " ceiling F1 |" if a.ceiling else ""
+        head += " oracle classifier F1 |" if a.oracle else ""
         print(head + "\n" + "| --- " * (head.count("|") - 1) + "|")
         for n in a.n:
-            synthetic_rows(n, a.noise, a.seed, cfg, a.ceiling)
+            synthetic_rows(n, a.noise, a.seed, cfg, a.oracle)
     if a.real:
         print("\n| training labels | train maps | val macro-F1 |\n| --- | --- | --- |")
         real_rows(a.real, a.train, cfg, a.seed)
