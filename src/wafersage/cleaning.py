@@ -350,12 +350,14 @@ def _clean_labels(features: np.ndarray, labels: pd.Series, cfg: CleanConfig, fil
 
 def cleanlab_issues(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Cleanlab's confident-learning baseline: a boolean label-issue mask from the same
-    out-of-fold probabilities (rows with class ``y``, all classes present)."""
+    out-of-fold probabilities (rows with class ``y``, all classes present). One process: the
+    result does not depend on it, and forking copies the probabilities per worker."""
     from cleanlab.filter import find_label_issues
 
     p = np.clip(probs, 1e-6, None)
     p = p / p.sum(1, keepdims=True)
-    return np.asarray(find_label_issues(labels=y, pred_probs=p, filter_by="prune_by_noise_rate"), dtype=bool)
+    issues = find_label_issues(labels=y, pred_probs=p, filter_by="prune_by_noise_rate", n_jobs=1)
+    return np.asarray(issues, dtype=bool)
 
 
 def detection_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
