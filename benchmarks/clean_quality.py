@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wafersage.cleaning import CleanConfig, clean_labels, cleanlab_issues, detection_scores
+from wafersage.cleaning import CleanConfig, clean_labels, cleanlab_flags, detection_scores
 from wafersage.features import geometric_features
 from wafersage.params import load_section
 
@@ -53,8 +53,7 @@ def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, ora
         wall = time.perf_counter() - t
         truth = df["noise_flipped"].to_numpy(bool)
         ours = detection_scores(res.verdict != "keep", truth)
-        y = np.array([res.keys.index(k) for k in res.given_key])
-        cl = detection_scores(cleanlab_issues(res.probs, y), truth)
+        cl = detection_scores(cleanlab_flags(res), truth)
         ratio = ours["f1"] / cl["f1"] if cl["f1"] else float("nan")
         top = ""
         if oracle:

@@ -360,6 +360,16 @@ def cleanlab_issues(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(issues, dtype=bool)
 
 
+def cleanlab_flags(res: CleanResult) -> np.ndarray:
+    """The baseline's verdict on every wafer, like ours where it cannot score: cleanlab on the
+    first-pass probabilities of the scorable wafers, every other wafer flagged."""
+    flags = np.ones(len(res.given_key), dtype=bool)
+    s = res.scorable
+    y = np.array([res.keys.index(k) for k in res.given_key[s]])
+    flags[s] = cleanlab_issues(res.probs[s], y)
+    return flags
+
+
 def detection_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Precision, recall and F1 of a boolean detection against the ground truth."""
     tp = float((pred & truth).sum())

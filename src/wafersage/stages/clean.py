@@ -24,7 +24,7 @@ from wafersage.cleaning import (
     CleanConfig,
     CleanResult,
     clean_labels,
-    cleanlab_issues,
+    cleanlab_flags,
     detection_scores,
 )
 from wafersage.errors import WaferSageError
@@ -133,9 +133,7 @@ def metrics_of(df: pd.DataFrame, table: pd.DataFrame, res: CleanResult) -> dict[
     if "noise_flipped" in df and df["noise_flipped"].notna()[labelled].all() and labelled.any():
         truth = df["noise_flipped"].to_numpy(dtype=bool)
         m["noise_detection"] = detection_scores((verdict != "keep").to_numpy()[labelled], truth[labelled])
-        s = res.scorable
-        y = np.array([res.keys.index(k) for k in res.given_key[s]])
-        m["noise_detection_cleanlab"] = detection_scores(cleanlab_issues(res.probs[s], y), truth[s])
+        m["noise_detection_cleanlab"] = detection_scores(cleanlab_flags(res)[labelled], truth[labelled])
     return m
 
 
