@@ -50,7 +50,7 @@ class CleanConfig:
     lof_neighbors: int = 20
     density_max_fit: int = 5000
     classifier_trees: int = 200
-    classifier_max_train: int = 100000
+    classifier_max_train: int = 40000
     refit: bool = True
     weights: dict[str, float] = field(
         default_factory=lambda: {"classifier": 0.6, "knn": 0.0, "cluster": 0.1, "density": 0.3}

@@ -33,7 +33,7 @@ SECTORS = 8  # angular sectors over the whole wafer
 EDGE_SECTORS = 12  # angular sectors of the edge ring (clock hours)
 EDGE_COVERAGE_MIN = 0.3  # an edge sector this dense counts as covered
 MIN_COMPONENT = 3  # smallest fail component counted in comp_count
-CHUNK = 20_000  # wafers stacked at once
+CHUNK = 5_000  # wafers stacked at once (5,000 80x80 maps: 128 MB per float32 work array)
 
 _BINNED = (
     [f"dens_{name}" for name, _ in RINGS]
@@ -80,7 +80,7 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # about 0.3 MB a shape; real data has hundreds of shapes
 def geometry(rows: int, cols: int) -> dict[str, np.ndarray]:
     """Per-die normalised ``x, y, r, theta`` (radians clockwise from 12) of a ``rows x cols`` grid,
     flattened row-major, plus the bin-indicator matrix used for all binned densities."""
