@@ -15,9 +15,8 @@ The scores come from a second pass: confident learning (cleanlab) prunes the lik
 found with a first pass of out-of-fold probabilities, and the classifier, the k-NN reference,
 the centroids and the density models are refit on the pruned wafers only, so the noise they were
 fit on no longer hides itself (``refit: false`` scores with the first pass). Their weighted mean is
-the noise score. Labelled wafers of a key with too few wafers to score,
-and unlabelled wafers, get no score; they are flagged, or relabelled when the suggestion is
-confident.
+the noise score. Labelled wafers of a key with too few wafers to score, and unlabelled wafers, get
+no score; they are flagged, or relabelled when the suggestion is confident.
 """
 
 from __future__ import annotations
@@ -125,10 +124,6 @@ def standardise(x: np.ndarray) -> np.ndarray:
     sd = x.std(0)
     sd[sd == 0] = 1.0
     return np.clip((x - mu) / sd, -10, 10).astype(np.float32)
-
-
-def _rank01(v: np.ndarray) -> np.ndarray:
-    return (pd.Series(v).rank(method="average").to_numpy() - 0.5) / max(len(v), 1)
 
 
 def oof_probs(
