@@ -5,9 +5,11 @@ of the cleaned labels on real WM-811K.
     .venv/bin/python benchmarks/clean_quality.py --real ../shared/data/wm811k --train train_29_split.pkl.xz
 
 Prints a markdown table. Both detectors use the same first-pass out-of-fold probabilities on the
-same features. ``--oracle`` adds the best F1 any threshold on ``1 - p(given label)`` reaches when
-the classifier is trained on the *true* labels (an oracle no detector has): a reference for what
-one classifier on these features can separate, not a bound on a detector that combines scores.
+same features. The pool is what the next stages train on; its label accuracy is against the
+generator's true labels (class keys). ``--oracle`` adds the best F1 any threshold on
+``1 - p(given label)`` reaches when the classifier is trained on the *true* labels (an oracle no
+detector has): a reference for what one classifier on these features can separate, not a bound on
+a detector that combines scores.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, ora
         ours = detection_scores(res.verdict != "keep", truth)
         cl = detection_scores(cleanlab_flags(res), truth)
         ratio = ours["f1"] / cl["f1"] if cl["f1"] else float("nan")
-        top = ""
+        true = label_keys(df["true_labels"], cfg.combo_min_count)
+        pool = res.verdict != "flag"
+        final = np.asarray(res.final_key, dtype=object)
+        top = f" {pool.sum():,} | {(final[pool] == true[pool]).mean():.4f} "
+        top += f"| {(res.given_key == true).mean():.4f} |"
         if oracle:
-            true = label_keys(df["true_labels"], cfg.combo_min_count)
-            top = f" {oracle_f1(x, res.given_key, true, truth, cfg):.3f} |"
+            top += f" {oracle_f1(x, res.given_key, true, truth, cfg):.3f} |"
         rows.append(
             f"| {n:,} | {noise:.0%} | {int(truth.sum())} | {ours['precision']:.3f} | {ours['recall']:.3f} "
             f"| {ours['f1']:.3f} "
@@ -109,7 +114,7 @@ def main() -> None:
     cfg = CleanConfig.from_dict(load_section("clean", a.params))
     if a.noise:
         head = "| N | noise | flipped | P | R | F1 | cleanlab P | cleanlab R | cleanlab F1 | F1 ratio "
-        head += "| clean s |"
+        head += "| clean s | pool (keep + relabel) | pool label accuracy | given-label accuracy |"
         head += " oracle classifier F1 |" if a.oracle else ""
         print(head + "\n" + "| --- " * (head.count("|") - 1) + "|")
         for n in a.n:

@@ -55,7 +55,7 @@ class CleanConfig:
         default_factory=lambda: {"classifier": 0.6, "knn": 0.0, "cluster": 0.1, "density": 0.3}
     )
     flag_threshold: float = 0.66
-    relabel_confidence: float = 0.7
+    relabel_confidence: float = 0.9
     typical_quantile: float = 0.5
     #: BLAS/OpenMP threads: gradient boosting slows down many-fold when the cores are oversubscribed.
     threads: int = 1
