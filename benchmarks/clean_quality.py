@@ -2,7 +2,8 @@
 of the cleaned labels on real WM-811K.
 
     .venv/bin/python benchmarks/clean_quality.py --n 5000 20000 50000 --noise 0.05 0.1 0.2 [--oracle]
-    .venv/bin/python benchmarks/clean_quality.py --real ../shared/data/wm811k --train train_29_split.pkl.xz
+    .venv/bin/python benchmarks/clean_quality.py --raw data/raw/wafers.parquet  # the pipeline's own data
+    .venv/bin/python benchmarks/clean_quality.py --noise --real ../shared/data/wm811k
 
 Prints a markdown table. Both detectors use the same first-pass out-of-fold probabilities on the
 same features. The pool is what the next stages train on; its label accuracy is against the
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from wafersage.cleaning import CleanConfig, clean_labels, cleanlab_flags, detection_scores
 from wafersage.features import geometric_features
@@ -43,35 +45,41 @@ def oracle_f1(
 
 
 def synthetic_rows(n: int, noises: list[float], seed: int, cfg: CleanConfig, oracle: bool) -> list[str]:
-    from wafersage.cleaning import label_keys
     from wafersage.synthetic import SyntheticConfig, generate
 
-    rows = []
-    for noise in noises:
-        df = generate(SyntheticConfig(n_wafers=n, seed=seed, noise_rate=noise))
-        x = geometric_features(df).to_numpy()
-        t = time.perf_counter()
-        res = clean_labels(x, df["labels"], cfg)
-        wall = time.perf_counter() - t
-        truth = df["noise_flipped"].to_numpy(bool)
-        ours = detection_scores(res.verdict != "keep", truth)
-        cl = detection_scores(cleanlab_flags(res), truth)
-        ratio = ours["f1"] / cl["f1"] if cl["f1"] else float("nan")
-        true = label_keys(df["true_labels"], cfg.combo_min_count)
-        pool = res.verdict != "flag"
-        final = np.asarray(res.final_key, dtype=object)
-        top = f" {pool.sum():,} | {(final[pool] == true[pool]).mean():.4f} "
-        top += f"| {(res.given_key == true).mean():.4f} |"
-        if oracle:
-            top += f" {oracle_f1(x, res.given_key, true, truth, cfg):.3f} |"
-        rows.append(
-            f"| {n:,} | {noise:.0%} | {int(truth.sum())} | {ours['precision']:.3f} | {ours['recall']:.3f} "
-            f"| {ours['f1']:.3f} "
-            f"| {cl['precision']:.3f} | {cl['recall']:.3f} | {cl['f1']:.3f} | {ratio:.2f}x "
-            f"| {wall:.0f} |{top}"
-        )
-        print(rows[-1], flush=True)
-    return rows
+    return [
+        detection_row(generate(SyntheticConfig(n_wafers=n, seed=seed, noise_rate=noise)), noise, cfg, oracle)
+        for noise in noises
+    ]
+
+
+def detection_row(df: pd.DataFrame, noise: float, cfg: CleanConfig, oracle: bool) -> str:
+    """One table row for a raw table that carries ``true_labels`` and ``noise_flipped``."""
+    from wafersage.cleaning import label_keys
+
+    x = geometric_features(df).to_numpy()
+    t = time.perf_counter()
+    res = clean_labels(x, df["labels"], cfg)
+    wall = time.perf_counter() - t
+    truth = df["noise_flipped"].to_numpy(bool)
+    ours = detection_scores(res.verdict != "keep", truth)
+    cl = detection_scores(cleanlab_flags(res), truth)
+    ratio = ours["f1"] / cl["f1"] if cl["f1"] else float("nan")
+    true = label_keys(df["true_labels"], cfg.combo_min_count)
+    pool = res.verdict != "flag"
+    final = np.asarray(res.final_key, dtype=object)
+    extra = (
+        f" {pool.sum():,} | {(final[pool] == true[pool]).mean():.4f} | {(res.given_key == true).mean():.4f} |"
+    )
+    if oracle:
+        extra += f" {oracle_f1(x, res.given_key, true, truth, cfg):.3f} |"
+    row = (
+        f"| {len(df):,} | {noise:.0%} | {int(truth.sum())} | {ours['precision']:.3f} | {ours['recall']:.3f} "
+        f"| {ours['f1']:.3f} | {cl['precision']:.3f} | {cl['recall']:.3f} | {cl['f1']:.3f} | {ratio:.2f}x "
+        f"| {wall:.0f} |{extra}"
+    )
+    print(row, flush=True)
+    return row
 
 
 def real_rows(folder: Path, train: str, cfg: CleanConfig, seed: int) -> list[str]:
@@ -108,15 +116,24 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument(
+        "--raw", type=Path, default=None, help="a raw table with true_labels (e.g. the pipeline's)"
+    )
     ap.add_argument("--real", type=Path, default=None)
     ap.add_argument("--train", default="train_29_split.pkl.xz")
     a = ap.parse_args()
     cfg = CleanConfig.from_dict(load_section("clean", a.params))
-    if a.noise:
+    if a.noise or a.raw:
         head = "| N | noise | flipped | P | R | F1 | cleanlab P | cleanlab R | cleanlab F1 | F1 ratio "
         head += "| clean s | pool (keep + relabel) | pool label accuracy | given-label accuracy |"
         head += " oracle classifier F1 |" if a.oracle else ""
         print(head + "\n" + "| --- " * (head.count("|") - 1) + "|")
+    if a.raw:
+        from wafersage.rawtable import read_raw
+
+        df = read_raw(a.raw)
+        detection_row(df, float(df["noise_flipped"].mean()), cfg, a.oracle)
+    elif a.noise:
         for n in a.n:
             synthetic_rows(n, a.noise, a.seed, cfg, a.oracle)
     if a.real:
