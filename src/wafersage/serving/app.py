@@ -2,9 +2,11 @@
 
 A request carries one user message with a text part (the question) and one ``image_url`` part whose
 URL is a ``data:`` URL (PNG as OpenAI clients send it, or ``application/x-npy`` for a canonical
-map). Requests go through a bounded queue (full -> 429) to one worker that answers them in dynamic
-batches (up to ``max_batch``, waiting ``batch_wait_ms`` for company), greedily; a request not
-answered within ``timeout_s`` gets 504. Bad requests get a 4xx with an OpenAI-style error body:
+map), read by :func:`wafersage.serving.images.model_image` as ``ask`` and the pyfunc read it: a
+die-level grayscale PNG or a ``.npy`` map is rendered, a rendered picture kept. Requests go
+through a bounded queue (full -> 429) to one worker that answers them in dynamic batches (up to
+``max_batch``, waiting ``batch_wait_ms`` for company), greedily; a request not answered within
+``timeout_s`` gets 504. Bad requests get a 4xx with an OpenAI-style error body:
 413 (body over ``max_body_bytes``), 400 (malformed JSON, no user message, missing/extra image,
 non-data or bad data URL, image over ``max_image_side``, empty or overlong question, bad
 ``max_tokens``, ``stream``/``n > 1``), 429 (queue full). ``/health`` reports the model and the queue.
@@ -25,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from wafersage.errors import WaferSageError
-from wafersage.serving.images import decode_data_url
+from wafersage.serving.images import model_image
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str 
             body = await read_body(request, limits.max_body_bytes)
             question, url, max_tokens = parse_chat_request(body, limits)
             try:
-                image = decode_data_url(url, predictor.image_size, "image_url", limits.max_image_side)
+                image = model_image(url, predictor.image_size, "image_url", limits.max_image_side)
             except WaferSageError as exc:
                 raise RequestError(400, "invalid_image", str(exc), "messages") from None
             answer = await batcher.submit(image, question, max_tokens)

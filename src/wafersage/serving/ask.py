@@ -7,18 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.atomic import atomic_path
-from wafersage.serving.images import map_files, read_map_file
+from wafersage.errors import WaferSageError
+from wafersage.serving.images import map_files, model_image
 
 
 def ask(path: Path, question: str, predictor: Any, out: Path | None = None) -> list[dict[str, str]]:
     """One ``{"file", "question", "answer"}`` record a map (all maps are read and checked before
     the model runs, so a bad file leaves no output); JSON lines written to ``out`` when given."""
-    from wafersage.errors import WaferSageError
-
     if not question.strip():
         raise WaferSageError(None, "question is empty")
     files = map_files(Path(path))
-    images = [read_map_file(f, predictor.image_size) for f in files]
+    images = [model_image(f, predictor.image_size) for f in files]
     answers = predictor.answer(images, [question] * len(files))
     records = [
         {"file": f.name, "question": question, "answer": a} for f, a in zip(files, answers, strict=True)

@@ -1,9 +1,15 @@
-"""Inputs a user sends -> the RGB image the model was trained on.
+"""Inputs a user sends -> the RGB image the model was trained on (one code path for ``serve``,
+``ask`` and the MLflow pyfunc: :func:`model_image`).
 
-Accepted: a canonical ``.npy`` map (rendered here with the pipeline's palette at the model's image
-size), a PNG (or any PIL image, e.g. one written by ``wafersage render``; resized with nearest
-neighbour when its size differs), a ``data:`` URL of either (what OpenAI clients send), base64 PNG
-text, or a map as a nested list / JSON text. Every bad input is a :class:`WaferSageError`.
+A map is read the way ``wafersage ingest`` reads it, then rendered with the pipeline's palette at
+the model's image size (:func:`wafersage.render.render_map`): a canonical ``.npy`` array, a map as
+a nested list / JSON text, or a die-level grayscale image (one pixel a die; values within
+``{0,1,2}`` or ``{0,128,255}``, as in ``loaders.PNG_ENCODINGS``; mode L/I/I;16/LA/1, a palette
+image with gray colours, or an RGB image with equal channels). A colour image is a picture
+rendered with :data:`wafersage.render.PALETTE` (e.g. by ``wafersage render``) and is kept, resized
+with nearest neighbour when its size differs. Images and arrays come as PIL images, PNG/JPEG or
+``.npy`` bytes or files, ``data:`` URLs (what OpenAI clients send) or base64 text. Every bad input
+is a one-line :class:`WaferSageError`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import numpy as np
 from PIL import Image
 
 from wafersage.errors import WaferSageError
-from wafersage.render import read_npy_map, render_map
+from wafersage.loaders import PNG_ENCODINGS
+from wafersage.rawtable import check_map
+from wafersage.render import render_map
 
 #: Largest image side accepted (pixels) and largest decoded image (pixels) - decompression bombs.
 MAX_SIDE = 2048
@@ -28,6 +36,36 @@ MAX_PIXELS = 4_000_000
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[^;,]*)*)(;base64)?,(.*)$", re.DOTALL)
 NPY_MAGIC = b"\x93NUMPY"
 MAP_EXTS = (".npy", ".png")
+#: Image modes whose pixel values are gray levels as they are.
+_GRAY_MODES = ("L", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_ENCODINGS_TEXT = " or ".join("{" + ",".join(map(str, sorted(v))) + "}" for v, _ in PNG_ENCODINGS)
+
+
+def model_image(value: Any, size: int, source: str = "image", max_side: int = MAX_SIDE) -> Image.Image:
+    """What the model sees for ``value``: a map file (``Path``, .npy or .png), a PIL image, PNG/JPEG
+    or ``.npy`` bytes, a map array / nested list, or text (a ``data:`` URL, a map as JSON list,
+    base64 PNG/.npy) -> the ``size`` x ``size`` RGB image (see the module docstring)."""
+    if isinstance(value, Path):
+        return _from_file(value, size, max_side)
+    if isinstance(value, Image.Image):
+        return _from_pil(value, source, size)
+    if isinstance(value, bytes | bytearray):
+        return decode_bytes(bytes(value), source, size, max_side)
+    if isinstance(value, list | np.ndarray):
+        return _map_image(value, source, size)
+    if not isinstance(value, str) or not value.strip():
+        raise WaferSageError(
+            source, "image must be base64 PNG, a data URL or a map list", type(value).__name__
+        )
+    text = value.strip()
+    if text.startswith("data:"):
+        return decode_data_url(text, size, source, max_side)
+    if text.startswith("["):
+        try:
+            return _map_image(json.loads(text), source, size)
+        except json.JSONDecodeError as exc:
+            raise WaferSageError(source, "map JSON is invalid", str(exc)) from None
+    return decode_bytes(b64decode(text, source), source, size, max_side)
 
 
 def fit(image: Image.Image, size: int) -> Image.Image:
@@ -38,9 +76,45 @@ def fit(image: Image.Image, size: int) -> Image.Image:
 
 def _map_image(m: Any, source: str, size: int) -> Image.Image:
     """A canonical map (array or nested list), validated by ``rawtable.check_map``, rendered."""
-    from wafersage.rawtable import check_map
-
     return render_map(check_map(m, "canonical", source, None), size)
+
+
+def _gray_pixels(image: Image.Image) -> np.ndarray | None:
+    """The gray levels of a grayscale image (2-D), or ``None`` for a colour image."""
+    mode = image.mode
+    if mode in _GRAY_MODES:
+        return np.asarray(image)
+    if mode in ("1", "LA"):
+        return np.asarray(image.convert("L"))
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
+    if image.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image)[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            return rgb[..., 0]
+    return None
+
+
+def die_map(image: Image.Image, source: str) -> np.ndarray | None:
+    """The canonical map of a die-level grayscale image (read as ``ingest --source png-folder``
+    reads a PNG), or ``None`` for a colour image (a rendered picture)."""
+    gray = _gray_pixels(image)
+    if gray is None:
+        return None
+    values = frozenset(np.unique(gray).tolist())
+    for allowed, encoding in PNG_ENCODINGS:
+        if values <= allowed:
+            return check_map(gray, encoding, source, None)
+    raise WaferSageError(
+        source,
+        "grayscale image values match no map encoding",
+        f"values {sorted(values)[:8]}; expected a subset of {_ENCODINGS_TEXT} (a rendered map is RGB)",
+    )
+
+
+def _from_pil(image: Image.Image, source: str, size: int) -> Image.Image:
+    m = die_map(image, source)
+    return fit(image, size) if m is None else render_map(m, size)
 
 
 def decode_bytes(data: bytes, source: str, size: int, max_side: int = MAX_SIDE) -> Image.Image:
@@ -62,7 +136,7 @@ def decode_bytes(data: bytes, source: str, size: int, max_side: int = MAX_SIDE) 
         img.load()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise WaferSageError(source, "image data is truncated or corrupt", type(exc).__name__) from None
-    return fit(img, size)
+    return _from_pil(img, source, size)
 
 
 def decode_data_url(url: str, size: int, source: str = "image_url", max_side: int = MAX_SIDE) -> Image.Image:
@@ -86,28 +160,16 @@ def b64decode(text: str, source: str) -> bytes:
         raise WaferSageError(source, "invalid base64", str(exc)) from None
 
 
-def decode_value(value: Any, size: int, source: str = "image") -> Image.Image:
-    """A pyfunc/registry input cell: base64 PNG or .npy text, a data URL, a map as a nested list
-    or as JSON text, or PIL image / raw bytes."""
-    if isinstance(value, Image.Image):
-        return fit(value, size)
-    if isinstance(value, bytes | bytearray):
-        return decode_bytes(bytes(value), source, size)
-    if isinstance(value, list | np.ndarray):
-        return _map_image(value, source, size)
-    if not isinstance(value, str) or not value.strip():
-        raise WaferSageError(
-            source, "image must be base64 PNG, a data URL or a map list", type(value).__name__
-        )
-    text = value.strip()
-    if text.startswith("data:"):
-        return decode_data_url(text, size, source)
-    if text.startswith("["):
-        try:
-            return _map_image(json.loads(text), source, size)
-        except json.JSONDecodeError as exc:
-            raise WaferSageError(source, "map JSON is invalid", str(exc)) from None
-    return decode_bytes(b64decode(text, source), source, size)
+def _from_file(path: Path, size: int, max_side: int) -> Image.Image:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WaferSageError(path, "file not found") from None
+    except OSError as exc:
+        raise WaferSageError(path, "cannot read file", type(exc).__name__) from None
+    if path.suffix.lower() == ".npy" and not data.startswith(NPY_MAGIC):
+        raise WaferSageError(path, "not a readable .npy array", "no .npy header")
+    return decode_bytes(data, str(path), size, max_side)
 
 
 def map_files(path: Path) -> list[Path]:
@@ -122,16 +184,11 @@ def map_files(path: Path) -> list[Path]:
         raise WaferSageError(path, "file not found")
     if path.suffix.lower() not in MAP_EXTS:
         raise WaferSageError(
-            path, "map must be a .npy canonical map or a .png rendered by `wafersage render`"
+            path,
+            "map must be a .npy canonical map, a die-level grayscale .png or a .png rendered by "
+            "`wafersage render`",
         )
     return [path]
-
-
-def read_map_file(path: Path, size: int) -> Image.Image:
-    """A .npy canonical map (validated, rendered) or a .png (checked, fitted) as the model's image."""
-    if path.suffix.lower() == ".npy":
-        return render_map(read_npy_map(path), size)
-    return decode_bytes(path.read_bytes(), str(path), size)
 
 
 def png_data_url(image: Image.Image) -> str:

@@ -1,6 +1,7 @@
 """The MLflow pyfunc flavour of a wafersage model: the ``save_pretrained`` folder (checkpoint +
-processor) is the artifact ``model``; inputs are a table of ``image`` (base64 PNG, a PNG/.npy data
-URL, or a canonical map as JSON list text) and ``question``; the output is ``answer``."""
+processor) is the artifact ``model``; inputs are a table of ``image`` (base64 PNG or .npy, a PNG/.npy
+data URL, or a canonical map as JSON list text; read by :func:`wafersage.serving.images.model_image`,
+like ``serve`` and ``ask``) and ``question``; the output is ``answer``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+
+from wafersage.errors import WaferSageError
+from wafersage.serving.images import model_image
 
 ARTIFACT = "model"
 INPUT_COLUMNS = ("image", "question")
@@ -42,15 +46,12 @@ class WaferVLM(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """``answer`` for each row of ``model_input`` (columns ``image``, ``question``)."""
-        from wafersage.errors import WaferSageError
-        from wafersage.serving.images import decode_value
-
         df = pd.DataFrame(model_input)
         missing = [c for c in INPUT_COLUMNS if c not in df.columns]
         if missing:
             raise WaferSageError("model_input", "missing columns", ", ".join(missing))
         size = self.predictor.image_size
-        images = [decode_value(v, size, f"image row {i}") for i, v in enumerate(df["image"])]
+        images = [model_image(v, size, f"image row {i}") for i, v in enumerate(df["image"])]
         max_tokens = int((params or {}).get("max_new_tokens", self.predictor.max_new_tokens))
         answers = self.predictor.answer(images, [str(q) for q in df["question"]], max_tokens)
         return pd.DataFrame({"answer": answers})
