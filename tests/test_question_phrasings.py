@@ -1,0 +1,152 @@
+"""Question phrasings: many per kind, compound questions whose answers answer every part, the
+held-out phrasings kept apart from every synthesis template, and their swap into test pairs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from wafersage.answer_parser import parse_labels
+from wafersage.attributes import wafer_attributes
+from wafersage.evaluation.unseen_phrasing import load_unseen, unseen_items
+from wafersage.knowledge import load_knowledge_base
+from wafersage.phrasing import CLASS_TERMS, ZONE_PHRASES, mentions_class
+from wafersage.rawtable import decode_map
+from wafersage.rubric import rubric_record
+from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.taxonomy import NONE
+from wafersage.vqa import (
+    COMPOUND_KINDS,
+    Q_TYPE,
+    QUESTION_KINDS,
+    claim_fields,
+    normalise_question,
+    parse_question,
+    qa_pairs,
+)
+
+TYPE_KINDS = [k for k, (cat, _) in QUESTION_KINDS.items() if cat == "type"]
+
+
+@pytest.fixture(scope="module")
+def synthesized() -> pd.DataFrame:
+    """QA pairs of 200 synthetic wafers (mixed ones included), with their records' fields."""
+    kb = load_knowledge_base()
+    raw = generate(SyntheticConfig(n_wafers=200, seed=4, mixed_fraction=0.2))
+    rows = []
+    for r in raw.itertuples():
+        labels = list(r.labels)
+        m = decode_map(r.map, r.rows, r.cols)
+        rec = rubric_record(r.wafer_id, labels, wafer_attributes(m, labels), kb, "a summary of the wafer map")
+        for p in qa_pairs(rec, seed=1):
+            kind = parse_question(p["question"])
+            rows.append({**p, "kind": kind[0] if kind else None, "rubric": rec["rubric"]})
+    return pd.DataFrame(rows)
+
+
+def test_every_kind_has_many_distinct_phrasings_that_name_no_class():
+    assert Q_TYPE[0] == "What type of defect pattern is visible on this wafer map?"
+    every = [normalise_question(q) for _, qs in QUESTION_KINDS.values() for q in qs]
+    assert len(every) == len(set(every))  # no phrasing shared by two kinds
+    fields = claim_fields("The failing dies form a thin line.")
+    for kind, (_, qs) in QUESTION_KINDS.items():
+        assert len(qs) >= 10, kind
+        for q in qs:
+            asked = q.format(**fields)
+            assert not mentions_class(asked, list(CLASS_TERMS)), q
+            assert 12 <= len(asked) <= 400, q  # the VQA gate's question length
+            assert parse_question(asked) == (kind, fields if kind == "claim" else {}), q
+    forms = {normalise_question(q).split()[0] for q in Q_TYPE}
+    assert {"what", "which", "identify", "defect", "classify"} <= forms  # questions, imperatives, terse
+
+
+def test_seeded_synthesis_uses_many_phrasings_and_the_compound_kinds(synthesized):
+    df = synthesized
+    assert df["kind"].notna().all()
+    assert df.groupby("wafer_id").size().between(8, 10).all()
+    used = Counter(df["kind"])
+    assert set(COMPOUND_KINDS) <= set(used)
+    assert df.loc[df["kind"] == "type", "question"].nunique() >= 15
+    assert df.loc[df["category"] == "type", "question"].nunique() >= 50
+    for kind in ("zone", "shape", "step", "causes"):
+        assert df.loc[df["kind"] == kind, "question"].nunique() >= 10, kind
+    assert df.loc[df["kind"] == "claim", "question"].map(lambda q: parse_question(q) is not None).all()
+    assert not any(mentions_class(q, list(v)) for q, v in zip(df["question"], df["labels"], strict=True))
+
+
+def test_type_answers_name_the_class_first_and_compound_answers_answer_every_part(synthesized):
+    df = synthesized
+    for row in df[df["kind"].isin(TYPE_KINDS)].itertuples():
+        labels = [c for c in row.labels if c != NONE]
+        assert parse_labels(row.answer) == (set(labels) or {NONE}), (row.question, row.answer)
+    compound = df[df["kind"].isin(COMPOUND_KINDS)]
+    assert len(compound) >= 40
+    for row in compound.itertuples():
+        labels = [c for c in row.labels if c != NONE]
+        ans, rub = row.answer, row.rubric
+        first = (ans.index(labels[0]) if labels else ans.index("none")) if row.category == "type" else 0
+        if row.kind == "type_step":
+            step = rub["root_cause"]["process_step"] if labels else "No specific process step"
+            assert step in ans and first < ans.index(step), ans
+        elif row.kind == "type_zone":
+            zone = ZONE_PHRASES[rub["spatial"]["zone"]][0] if labels else "no concentration"
+            assert zone in ans and first < ans.index(zone), ans
+        elif row.kind == "exists_type":
+            assert ans.startswith("Yes. " if labels else "No"), ans
+        else:  # zone_shape: the location, then the shape
+            zone = ZONE_PHRASES[rub["spatial"]["zone"]][0] if labels else "no concentration"
+            shape = rub["morphology"]["geometric_structure"]
+            assert zone in ans and shape.lower() in ans.lower(), ans
+            assert ans.index(zone) < ans.lower().index(shape.lower()), ans
+
+
+def test_unseen_phrasings_are_apart_from_every_template():
+    unseen = load_unseen()
+    assert set(unseen) == set(QUESTION_KINDS)
+    assert all(len(qs) >= 4 for qs in unseen.values())
+    assert set(COMPOUND_KINDS) <= set(unseen)
+    templates = {normalise_question(q) for _, qs in QUESTION_KINDS.values() for q in qs}
+    fields = claim_fields("The failing dies form a thin line.")
+    seen_asked = {normalise_question(q.format(**fields)) for _, qs in QUESTION_KINDS.values() for q in qs}
+    for qs in unseen.values():
+        for q in qs:
+            assert normalise_question(q) not in templates, q
+            asked = q.format(**fields)
+            assert normalise_question(asked) not in seen_asked, q
+            assert parse_question(asked) is None, q  # never read as a training phrasing
+            assert not mentions_class(asked, list(CLASS_TERMS)) and 12 <= len(asked) <= 400, q
+
+
+def test_bad_unseen_file_is_a_one_line_error(tmp_path):
+    from wafersage.errors import WaferSageError
+
+    (tmp_path / "u.yaml").write_text("type: ['What is this one?']\nflavour: ['Which one is it?']\n")
+    with pytest.raises(WaferSageError, match="unknown question kind"):
+        load_unseen(tmp_path / "u.yaml")
+    (tmp_path / "u.yaml").write_text("claim: ['Is this right or not?']\n")
+    with pytest.raises(WaferSageError, match="placeholder"):
+        load_unseen(tmp_path / "u.yaml")
+    (tmp_path / "u.yaml").write_text("type: [What is this?]\n")
+    with pytest.raises(WaferSageError, match="not valid YAML"):
+        load_unseen(tmp_path / "u.yaml")
+
+
+def test_unseen_items_swap_in_a_held_out_phrasing_of_the_same_kind(synthesized):
+    df = synthesized.assign(item_id=synthesized["pair_id"])
+    got = unseen_items(df, 300, seed=0)
+    assert len(got) == 300 and got["item_id"].is_unique
+    assert got.equals(unseen_items(df, 300, seed=0))
+    unseen = load_unseen()
+    seen = set(df["question"])
+    for row in got.itertuples():
+        kind, fields = parse_question(row.seen_question)
+        assert kind == row.kind and row.question not in seen
+        assert row.question in {q.format(**fields) for q in unseen[kind]}
+        if kind == "claim":
+            assert fields["claim_bare"].lower() in row.question.lower()
+    assert set(got["category"]) == set(df["category"]) and got["question"].nunique() >= 40
+    base = df.set_index("item_id").loc[got["item_id"]]
+    assert (base["answer"].to_numpy() == got["answer"].to_numpy()).all()  # the references stay
+    assert unseen_items(df, 0, seed=0).empty
