@@ -95,7 +95,7 @@ def test_metrics_have_every_model_cis_and_paired_differences(evaluated):
         d = m["gspo_vs_sft"][k]
         assert d["diff"] == pytest.approx(m["gspo"][k] - m["sft"][k], abs=2e-4)
         assert d["ci_low"] <= d["diff"] + 1e-9 <= d["ci_high"] + 2e-9
-    assert set(m) == {"base", "sft", "gspo", "gspo_vs_sft", "sft_vs_base"}
+    assert set(m) == {"base", "sft", "gspo", "gspo_vs_sft", "sft_vs_base", "unseen_phrasing"}
 
 
 @pytest.mark.slow
@@ -209,6 +209,54 @@ def test_absorbed_outputs_join_the_next_judge_pool(evaluated, tmp_path):
     assert plain["items"] == m["items"] - n_out and plain["absorbed_items"] == 0
 
 
+@pytest.mark.slow
+def test_unseen_phrasings_are_answered_and_scored_beside_the_seen_ones(data, tmp_path):
+    from wafersage.evaluation.unseen_phrasing import load_unseen
+    from wafersage.vqa import parse_question
+
+    tmp, models = data
+    m = evaluate_run(data, tmp_path, {**FAST, "pool_pairs": 0, "unseen_pairs": 12}, models[1:])
+    up = m["unseen_phrasing"]
+    assert up["n"] == 12 and set(up) == {"n", "n_type", "phrasings", "sft", "gspo"} and up["phrasings"] >= 6
+    for model in ("sft", "gspo"):
+        u = up[model]
+        for k in ("type_macro_f1", "rule_score"):
+            assert k in u and k in u["seen"] and k in u["ratio"] and k in u["diff"]
+        assert 0 <= u["rule_score"] <= 1 and u["ci"]["rule_score"]["low"] <= u["rule_score"] + 1e-9
+        if u["seen"]["rule_score"]:
+            assert u["ratio"]["rule_score"] == pytest.approx(
+                u["rule_score"] / u["seen"]["rule_score"], rel=0.05
+            )
+        diff = u["diff"]["rule_score"]["diff"]
+        assert diff == pytest.approx(u["rule_score"] - u["seen"]["rule_score"], abs=2e-4)
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk["unseen_phrasing"] == up
+    kinds = json.loads((tmp_path / "out" / "breakdown.json").read_text())["unseen_phrasing"]["sft"]
+    assert sum(k["n"] for k in kinds.values()) == 12 and set(kinds) <= set(load_unseen())
+    items = pd.read_parquet(tmp_path / "out" / "items.parquet")
+    assert items["question"].map(parse_question).notna().all()  # the seen items keep their wording
+    off = evaluate_run(data, tmp_path / "off", {**FAST, "pool_pairs": 0, "unseen_pairs": 0}, models[2:])
+    assert "unseen_phrasing" not in off
+
+
+def evaluate_run(data, out: Path, params: dict, models: list) -> dict:
+    """``evaluate.run`` on the module's data, writing under ``out``."""
+    from wafersage.stages import evaluate
+
+    tmp, _ = data
+    return evaluate.run(
+        params,
+        {},
+        tmp / "vqa",
+        tmp / "r.jsonl",
+        tmp / "reward.json",
+        models,
+        out / "out",
+        out / "index.html",
+        out / "pool.parquet",
+    )
+
+
 def test_absorbing_bad_outputs_is_a_one_line_error(tmp_path):
     from wafersage.score.calibration import absorb
 
@@ -262,18 +310,20 @@ def test_real_val_maps_are_answered_and_scored(data, tmp_path, shared_data):
         tmp_path / "out",
         tmp_path / "index.html",
         tmp_path / "pool.parquet",
+        raw=tmp / "raw.parquet",
     )
     rv = m["real_val"]
-    assert rv["n"] == 45 and set(rv) == {"n", "sft", "gspo", "gspo_vs_sft"}
-    for model in ("sft", "gspo"):
-        v, ci = rv[model]["type_macro_f1"], rv[model]["ci"]["type_macro_f1"]
-        assert 0 <= ci["low"] <= v <= ci["high"] <= 1
-    d = rv["gspo_vs_sft"]["type_macro_f1"]
-    assert d["diff"] == pytest.approx(rv["gspo"]["type_macro_f1"] - rv["sft"]["type_macro_f1"], abs=2e-4)
+    assert rv["n"] == 45 and set(rv) == {"n", "sft", "gspo", "trees", "gspo_vs_sft", "best_vs_trees"}
     detail = json.loads((tmp_path / "out" / "breakdown.json").read_text())["real_val"]
     assert detail["source"] == "wm811k-processed" and detail["question"].endswith("?")
     answers = pd.read_parquet(tmp_path / "out" / "real_val_answers.parquet")
-    assert len(answers) == 90 and set(answers["model"]) == {"sft", "gspo"} and answers["truth"].ne("").all()
+    assert len(answers) == 135 and set(answers["model"]) == {"sft", "gspo", "trees"}
+    assert answers["truth"].ne("").all()
+    # the trees were fitted on the VQA train split's wafers (synthetic here) and answer by class name
+    trees = answers[answers["model"] == "trees"]
+    assert trees["answer"].str.endswith(".").all() and trees["pred"].ne("").all()
+    per_class = detail["trees"]["per_class"]
+    assert sum(c["support"] for c in per_class.values()) >= 45
     assert len(pd.read_parquet(tmp_path / "pool.parquet")) == 0
 
 

@@ -24,15 +24,16 @@ def _png(m, size: int) -> bytes:
 
 
 def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame:
-    """Two QA pairs a single-label synthetic wafer: its type (answer names the true class) and a
-    spatial one."""
+    """Two QA pairs a single-label synthetic wafer (its true label in ``labels``): its type (answer
+    names the class) and a spatial one."""
     raw = generate(
         SyntheticConfig.from_dict(
             {"n_wafers": n_wafers, "seed": seed, "noise_rate": 0.0, "mixed_fraction": 0.0}
         )
     )
     rec: dict[str, list] = {
-        k: [] for k in ("wafer_id", "image", "question", "answer", "category", "difficulty", "rubric_ref")
+        k: []
+        for k in ("wafer_id", "image", "question", "answer", "category", "difficulty", "rubric_ref", "labels")
     }
     for row in raw.itertuples():
         cls = list(row.true_labels)[0]
@@ -49,6 +50,7 @@ def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame
             rec["category"].append(cat)
             rec["difficulty"].append(1)
             rec["rubric_ref"].append(f"{row.wafer_id}#{cat}")
+            rec["labels"].append([cls])
     return pd.DataFrame(rec)
 
 

@@ -252,6 +252,9 @@ def _init_model(
     out: Annotated[Path, typer.Option(help="Base model folder (save_pretrained model + processor).")] = Path(
         "models/base"
     ),
+    specialist: Annotated[Path, typer.Option(help="Trained specialist to ship in the model folder.")] = Path(
+        "models/specialist"
+    ),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Build the tiny default VLM (or load a local Qwen3-VL checkpoint) into models/base."""
@@ -260,8 +263,34 @@ def _init_model(
 
     size = render_size(params)
     p = load_section("init_model", params)
-    info = stage.run(p, load_section("model", params), vqa_train, vision, out, image_size=size)
-    typer.echo(f"init_model: {info['base']} base, {info['params']:,} parameters -> {out}")
+    info = stage.run(
+        p, load_section("model", params), vqa_train, vision, out, image_size=size, specialist=specialist
+    )
+    typer.echo(
+        f"init_model: {info['base']} base, {info['params']:,} parameters"
+        + (", with the specialist" if info["specialist"] else "")
+        + f" -> {out}"
+    )
+
+
+@app.command()
+def specialist(
+    vqa: Annotated[Path, typer.Option(help="VQA tables folder (train and val splits).")] = Path("data/vqa"),
+    out: Annotated[Path, typer.Option(help="Specialist folder (safetensors + JSON).")] = Path(
+        "models/specialist"
+    ),
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON.")] = Path("reports/specialist/metrics.json"),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Train the defect-type specialist on the VQA train split (scored on val)."""
+    from wafersage.params import load_section
+    from wafersage.stages import specialist as stage
+
+    m = stage.run(load_section("specialist", params), vqa, out, metrics)
+    typer.echo(
+        f"specialist: {m['n_train']} train wafers, {m['steps']} steps in {m['train_wall_s']:.0f} s, "
+        f"val type macro-F1 {m['val_type_macro_f1']} -> {out}"
+    )
 
 
 app.command("init-model")(_init_model)
@@ -428,6 +457,9 @@ def evaluate(
     pool: Annotated[
         Path, typer.Option(help="Model outputs for the judge-calibration pool (Parquet).")
     ] = Path("data/calibration/model_outputs.parquet"),
+    raw: Annotated[
+        Path, typer.Option(help="Raw table: the train split's die-level maps for the trees baseline.")
+    ] = Path("data/raw/wafers.parquet"),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Answer the VQA test split with every model; rule, judge and defect-type scores with CIs; report."""
@@ -448,14 +480,15 @@ def evaluate(
         report,
         pool,
         ingest=load_section("ingest", params),
+        raw=raw,
     )
-    models_m = {k: v for k, v in m.items() if "_vs_" not in k and k != "real_val"}
+    models_m = {k: v for k, v in m.items() if isinstance(v, dict) and "rule_score" in v}
     typer.echo("evaluate: " + ", ".join(f"{k} rule {v['rule_score']:.3f}" for k, v in models_m.items()))
     if "real_val" in m:
         rv = m["real_val"]
         typer.echo(
             f"evaluate: real val ({rv['n']} maps) type macro-F1 "
-            + ", ".join(f"{k} {rv[k]['type_macro_f1']:.3f}" for k in models_m if k in rv)
+            + ", ".join(f"{k} {rv[k]['type_macro_f1']:.3f}" for k in [*models_m, "trees"] if k in rv)
         )
 
 

@@ -17,13 +17,17 @@ blank image: the ablation that shows what the image adds).
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from wafersage.attributes import wafer_attributes
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
+from wafersage.render import PALETTE
 
 IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES = "image", "image+attributes", "attributes"
 MODES: tuple[str, ...] = (IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES)
@@ -40,8 +44,6 @@ def check_mode(mode: str | None) -> str:
 def image_to_map(image: Any) -> np.ndarray:
     """A rendered map image (PIL or array, RGB) back to canonical values, pixel by pixel: each
     pixel takes the nearest palette colour (robust to lossy re-encoding)."""
-    from wafersage.render import PALETTE
-
     rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.int32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise WaferSageError(None, "grounding needs an RGB image", f"shape {rgb.shape}")
@@ -57,8 +59,6 @@ def _pct(v: float | None) -> str:
 
 def attributes_text(m: np.ndarray) -> str:
     """One line of label-free facts about a canonical map (the grounding text)."""
-    from wafersage.attributes import wafer_attributes
-
     a = wafer_attributes(m)
     main = a["main"]
     n = int(a["n_components"])
@@ -79,60 +79,109 @@ def attributes_text(m: np.ndarray) -> str:
     return "Map facts: " + "; ".join(parts) + "."
 
 
-#: Grounding texts by image content (a wafer's ten QA pairs share one image).
+class Advisor(Protocol):
+    """A helper model shipped in the model folder whose verdict on a map joins the grounding text
+    (e.g. :class:`wafersage.modeling.specialist.Specialist`)."""
+
+    def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
+        """One text clause per canonical map (as decoded from the model's input image)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Grounder:
+    """How a model folder's prompts are grounded: the ``mode`` and, optionally, an
+    :class:`Advisor` whose clause follows the map facts (modes with text only)."""
+
+    mode: str = IMAGE
+    advisor: Advisor | None = None
+
+    def texts(self, images: Sequence[Any]) -> list[str]:
+        """The grounding line of each image (PIL or RGB array); images sharing pixels share work."""
+        arrays = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
+        keys = [hashlib.md5(a.tobytes() + str(a.shape).encode()).hexdigest() for a in arrays]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        maps = {k: image_to_map(arrays[i]) for k, i in first.items()}
+        lines = {k: _attributes_cached(k, m) for k, m in maps.items()}
+        if self.advisor is not None and maps:
+            clauses = self.advisor.clauses(list(maps.values()))
+            lines = {k: f"{lines[k]} {c}" for k, c in zip(maps, clauses, strict=True)}
+        return [lines[k] for k in keys]
+
+
+Grounding = str | Grounder
+
+
+def as_grounder(grounding: Grounding) -> Grounder:
+    """A :class:`Grounder` from a mode name (no advisor) or a grounder."""
+    return grounding if isinstance(grounding, Grounder) else Grounder(check_mode(grounding))
+
+
+#: Attribute texts by image content (a wafer's ten QA pairs share one image).
 _TEXTS: dict[str, str] = {}
 _MAX_CACHED = 200_000
 
 
-def image_text(image: Any) -> str:
-    """:func:`attributes_text` of a rendered map image (PIL), cached by pixel content."""
-    arr = np.asarray(image.convert("RGB"))
-    key = hashlib.md5(arr.tobytes() + str(arr.shape).encode()).hexdigest()
+def _attributes_cached(key: str, m: np.ndarray) -> str:
     text = _TEXTS.get(key)
     if text is None:
         if len(_TEXTS) >= _MAX_CACHED:
             _TEXTS.clear()
-        text = _TEXTS[key] = attributes_text(image_to_map(arr))
+        text = _TEXTS[key] = attributes_text(m)
     return text
+
+
+def image_text(image: Any) -> str:
+    """:func:`attributes_text` of a rendered map image (PIL), cached by pixel content."""
+    return Grounder(IMAGE_ATTRIBUTES).texts([image])[0]
 
 
 def blank_like(image: Any) -> Any:
     """An all-off-wafer image of the same size (what the ``attributes`` mode shows the model)."""
     from PIL import Image
 
-    from wafersage.render import PALETTE
-
     return Image.new("RGB", image.size, PALETTE[OFF])
 
 
-def ground(mode: str, image: Any, question: str) -> tuple[Any, str]:
-    """The (image, user text) the model sees for ``question`` about ``image`` under ``mode``."""
-    mode = check_mode(mode)
-    if mode == IMAGE:
-        return image, str(question)
-    text = f"{image_text(image)}\n{question}"
-    return (blank_like(image) if mode == ATTRIBUTES else image), text
+def ground(grounding: Grounding, image: Any, question: str) -> tuple[Any, str]:
+    """The (image, user text) the model sees for ``question`` about ``image``."""
+    images, texts = ground_all(grounding, [image], [question])
+    return images[0], texts[0]
 
 
-def ground_all(mode: str, images: Sequence[Any], questions: Sequence[str]) -> tuple[list[Any], list[str]]:
-    """:func:`ground` over parallel lists."""
-    if check_mode(mode) == IMAGE:
+def ground_all(
+    grounding: Grounding, images: Sequence[Any], questions: Sequence[str]
+) -> tuple[list[Any], list[str]]:
+    """:func:`ground` over parallel lists (the advisor runs once over the distinct images)."""
+    g = as_grounder(grounding)
+    if g.mode == IMAGE:
         return list(images), [str(q) for q in questions]
-    pairs = [ground(mode, im, q) for im, q in zip(images, questions, strict=True)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    texts = g.texts(images)
+    shown = [blank_like(im) for im in images] if g.mode == ATTRIBUTES else list(images)
+    return shown, [f"{t}\n{q}" for t, q in zip(texts, questions, strict=True)]
 
 
-def ground_png(mode: str, png: bytes, question: str) -> tuple[bytes, str]:
-    """:func:`ground` for a PNG-bytes image cell (the VQA tables), PNG bytes back."""
-    if check_mode(mode) == IMAGE:
-        return png, str(question)
-    import io
-
+def ground_pngs(
+    grounding: Grounding, pngs: Sequence[bytes], questions: Sequence[str]
+) -> list[tuple[bytes, str]]:
+    """:func:`ground_all` for PNG-bytes image cells (the VQA tables): (PNG bytes, user text)."""
+    g = as_grounder(grounding)
+    if g.mode == IMAGE:
+        return [(png, str(q)) for png, q in zip(pngs, questions, strict=True)]
     from PIL import Image
 
-    image, text = ground(mode, Image.open(io.BytesIO(png)).convert("RGB"), question)
-    if mode == IMAGE_ATTRIBUTES:
-        return png, text
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue(), text
+    decoded = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+    images, texts = ground_all(g, decoded, questions)
+    if g.mode == IMAGE_ATTRIBUTES:
+        return list(zip(pngs, texts, strict=True))
+    out = []
+    for image, text in zip(images, texts, strict=True):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        out.append((buf.getvalue(), text))
+    return out
+
+
+def ground_png(grounding: Grounding, png: bytes, question: str) -> tuple[bytes, str]:
+    """:func:`ground_pngs` of one cell."""
+    return ground_pngs(grounding, [png], [question])[0]

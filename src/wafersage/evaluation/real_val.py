@@ -16,15 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from wafersage.errors import WaferSageError
+from wafersage.evaluation import stats
+from wafersage.taxonomy import NONE
 
 #: Ingest sources whose maps carry real labels (``png-folder`` and ``synthetic`` do not count).
 REAL_SOURCES = ("wm811k", "wm811k-processed", "mixedwm38", "mixedwm38-processed")
 VAL_FILE = "val_data.pkl.xz"
 #: The question every model answers about each real map (the VQA stage's first type question).
 QUESTION_INDEX = 0
+#: The classical baseline's name among the answering models: gradient-boosted trees on the
+#: geometric features of the die-level maps, trained on the pipeline's training split.
+TREES = "trees"
+#: The pipeline's final model, the one ``best_vs_trees`` compares: the last of these present.
+FINAL_ORDER = ("base", "sft", "gspo")
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,6 @@ def score_models(
     """(metrics, breakdown): per model type macro-F1 / accuracy with CIs and paired differences;
     per-class F1 and support per model."""
     from wafersage.answer_parser import parse_labels
-    from wafersage.evaluation import stats
 
     truth = [set(v) for v in maps["labels"]]
     n, n_boot, seed, conf = len(truth), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
@@ -159,11 +166,60 @@ def score_models(
             },
         }
         detail[m] = {"per_class": stats.per_class_f1(truth, preds[m])}
-    from wafersage.stages.evaluate import COMPARISONS
-
-    for name, a_m, b_m in COMPARISONS:
+    best = final_model(list(preds))
+    pairs = [*stats.COMPARISONS, *([("best_vs_trees", best, TREES)] if best and TREES in preds else [])]
+    for name, a_m, b_m in pairs:
         if a_m in preds and b_m in preds:
             metrics[name] = {
                 "type_macro_f1": stats.rounded(stats.paired_diff(f1[a_m], f1[b_m], n, n_boot, seed, conf))
             }
     return metrics, detail
+
+
+def final_model(names: list[str]) -> str | None:
+    """The pipeline's final model among ``names`` (gspo, else sft, else base), never chosen by
+    the real val scores themselves."""
+    present = [m for m in FINAL_ORDER if m in names]
+    return present[-1] if present else None
+
+
+def training_maps(raw: Path, vqa_train: Path) -> pd.DataFrame:
+    """The die-level maps of the VQA train split's wafers with the labels that split carries (what
+    the VLM and the specialist learned from)."""
+    from wafersage.modeling.vqa_data import LABELS, WAFER, read_split
+    from wafersage.rawtable import read_raw
+
+    train = read_split(vqa_train)
+    if LABELS not in train.columns:
+        raise WaferSageError(vqa_train, "VQA split lacks columns", LABELS)
+    labels = train.drop_duplicates(WAFER).set_index(WAFER)[LABELS]
+    table = read_raw(raw, columns=["wafer_id", "rows", "cols", "map"])
+    table = table[table["wafer_id"].isin(labels.index)].reset_index(drop=True)
+    if table.empty:
+        raise WaferSageError(raw, "no VQA train wafer in the raw table")
+    table["labels"] = [[c for c in labels[w] if c != NONE] or [NONE] for w in table["wafer_id"]]
+    return table
+
+
+def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[str]:
+    """The trees baseline's answer for each val map: gradient-boosted trees
+    (:func:`wafersage.baselines.tree_classifier`) on the geometric features, fitted on ``train``;
+    multi-label data gets one tree model a class (one-vs-rest, every class at >= 0.5, else the
+    most probable). Answers name the classes so they are parsed like any model's."""
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from wafersage.baselines import tree_classifier
+    from wafersage.features import geometric_features
+    from wafersage.taxonomy import CLASSES
+
+    sets = [set(v) for v in train["labels"]]
+    used = [c for c in CLASSES if any(c in s for s in sets)]
+    x_train, x_val = geometric_features(train), geometric_features(maps)
+    if any(len(s) > 1 for s in sets):
+        y = np.array([[c in s for c in used] for s in sets], dtype=int)
+        proba = OneVsRestClassifier(tree_classifier(seed)).fit(x_train, y).predict_proba(x_val)
+        chosen = [[used[i] for i in np.flatnonzero(row >= 0.5)] or [used[int(row.argmax())]] for row in proba]
+    else:
+        clf = tree_classifier(seed).fit(x_train, [next(iter(s)) for s in sets])
+        chosen = [[str(c)] for c in clf.predict(x_val)]
+    return [" and ".join(c) + "." for c in chosen]

@@ -12,6 +12,11 @@ import numpy as np
 from wafersage.taxonomy import CLASSES
 
 Metric = Callable[[np.ndarray], np.ndarray]
+#: Paired model-vs-model differences reported wherever both models answered: (name, a, b) = a - b.
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("gspo_vs_sft", "gspo", "sft"),
+    ("sft_vs_base", "sft", "base"),
+)
 
 
 def mean_metric(values: Sequence[float]) -> Metric:

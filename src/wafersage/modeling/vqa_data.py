@@ -10,6 +10,8 @@ from typing import Any
 import pandas as pd
 
 from wafersage.errors import WaferSageError, read_parquet
+from wafersage.grounding import IMAGE as IMAGE_ONLY
+from wafersage.grounding import Grounding, as_grounder, ground_pngs
 
 #: The columns the model stages need (DESIGN.md's data contract for data/vqa/*.parquet).
 WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "answer", "category"
@@ -60,15 +62,13 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, str]]:
     return out
 
 
-def grounded_cells(images: Any, questions: Any, grounding: str) -> list[tuple[bytes, str]]:
+def grounded_cells(images: Any, questions: Any, grounding: Grounding) -> list[tuple[bytes, str]]:
     """(PNG bytes, user text) of each image cell and question, grounded per ``grounding``
     (``wafersage.grounding``): what the model is shown in training."""
-    from wafersage.grounding import ground_png
-
-    return [ground_png(grounding, image_bytes(v), q) for v, q in zip(images, questions, strict=True)]
+    return ground_pngs(grounding, [image_bytes(v) for v in images], [str(q) for q in questions])
 
 
-def to_dataset(df: pd.DataFrame, grounding: str) -> Any:
+def to_dataset(df: pd.DataFrame, grounding: Grounding) -> Any:
     """A ``datasets.Dataset`` of ``messages`` + ``images`` (decoded to PIL on access), each prompt
     grounded per ``grounding`` (the model folder's mode)."""
     from datasets import Dataset, Features, Image, List, Value
@@ -87,13 +87,11 @@ def to_dataset(df: pd.DataFrame, grounding: str) -> Any:
     return Dataset.from_dict(data, features=features)
 
 
-def corpus(df: pd.DataFrame, grounding: str) -> list[str]:
+def corpus(df: pd.DataFrame, grounding: Grounding) -> list[str]:
     """The text the domain tokenizer is trained on: every question and answer (and, when the
     prompts are grounded, each wafer's attribute text)."""
-    from wafersage.grounding import IMAGE, check_mode
-
     texts = [*df[QUESTION].astype(str), *df[ANSWER].astype(str)]
-    if check_mode(grounding) != IMAGE:
+    if as_grounder(grounding).mode != IMAGE_ONLY:
         first = df.drop_duplicates(WAFER)
         texts += [text for _, text in grounded_cells(first[IMAGE], [""] * len(first), grounding)]
     return texts

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.errors import WaferSageError
+from wafersage.modeling.specialist import grounder_of
 from wafersage.render import DEFAULT_SIZE
 
 CHAMPION = "champion"
@@ -21,7 +22,6 @@ class Predictor:
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from wafersage.grounding import check_mode
         from wafersage.modeling.processor import load_processor
         from wafersage.stages.init_model import base_info
 
@@ -31,7 +31,8 @@ class Predictor:
         info = base_info(self.folder)
         self.info = info
         self.image_size = int(info.get("image_size", DEFAULT_SIZE))
-        self.grounding = check_mode(info.get("grounding"))
+        self.grounder = grounder_of(self.folder, info)
+        self.grounding = self.grounder.mode
         self.batch_size, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.processor = load_processor(self.folder)
         try:
@@ -62,7 +63,7 @@ class Predictor:
                 [str(q) for q in questions],
                 self.batch_size,
                 int(max_new_tokens or self.max_new_tokens),
-                self.grounding,
+                self.grounder,
             )
 
     def count_tokens(self, text: str) -> int:

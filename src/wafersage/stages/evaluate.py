@@ -9,7 +9,8 @@ pipeline ingests real maps (``evaluation.real_val``), and the HTML report.
 
 Outputs (``out`` = reports/evaluate): ``metrics.json`` (``<model>.<metric>``, ``<model>.ci.<metric>``,
 ``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``, ``real_val.<model>.type_macro_f1``
-when a real val split is used), ``breakdown.json``,
+when a real val split is used, ``unseen_phrasing.<model>.{type_macro_f1,rule_score,ratio}`` on test
+pairs asked in held-out wordings: ``evaluation.unseen_phrasing``), ``breakdown.json``,
 ``items.parquet`` (one row a model x question: what ``register``/``promote`` use as evidence),
 ``real_val_answers.parquet`` (one row a model x real val map; empty without a real val split),
 ``confusion.csv`` (the last model's type answers), ``per_class_f1.csv``.
@@ -27,6 +28,8 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.evaluation import unseen_phrasing
+from wafersage.evaluation.stats import COMPARISONS
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -39,10 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "pool_pairs": 150,
     "real_val": "auto",
     "real_val_max": None,
+    "real_val_models": ["sft", "gspo"],
+    "unseen_pairs": 200,
 }
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
-#: Paired comparisons written when both models are present: (name, challenger, baseline).
-COMPARISONS = (("gspo_vs_sft", "gspo", "sft"), ("sft_vs_base", "sft", "base"))
 NO_LABEL = "(no class named)"
 
 
@@ -312,9 +315,11 @@ def run(
     report: Path,
     pool: Path,
     ingest: dict[str, Any] | None = None,
+    raw: Path | None = None,
 ) -> dict[str, Any]:
     """Answer, score and report; write every output atomically; return ``metrics.json``'s content.
-    ``ingest`` (the ingest params) resolves ``real_val: auto``."""
+    ``ingest`` (the ingest params) resolves ``real_val: auto``; with a real val split and the raw
+    table (``raw``), the trees baseline answers the same maps (``real_val.trees``)."""
     from wafersage.evaluation import real_val
     from wafersage.evaluation.report import write_report
     from wafersage.score.config import load as load_reward
@@ -331,6 +336,8 @@ def run(
         raise WaferSageError(None, "two model folders share a name", ", ".join(names))
     records = read_records(Path(rubrics))
     df = test_items(Path(vqa_dir), records, p)
+    unseen_df = unseen_phrasing.unseen_items(df, int(p["unseen_pairs"]), int(p["seed"]))
+    unseen_answers: dict[str, list[str]] = {}
     val_pairs = pool_pairs(Path(vqa_dir), p)
     real = real_val.resolve(p["real_val"], ingest or {})
     real_maps = real_val.load_maps(real, p["real_val_max"], int(p["seed"])) if real else None
@@ -340,20 +347,25 @@ def run(
     inputs.update({f"model_{m.name}": m for m in models})
     if real is not None:
         inputs["real_val"] = real.path
+        if raw is not None:
+            inputs["raw"] = Path(raw)
     with stage_run(
         "evaluate",
         {"evaluate": p, "judge": judge_params.get("judge", "reference"), "models": names},
         inputs=inputs,
     ) as mlflow:
         frames, speed, pool_frames, real_answers = [], {}, [], {}
+        real_question: str | None = None
         for folder in models:
             pred = predictor(folder, p)
             if len(val_pairs):
                 pool_frames.append(pool_rows(folder.name, val_pairs, generate(pred, val_pairs, p, "pool")[0]))
-            if real_maps is not None:
+            if real_maps is not None and folder.name in p["real_val_models"]:
                 real_answers[folder.name], real_question = real_val.answers(pred, real_maps, p)
             answers, secs = generate(pred, df, p, "evaluate")
             speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
+            if len(unseen_df):
+                unseen_answers[folder.name] = generate(pred, unseen_df, p, "unseen phrasing")[0]
             scored = score(df, answers, records, cfg, judge)
             frames.append(
                 pd.concat(
@@ -375,6 +387,9 @@ def run(
                     axis=1,
                 )
             )
+        if real_maps is not None and raw is not None:
+            train = real_val.training_maps(Path(raw), Path(vqa_dir) / "train.parquet")
+            real_answers[real_val.TREES] = real_val.trees_answers(train, real_maps, int(p["seed"]))
         items = pd.concat(frames, ignore_index=True)
         per_model = {name: model_metrics(items[items["model"] == name], p) for name in names}
         for name in names:
@@ -391,6 +406,10 @@ def run(
                 "source": real.source,
                 "path": str(real.path),
             }
+        if unseen_answers:
+            metrics["unseen_phrasing"], detail["unseen_phrasing"] = unseen_phrasing.score_models(
+                unseen_df, unseen_answers, items, records, cfg, p
+            )
         images = dict(zip(df["item_id"], df["image"], strict=True))
         out = Path(out)
         texts = {
@@ -414,7 +433,7 @@ def run(
                 tmp, index=False
             )
         write_report(report, metrics, detail, items, images, names, judge.name, int(p["gallery"]))
-        real_flat = {"real_val": metrics["real_val"]} if "real_val" in metrics else {}
+        real_flat = {k: metrics[k] for k in ("real_val", "unseen_phrasing") if k in metrics}
         mlflow.log_metrics(
             {
                 k.replace(".", "/"): v

@@ -17,7 +17,9 @@ from typing import Any
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
-from wafersage.grounding import check_mode
+from wafersage.grounding import IMAGE, Grounder, check_mode
+from wafersage.modeling.specialist import FOLDER as SPECIALIST_FOLDER
+from wafersage.modeling.specialist import Specialist
 from wafersage.render import check_size
 
 TINY = "tiny"
@@ -29,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "min_frequency": 2,
     "vision_init": "models/vision",
     "grounding": "image",
+    "specialist": True,
 }
 MODEL_DEFAULTS: dict[str, Any] = {"base": TINY, "dtype": "float32", "tiny": {}}
 DTYPES = ("float32", "bfloat16", "float16")
@@ -40,6 +43,10 @@ def _checked(params: dict[str, Any], model: dict[str, Any]) -> tuple[dict[str, A
         raise WaferSageError("params.yaml", "unknown key in init_model/model", ", ".join(sorted(unknown)))
     p, m = {**DEFAULTS, **params}, {**MODEL_DEFAULTS, **model}
     p["grounding"] = check_mode(p["grounding"])
+    if not isinstance(p["specialist"], bool):
+        raise WaferSageError(
+            "params.yaml", "init_model.specialist must be true or false", str(p["specialist"])
+        )
     if m["dtype"] not in DTYPES:
         raise WaferSageError("params.yaml", "model.dtype must be one of " + "/".join(DTYPES), str(m["dtype"]))
     return p, m
@@ -125,8 +132,11 @@ def run(
     vision: Path,
     out: Path,
     image_size: int,
+    specialist: Path | None = None,
 ) -> dict[str, Any]:
-    """Build or load the base model and save it (model + processor) into ``out``."""
+    """Build or load the base model and save it (model + processor) into ``out``; with
+    ``init_model.specialist: true``, a ``specialist`` folder given and a grounding mode with text,
+    the specialist is shipped inside it and its clause joins every grounding line."""
     from wafersage.modeling.vqa_data import corpus, read_split
     from wafersage.tracking import stage_run
 
@@ -138,9 +148,18 @@ def run(
     inputs: dict[str, str | Path] = {"vqa_train": vqa_train}
     if use_vision:
         inputs["vision"] = vision
+    advisor = None
+    if p["specialist"] and specialist is not None and p["grounding"] != IMAGE:
+        inputs["specialist"] = specialist
+        advisor = Specialist.load(specialist)
+        if advisor.config.size != image_size:
+            raise WaferSageError(
+                specialist, "specialist image size is not render.size", str(advisor.config.size)
+            )
+    grounder = Grounder(p["grounding"], advisor)
     if base == TINY:
         # bad input fails before any run or output exists
-        texts = corpus(read_split(vqa_train), p["grounding"])
+        texts = corpus(read_split(vqa_train), grounder)
     elif not Path(base).is_dir() or not (Path(base) / "config.json").exists():
         raise WaferSageError(base, "model.base is neither 'tiny' nor a local model folder with config.json")
     with stage_run(
@@ -161,12 +180,15 @@ def run(
             "vocab_size": len(processor.tokenizer),
             "dtype": str(m["dtype"]) if base != TINY else "float32",
             "grounding": p["grounding"],
+            "specialist": advisor is not None,
         }
         with atomic_path(out, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(str(tmp))
             processor.save_pretrained(str(tmp))
             (tmp / BASE_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            if advisor is not None:
+                advisor.save(tmp / SPECIALIST_FOLDER)
         mlflow.log_metrics({"params": n_params, "vocab_size": info["vocab_size"]})
     return info
 

@@ -21,7 +21,8 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
-from wafersage.grounding import check_mode
+from wafersage.modeling.specialist import grounder_of
+from wafersage.modeling.specialist import ship as ship_specialist
 from wafersage.params import flatten
 
 #: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
@@ -185,7 +186,7 @@ def build_trainer(
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
-    grounding = check_mode(info.get("grounding"))
+    grounding = grounder_of(base, info)
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
@@ -339,7 +340,7 @@ def run(
         val_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset is not None else float("nan")
         model = final_model(trainer, lora, bool(p["lora"]["merge"]))
         processor = trainer.processing_class
-        gen_p = {**p, "grounding": check_mode(info.get("grounding"))}
+        gen_p = {**p, "grounding": grounder_of(base, info)}
         scores = type_metrics(model, processor, test_df, gen_p)
         samples = sample_table(model, processor, val_df, gen_p)
         out_metrics = {
@@ -364,6 +365,7 @@ def run(
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 processor.save_pretrained(str(tmp))
+                ship_specialist(base, tmp)
                 sft_info = {
                     **info,
                     "stage": "sft",

@@ -1,0 +1,91 @@
+"""specialist: train the defect-type specialist on the VQA train split's wafers.
+
+Each wafer's image (as the VLM sees it) is decoded back to off/pass/fail pixels and the specialist
+(:mod:`wafersage.modeling.specialist`) learns the wafer's labels from it; only the train split is
+used, so val and test labels never reach it. Scored on the VQA val split's wafers (the selection
+split). Writes ``models/specialist/`` (what ``init_model`` ships inside the model folder) and the
+metrics JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wafersage.atomic import atomic_path
+from wafersage.errors import WaferSageError
+from wafersage.evaluation import stats
+from wafersage.grounding import image_to_map
+from wafersage.modeling.specialist import fit
+from wafersage.modeling.vqa_data import IMAGE, LABELS, WAFER, pil_image, read_split
+from wafersage.taxonomy import NONE
+from wafersage.tracking import stage_run
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "threads": 1,
+    "width": 16,
+    "epochs": 10,
+    "batch_size": 128,
+    "lr": 3.0e-3,
+    "weight_decay": 1.0e-4,
+    "label_smoothing": 0.05,
+    "tta": False,
+}
+
+
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise WaferSageError("params.yaml", "unknown key in specialist", ", ".join(sorted(unknown)))
+    return {**DEFAULTS, **params}
+
+
+def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[list[str]]]:
+    """One decoded map and label list per wafer of a VQA split (wafers without labels: ``none``)."""
+    if LABELS not in split.columns:
+        raise WaferSageError(path, "VQA split lacks columns", LABELS)
+    first = split.drop_duplicates(WAFER)
+    maps = np.stack([image_to_map(pil_image(v)) for v in first[IMAGE]])
+    labels = [[c for c in v if c != NONE] or [NONE] for v in first[LABELS].map(list)]
+    return maps, labels
+
+
+def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path) -> dict[str, Any]:
+    """Train on the train split, score on the val split, save the specialist and its metrics."""
+    p = _params(params)
+    paths = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val")}
+    train_maps, train_labels = wafer_maps(read_split(paths["train"]), paths["train"])
+    val_maps, val_labels = wafer_maps(read_split(paths["val"]), paths["val"])
+    sizes = {m.shape for m in (train_maps[0], val_maps[0])}
+    if len(sizes) != 1 or train_maps.shape[1] != train_maps.shape[2]:
+        raise WaferSageError(vqa_dir, "VQA images must share one square size", str(sorted(sizes)))
+    with stage_run("specialist", p, inputs={f"vqa_{s}": v for s, v in paths.items()}) as mlflow:
+        model = fit(train_maps, train_labels, {**p, "size": int(train_maps.shape[1])})
+        truth = [set(v) for v in val_labels]
+        pred = model.predict(list(val_maps))
+        f1 = stats.rounded(stats.ci(stats.macro_f1_metric(truth, pred), len(truth), 1000, int(p["seed"])))
+        result = {
+            "n_train": len(train_maps),
+            "n_val": len(val_maps),
+            "classes": len(model.config.classes),
+            "multi_label": model.config.multi_label,
+            "train_wall_s": model.config.trained["train_s"],
+            "steps": model.config.trained["steps"],
+            "val_type_macro_f1": f1["value"],
+            "val_type_macro_f1_ci": {"low": f1["ci_low"], "high": f1["ci_high"]},
+            "val_per_class": stats.per_class_f1(truth, pred),
+        }
+        mlflow.log_metrics(
+            {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
+        with atomic_path(out, directory=True) as tmp:
+            model.save(tmp)
+        with atomic_path(metrics) as tmp:
+            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        mlflow.log_artifact(str(metrics))
+    return result

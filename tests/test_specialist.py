@@ -1,0 +1,196 @@
+"""The specialist (a CNN over the map + geometric features, shipped in the model folder, its
+probabilities in the grounding line) and the trees baseline that real val compares against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from vqa_tables import vqa_table, write_vqa
+
+from wafersage.errors import WaferSageError
+from wafersage.evaluation import real_val, stats
+from wafersage.grounding import IMAGE, IMAGE_ATTRIBUTES, Grounder
+from wafersage.modeling.specialist import CONFIG, FOLDER, WEIGHTS, Specialist, fit, grounder_of, ship
+from wafersage.rawtable import decode_map
+from wafersage.stages import specialist as stage
+from wafersage.synthetic import SyntheticConfig, generate
+
+FAST = {
+    "size": 64,
+    "width": 8,
+    "epochs": 6,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.05,
+    "seed": 0,
+    "threads": 1,
+    "tta": False,
+}
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Specialist, np.ndarray, list[list[str]]]:
+    train_maps, train_labels = stage.wafer_maps(vqa_table(400, 64, seed=100), Path("train"))
+    val_maps, val_labels = stage.wafer_maps(vqa_table(150, 64, seed=101), Path("val"))
+    return fit(train_maps, train_labels, FAST), val_maps, val_labels
+
+
+def test_it_learns_the_defect_types_of_unseen_wafers(trained):
+    model, maps, labels = trained
+    truth = [set(v) for v in labels]
+    f1 = stats.ci(stats.macro_f1_metric(truth, model.predict(list(maps))), len(truth), 10)["value"]
+    majority = max(set(map(frozenset, truth)), key=[frozenset(t) for t in truth].count)
+    f1_majority = stats.ci(stats.macro_f1_metric(truth, [set(majority)] * len(truth)), len(truth), 10)[
+        "value"
+    ]
+    assert f1 >= 0.7 and f1 - f1_majority >= 0.5
+
+
+def test_saved_as_safetensors_and_json_and_loads_to_the_same_probabilities(trained, tmp_path):
+    model, maps, _ = trained
+    model.save(tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([WEIGHTS, CONFIG])
+    again = Specialist.load(tmp_path / "s")
+    np.testing.assert_array_equal(again.probabilities(list(maps[:20])), model.probabilities(list(maps[:20])))
+    cfg = json.loads((tmp_path / "s" / CONFIG).read_text())
+    (tmp_path / "s" / CONFIG).write_text(json.dumps({**cfg, "width": 16}))
+    with pytest.raises(WaferSageError, match="do not match its config"):
+        Specialist.load(tmp_path / "s")
+    (tmp_path / "s" / CONFIG).write_text("{not json")
+    with pytest.raises(WaferSageError, match="cannot load the specialist"):
+        Specialist.load(tmp_path / "s")
+
+
+def test_eight_view_averaging_makes_it_blind_to_rotations_and_flips(trained):
+    model, maps, _ = trained
+    m = maps[:12]
+    turned = [np.rot90(x).copy() for x in m]
+    plain = Specialist(model.config, model.net)
+    assert not np.allclose(plain.probabilities(list(m)), plain.probabilities(turned), atol=1e-3)
+    tta = Specialist(type(model.config)(**{**model.config.__dict__, "tta": True}), model.net)
+    np.testing.assert_allclose(tta.probabilities(list(m)), tta.probabilities(turned), atol=1e-5)
+    np.testing.assert_allclose(
+        tta.probabilities(list(m)), tta.probabilities([x[:, ::-1].copy() for x in m]), atol=1e-5
+    )
+
+
+def test_the_clause_names_the_most_probable_classes_first(trained):
+    model, maps, _ = trained
+    probs = model.probabilities(list(maps[:30]))
+    for row, clause in zip(probs, model.clauses(list(maps[:30])), strict=True):
+        names = [
+            part.rsplit(" ", 1)[0] for part in clause.removeprefix("Specialist: ").rstrip(".").split(", ")
+        ]
+        assert 1 <= len(names) <= 3
+        assert names[0] == model.config.classes[int(row.argmax())]
+        assert clause.startswith("Specialist: ") and f"{round(100 * row.max())}%" in clause
+
+
+def test_training_needs_labels_and_two_classes_and_known_keys(tmp_path):
+    maps = np.ones((4, 64, 64), dtype=np.uint8)
+    with pytest.raises(WaferSageError, match="at least two classes"):
+        fit(maps, [["Center"]] * 4, FAST)
+    with pytest.raises(WaferSageError, match="at least one known label"):
+        fit(maps, [["Center"], [], ["Loc"], ["Loc"]], FAST)
+    with pytest.raises(WaferSageError, match="wrong size"):
+        fit(np.ones((4, 32, 32), dtype=np.uint8), [["Center"], ["Loc"]] * 2, FAST)
+    with pytest.raises(WaferSageError, match=r"unknown key in specialist \(epoch\)"):
+        stage.run({"epoch": 3}, tmp_path, tmp_path / "out", tmp_path / "m.json")
+    table = vqa_table(4, 64).drop(columns=["labels"])
+    with pytest.raises(WaferSageError, match="lacks columns"):
+        stage.wafer_maps(table, Path("train.parquet"))
+
+
+def test_the_stage_and_the_model_folder_ship_it_and_every_prompt_reads_it(tmp_path, monkeypatch):
+    from wafersage.serving.predictor import Predictor
+    from wafersage.stages import init_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    vqa = write_vqa(tmp_path / "vqa", n_wafers=40, size=64)
+    m = stage.run({"epochs": 1, "width": 4, "batch_size": 16}, vqa, tmp_path / "spec", tmp_path / "spec.json")
+    assert m["n_train"] == 40 and m["steps"] == 2
+    assert json.loads((tmp_path / "spec.json").read_text())["n_val"] == 10
+    params = {"vision_init": "off", "vocab_size": 400, "grounding": IMAGE_ATTRIBUTES}
+    args = (vqa / "train.parquet", Path("nowhere"))
+    info = init_model.run(params, {}, *args, tmp_path / "base", 64, specialist=tmp_path / "spec")
+    assert info["specialist"] and (tmp_path / "base" / FOLDER / WEIGHTS).exists()
+    pred = Predictor(tmp_path / "base", max_new_tokens=2)
+    image = pd.read_parquet(vqa / "val.parquet")["image"].iloc[0]
+    from wafersage.modeling.vqa_data import pil_image
+
+    text = pred.grounder.texts([pil_image(image)])[0]
+    assert text.startswith("Map facts: ") and " Specialist: " in text
+    assert Grounder(IMAGE_ATTRIBUTES).texts([pil_image(image)])[0] == text.split(" Specialist: ")[0]
+    ship(tmp_path / "base", tmp_path / "copy")
+    assert grounder_of(tmp_path / "copy", info).advisor is not None
+    # the image-alone ablation ships no helper model, and switching it off does too
+    alone = init_model.run(
+        {**params, "grounding": IMAGE}, {}, *args, tmp_path / "alone", 64, tmp_path / "spec"
+    )
+    off = init_model.run({**params, "specialist": False}, {}, *args, tmp_path / "off", 64, tmp_path / "spec")
+    assert not alone["specialist"] and not off["specialist"]
+    assert not (tmp_path / "alone" / FOLDER).exists() and not (tmp_path / "off" / FOLDER).exists()
+    with pytest.raises(WaferSageError, match="specialist must be true or false"):
+        init_model.run({**params, "specialist": "yes"}, {}, *args, tmp_path / "x", 64, tmp_path / "spec")
+    with pytest.raises(WaferSageError, match="not render.size"):
+        init_model.run(params, {}, *args, tmp_path / "x", 96, tmp_path / "spec")
+    assert not (tmp_path / "x").exists()
+
+
+def _raw(n: int, seed: int, mixed: float = 0.0) -> pd.DataFrame:
+    cfg = {"n_wafers": n, "seed": seed, "noise_rate": 0.0, "mixed_fraction": mixed}
+    raw = generate(SyntheticConfig.from_dict(cfg))
+    raw["labels"] = [list(v) for v in raw["true_labels"]]
+    return raw
+
+
+def test_trees_answer_like_a_model_and_score_well_on_single_label_maps():
+    train, val = _raw(500, 1), _raw(200, 2)
+    answers = real_val.trees_answers(train, val, seed=0)
+    assert len(answers) == len(val) and all(a.endswith(".") for a in answers)
+    metrics, detail = real_val.score_models(
+        val, {"trees": answers}, {"n_boot": 50, "seed": 0, "confidence": 0.95}
+    )
+    assert metrics["trees"]["type_macro_f1"] >= 0.7 and "trees" in detail
+
+
+def test_trees_are_one_vs_rest_on_multi_label_data():
+    train, val = _raw(600, 3, mixed=0.4), _raw(200, 4, mixed=0.4)
+    answers = real_val.trees_answers(train, val, seed=0)
+    assert any(" and " in a for a in answers)  # several classes named for some mixed maps
+
+
+def test_training_maps_join_the_train_split_labels_to_the_die_level_maps(tmp_path):
+    raw = _raw(30, 5)
+    raw.to_parquet(tmp_path / "raw.parquet", index=False)
+    train = vqa_table(30, 64, seed=5)
+    train["labels"] = [["Loc"]] * len(train)  # the split's labels win over the raw table's
+    train = train[train["wafer_id"].isin(raw["wafer_id"].iloc[:20])]
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    table = real_val.training_maps(tmp_path / "raw.parquet", tmp_path / "train.parquet")
+    assert sorted(table["wafer_id"]) == sorted(raw["wafer_id"].iloc[:20])
+    assert all(v == ["Loc"] for v in table["labels"])
+    assert np.array_equal(
+        decode_map(*table.loc[0, ["map", "rows", "cols"]]), decode_map(*raw.loc[0, ["map", "rows", "cols"]])
+    )
+
+
+def test_best_vs_trees_is_the_final_models_paired_difference():
+    assert real_val.final_model(["base", "sft"]) == "sft"
+    assert real_val.final_model(["sft", "base", "gspo"]) == "gspo"
+    assert real_val.final_model(["trees"]) is None
+    maps = pd.DataFrame({"labels": [["Center"], ["Loc"], ["none"], ["Scratch"]] * 25})
+    truth = ["Center.", "Loc.", "none.", "Scratch."] * 25
+    half = ["Center.", "Loc.", "Loc.", "Loc."] * 25  # Center F1 1, Loc 0.5, none 0, Scratch 0
+    p = {"n_boot": 200, "seed": 0, "confidence": 0.95}
+    metrics, _ = real_val.score_models(maps, {"sft": half, "gspo": truth, "trees": half}, p)
+    assert metrics["trees"]["type_macro_f1"] == pytest.approx(0.375)
+    best = metrics["best_vs_trees"]["type_macro_f1"]
+    assert best["diff"] == pytest.approx(0.625) and best["ci_low"] > 0.5
+    no_trees, _ = real_val.score_models(maps, {"sft": half}, p)
+    assert "best_vs_trees" not in no_trees
