@@ -1,6 +1,7 @@
 """The gspo stage: curriculum schedule and sampler, dead-group health, a 3-step GSPO run on the tiny
-model (weights change, every health metric logged), resume after a kill at the right step and
-curriculum stage, and the reward inside GRPOTrainer's own call signature."""
+model (weights change, every health metric logged, the val curve written), resume after a kill at
+the right step and curriculum stage (keeping the curve), and the reward, with its exact-type term,
+inside GRPOTrainer's own call signature."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ FAST = {
     "learning_rate": 1e-3,
     "save_steps": 1,
     "table_every": 2,
+    "val_every": 2,
+    "val_samples": 4,
     "curriculum": {"stages": STAGES},
 }
 #: What the stage must log per step (TRL's names plus ours).
@@ -114,6 +117,10 @@ def test_bad_params_are_one_line_errors() -> None:
         Schedule(t, parse_stages([{"difficulties": [3], "steps": 1}]), Layout(4, 1, 1), seed=0)
     with pytest.raises(WaferSageError, match="differ"):
         gspo.checked({"curriculum": {"learning_split": "train"}})
+    with pytest.raises(WaferSageError, match="type_reward_weight"):
+        gspo.checked({"type_reward_weight": -1})
+    with pytest.raises(WaferSageError, match="val_every"):
+        gspo.checked({"val_every": -1})
     p = gspo.checked({})
     assert p["importance_sampling_level"] == "sequence" and p["loss_type"] == "grpo"
     assert (p["epsilon"], p["epsilon_high"]) == (3e-4, 4e-4)
@@ -126,6 +133,59 @@ def test_missing_input_is_a_one_line_error_and_writes_nothing(tmp_path) -> None:
     with pytest.raises(WaferSageError, match="input not found"):
         gspo.run({}, tmp_path, tmp_path, tmp_path, tmp_path / "nope.json", out, metrics, tmp_path / "ck")
     assert not out.exists() and not metrics.exists()
+
+
+def test_grpo_config_weights_the_type_term() -> None:
+    from wafersage.modeling import vqa_data
+    from wafersage.score import reward
+    from wafersage.stages import gspo
+
+    assert reward.TYPE_CATEGORY == vqa_data.TYPE_CATEGORY
+    n = len(reward.reward_weights(1.0))
+    args = gspo.grpo_config(gspo.checked({"type_reward_weight": 2.0}), Path("unused"), n, 3)
+    assert args.reward_weights == [1.0, 0.0, 0.0, 0.0, 0.0, 2.0]
+    with pytest.raises(ValueError, match="reward weights"):
+        gspo.grpo_config(gspo.checked({}), Path("unused"), n - 1, 3)
+
+
+def test_type_macro_f1_and_the_fixed_val_sample() -> None:
+    from wafersage.stages import gspo
+
+    # Center: tp 1, fp 1 -> 2/3; Loc: fn 1 -> 0; "not Loc" names no Loc
+    assert gspo.type_macro_f1([["Center"], ["Loc"]], ["Center.", "Not Loc, a Center."]) == 0.3333
+    assert gspo.type_macro_f1([["Center"], ["Loc"]], ["Center.", "Loc."]) == 1.0
+    n = 40
+    table = pd.DataFrame(
+        {
+            "pool": [LEARNING, REVIEW] * (n // 2),
+            "category": ["type", "type", "spatial", "spatial"] * (n // 4),
+            "labels": [["Loc"]] * (n - 1) + [[]],
+        }
+    )
+    cur = gspo.checked({})["curriculum"]
+    rows = gspo.val_type_rows(table, cur, 5, seed=0)
+    assert len(rows) == 5 and (rows["pool"] == LEARNING).all() and (rows["category"] == "type").all()
+    assert rows.index.equals(gspo.val_type_rows(table, cur, 5, seed=0).index)
+    assert len(gspo.val_type_rows(table, cur, 100, seed=0)) == n // 4
+    with pytest.raises(WaferSageError, match="val curve"):
+        gspo.val_type_rows(table.assign(category="spatial"), cur, 5, seed=0)
+
+
+def test_val_curve_from_the_log_history() -> None:
+    from wafersage.modeling.gspo_trainer import val_curve
+
+    hist = [
+        {"val_type_macro_f1": 0.2, "step": 0},
+        {"loss": 0.1, "reward": 0.3, "step": 1},
+        {"loss": 0.1, "reward": 0.5, "train_reward": 0.4, "val_type_macro_f1": 0.25, "step": 2},
+        {"loss": 0.1, "reward": 0.6, "train_reward": 0.6, "val_type_macro_f1": 0.1, "step": 3},
+        {"train_runtime": 1.0, "step": 3},
+    ]
+    assert val_curve(hist, "val_type_macro_f1") == [
+        {"step": 0, "train_reward": None, "val_type_macro_f1": 0.2},
+        {"step": 2, "train_reward": 0.4, "val_type_macro_f1": 0.25},
+        {"step": 3, "train_reward": 0.6, "val_type_macro_f1": 0.1},
+    ]
 
 
 def test_dead_group_rate_and_summary() -> None:
@@ -215,6 +275,15 @@ def test_three_step_gspo_changes_weights_and_logs_every_health_metric(setup, tmp
     assert client.get_metric_history(run.info.run_id, "kl")[-1].value >= 0.0
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "gspo/completions")]
     assert arts == ["gspo/completions/step_00002.json"]
+    # the val curve: step 0, every val_every=2 steps and the last, in MLflow and curve.csv
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert list(curve.columns) == list(gspo.CURVE_COLUMNS)
+    assert curve["step"].tolist() == [0, 2, 3]
+    assert curve["train_reward"].isna().tolist() == [True, False, False]
+    assert curve["val_type_macro_f1"].between(0, 1).all()
+    for key, steps in (("val_type_macro_f1", [0, 2, 3]), ("train_reward", [2, 3])):
+        assert sorted(h.step for h in client.get_metric_history(run.info.run_id, key)) == steps
+    assert "curve.csv" in [a.path for a in client.list_artifacts(run.info.run_id)]
     table = json.loads(
         Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=arts[0])).read_text()
     )
@@ -257,25 +326,44 @@ def test_killed_run_resumes_at_the_right_step_and_curriculum_stage(setup, tmp_pa
     assert [ids for _, _, ids in again.rollout_log] == ids_of[1:]
     stages = {h["step"]: h["curriculum_stage"] for h in again.state.log_history if "loss" in h}
     assert stages == {1: 0.0, 2: 0.0, 3: 1.0, 4: 1.0}
+    assert [r["step"] for r in trainer.val_curve()] == [0, 2]
+    assert [r["step"] for r in again.val_curve()] == [0, 2, 4]  # the first two from checkpoint-2
 
 
 @pytest.mark.slow
 def test_reward_ranks_a_good_completion_above_a_bad_one_in_the_trainer_signature(setup, tmp_path) -> None:
+    import torch
     from trl.data_utils import prepare_multimodal_messages
 
-    trainer, table = _trainer(setup, tmp_path / "ck")
+    from wafersage.score.reward import TYPE_EXACT
+
+    trainer, table = _trainer(setup, tmp_path / "ck", {**FAST, "type_reward_weight": 2.0})
     ds = trainer.train_dataset
-    row = next(i for i in range(len(ds)) if ds[i]["category"] == "type")
-    inputs = [ds[row]] * 4  # one group of G=4, as the dataloader hands it to the trainer
-    prompts = [prepare_multimodal_messages(x["prompt"], images=x["images"]) for x in inputs]
-    good = inputs[0]["answer"]
-    bad = "The wafer map shows a defect pattern; further analysis is recommended."
-    completions = [[{"role": "assistant", "content": t}] for t in (good, bad, good, "")]
-    ids = [[1, 2]] * 4
-    trainer.model.train()  # as inside trainer.train()
-    rewards = trainer._calculate_rewards(inputs, prompts, completions, ids)
     names = trainer.reward_func_names
-    assert names[0] == "wafersage_reward" and len(names) == rewards.shape[1]
-    overall = rewards[:, 0].tolist()
+    assert names[0] == "wafersage_reward" and names[-1] == TYPE_EXACT
+    assert trainer.reward_weights.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 2.0]
+    bad = "The wafer map shows a defect pattern; further analysis is recommended."
+    trainer.model.train()  # as inside trainer.train()
+
+    def rewards_of(row: int, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-function rewards, the training reward TRL aggregates) of one group of G=4."""
+        inputs = [ds[row]] * 4  # as the dataloader hands a group to the trainer
+        prompts = [prepare_multimodal_messages(x["prompt"], images=x["images"]) for x in inputs]
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+        r = trainer._calculate_rewards(inputs, prompts, completions, [[1, 2]] * 4)
+        assert len(names) == r.shape[1]
+        return r, (r * trainer.reward_weights.unsqueeze(0)).nansum(1)
+
+    row = next(i for i in range(len(ds)) if ds[i]["category"] == "type")
+    good, label = ds[row]["answer"], ds[row]["labels"][0]
+    rewards, total = rewards_of(row, [good, bad, good, f"Not {label}."])
+    overall, exact = rewards[:, 0].tolist(), rewards[:, -1].tolist()
     assert overall[0] == overall[2] and overall[0] > overall[1] + 0.2 and overall[0] > overall[3] + 0.2
+    assert exact == [1.0, 0.0, 1.0, 0.0]
+    assert total.tolist() == pytest.approx([o + 2.0 * e for o, e in zip(overall, exact, strict=True)])
     assert trainer._metrics["train"]["dead_group_rate"][-1] == 0.0
+
+    other = next(i for i in range(len(ds)) if ds[i]["category"] != "type")
+    rewards, total = rewards_of(other, [ds[other]["answer"], bad, label, ""])
+    assert torch.isnan(rewards[:, -1]).all()  # no type term off type questions
+    assert total.tolist() == pytest.approx(rewards[:, 0].tolist())

@@ -8,14 +8,22 @@
   ``curriculum/review_share``; TRL itself logs reward mean/std per reward function, clip ratios,
   KL (beta > 0), entropy and completion lengths;
 * every ``table_every`` steps the last rollout's prompts, completions, rewards and advantages go to
-  the active MLflow run as a table (TRL's own completion tables only reach wandb/trackio).
+  the active MLflow run as a table (TRL's own completion tables only reach wandb/trackio);
+* a validation curve: before the first step, every ``val_every`` steps and at the last step,
+  ``validate(model)`` (a score of the policy on held-fixed prompts) is logged as ``val_metric``
+  next to ``train_reward``, the mean logged training reward since the previous point, so the two
+  curves show over-optimisation. Both go through :meth:`log`, hence to MLflow at that step and to
+  ``state.log_history`` (saved with each checkpoint, so a resumed run keeps the earlier points).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from wafersage.modeling.curriculum import REVIEW, CurriculumSampler, Schedule
@@ -47,11 +55,57 @@ def dead_group_rate(rewards: torch.Tensor, group_size: int, tol: float = 1e-6) -
     return float((spread <= tol).float().mean())
 
 
-class CurriculumGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` fed by a curriculum :class:`Schedule`, with health logging (module docstring)."""
+#: The training-reward key of a validation point (the validation score's key is ``val_metric``).
+TRAIN_REWARD = "train_reward"
 
-    def __init__(self, *args: Any, schedule: Schedule, table_every: int = 0, **kwargs: Any):
+
+def val_curve(log_history: list[dict[str, Any]], val_metric: str) -> list[dict[str, Any]]:
+    """The validation points of a trainer's log history: ``step``, :data:`TRAIN_REWARD` (``None``
+    before the first step) and ``val_metric``, in step order."""
+    rows = {
+        int(h["step"]): {
+            "step": int(h["step"]),
+            TRAIN_REWARD: h.get(TRAIN_REWARD),
+            val_metric: h[val_metric],
+        }
+        for h in log_history
+        if h.get(val_metric) is not None
+    }
+    return [rows[k] for k in sorted(rows)]
+
+
+class _ValidationSteps(TrainerCallback):
+    """Validates before the first step of a fresh run and makes the trainer log at every step that
+    is due for validation (:meth:`CurriculumGRPOTrainer.log` adds the point)."""
+
+    def __init__(self, trainer: CurriculumGRPOTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 0:
+            self.trainer.log({self.trainer.val_metric: self.trainer.validate(self.trainer.model)})
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.val_due(state.global_step):
+            control.should_log = True
+
+
+class CurriculumGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` fed by a curriculum :class:`Schedule`, with health logging and an optional
+    validation curve (module docstring)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        schedule: Schedule,
+        table_every: int = 0,
+        validate: Callable[[Any], float] | None = None,
+        val_every: int = 0,
+        val_metric: str = "val_score",
+        **kwargs: Any,
+    ):
         self.schedule, self.table_every = schedule, int(table_every)
+        self.validate, self.val_every, self.val_metric = validate, int(val_every), str(val_metric)
         #: (global step, curriculum stage, pair ids of the rollout) per generation, for tests/audits.
         self.rollout_log: list[tuple[int, int, list[str]]] = []
         super().__init__(*args, **kwargs)
@@ -60,6 +114,29 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"schedule chunks of {schedule.layout.prompts_per_chunk} prompts, trainer uses {per_chunk}"
             )
+        if self.validate is not None and self.val_every > 0:
+            self.add_callback(_ValidationSteps(self))
+
+    def val_due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` (1-based) gets a validation point."""
+        if self.validate is None or self.val_every <= 0 or step <= 0:
+            return False
+        return step % self.val_every == 0 or step >= self.state.max_steps
+
+    def val_curve(self) -> list[dict[str, Any]]:
+        """:func:`val_curve` of this run (including points restored from a checkpoint)."""
+        return val_curve(self.state.log_history, self.val_metric)
+
+    def _train_reward_since_last_point(self) -> float:
+        """Mean logged training reward over the steps since the previous validation point (the
+        logged windows so far plus the one about to be logged)."""
+        hist = self.state.log_history
+        prev = max((int(h["step"]) for h in hist if self.val_metric in h), default=0)
+        values = [h["reward"] for h in hist if h.get("reward") is not None and int(h["step"]) > prev]
+        pending = [v for v in self._metrics["train"].get("reward", []) if not math.isnan(v)]
+        if pending:
+            values.append(sum(pending) / len(pending))
+        return sum(values) / len(values) if values else math.nan
 
     def _get_train_sampler(self, dataset: Any = None) -> CurriculumSampler:
         return CurriculumSampler(
@@ -86,8 +163,12 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.model.training and self.state.global_step > 0:
-            logs["curriculum_stage"] = float(self.schedule.stage_at(self.state.global_step - 1))
+        step = self.state.global_step
+        if self.model.training and step > 0:
+            logs["curriculum_stage"] = float(self.schedule.stage_at(step - 1))
+            if "loss" in logs and self.val_due(step):
+                logs[TRAIN_REWARD] = self._train_reward_since_last_point()
+                logs[self.val_metric] = self.validate(self.model)
         super().log(logs, start_time)
         step = self.state.global_step
         if self.table_every and step % self.table_every == 0 and self.model.training and "loss" in logs:

@@ -2,9 +2,14 @@
 wrap the one rule score (:mod:`wafersage.score.rules`) under ``models/reward/reward_config.json``.
 
 The dataset columns the trainer passes as keyword lists: ``question`` (or the prompt), ``answer``
-(the reference), ``rubric`` (JSON string or dict) and ``labels``. :func:`make_reward_funcs` returns
-the overall reward first (weight 1 in ``GRPOConfig.reward_weights``) and one callable per logged
-component (give those weight 0: TRL logs them without training on them).
+(the reference), ``rubric`` (JSON string or dict), ``labels`` and ``category``.
+:func:`make_reward_funcs` returns the overall reward first, one callable per logged component and
+last the exact-type correctness term (:func:`type_exact`, as Visual-RFT rewards classification):
+on ``type`` questions 1 when the answer's parsed label set (the evaluation's
+:func:`~wafersage.answer_parser.parse_labels`) equals the wafer's labels, else 0; ``None`` on other
+categories, so TRL neither adds it there nor counts it in ``rewards/type_exact/mean``.
+:func:`reward_weights` gives the matching ``GRPOConfig.reward_weights``: overall 1, components 0
+(logged, not trained on), type term ``type_weight``; TRL sums them into the training reward.
 """
 
 from __future__ import annotations
@@ -17,10 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from wafersage.answer_parser import parse_labels
 from wafersage.score.config import ScoreConfig, load
 from wafersage.score.rules import Item, combine, features
 
 COMPONENTS: tuple[str, ...] = ("rubric", "type_f1", "polarity", "rouge")
+#: Name of the exact-type reward function (TRL logs ``rewards/type_exact/mean``).
+TYPE_EXACT = "type_exact"
+#: The VQA category it scores (``modeling.vqa_data.TYPE_CATEGORY``; not imported: that package
+#: loads transformers, and the rule score stays light).
+TYPE_CATEGORY = "type"
 
 
 def _text(x: Any) -> str:
@@ -55,9 +66,38 @@ def _items(prompts: Sequence[Any], completions: Sequence[Any], kw: dict[str, Any
     return out
 
 
+def type_exact(answer: str, labels: Sequence[str]) -> float | None:
+    """1.0 when the classes ``answer`` asserts are exactly ``labels``, else 0.0 (a negated or a
+    missing/extra class is wrong); ``None`` when the wafer has no labels (evaluation skips it too)."""
+    truth = {str(c) for c in labels}
+    if not truth:
+        return None
+    return float(parse_labels(answer) == truth)
+
+
+def type_exact_reward(prompts: Sequence[Any], completions: Sequence[Any], **kw: Any) -> list[float | None]:
+    """TRL reward function: :func:`type_exact` on ``type`` questions, ``None`` on the others."""
+    categories, labels = kw.get("category"), kw.get("labels")
+    if categories is None or labels is None:
+        raise KeyError("the type reward needs dataset columns 'category' and 'labels'")
+    return [
+        type_exact(_text(c), lb) if str(cat) == TYPE_CATEGORY else None
+        for c, cat, lb in zip(completions, categories, labels, strict=True)
+    ]
+
+
+type_exact_reward.__name__ = TYPE_EXACT
+
+
+def reward_weights(type_weight: float) -> list[float]:
+    """``GRPOConfig.reward_weights`` in :func:`make_reward_funcs` order."""
+    return [1.0] + [0.0] * len(COMPONENTS) + [float(type_weight)]
+
+
 def make_reward_funcs(config: ScoreConfig | str | Path) -> list[Callable[..., list[float]]]:
-    """``[overall, *components]`` reward callables for TRL's GRPOTrainer, sharing one scoring pass
-    per batch (the components reuse the features of the last overall call on the same batch)."""
+    """``[overall, *components, type_exact]`` reward callables for TRL's GRPOTrainer, sharing one
+    scoring pass per batch (the components reuse the features of the last overall call on the same
+    batch); weight them with :func:`reward_weights`."""
     cfg = config if isinstance(config, ScoreConfig) else load(config)
     last: dict[str, Any] = {}
 
@@ -83,4 +123,5 @@ def make_reward_funcs(config: ScoreConfig | str | Path) -> list[Callable[..., li
 
         component.__name__ = f"reward_{name}"
         funcs.append(component)
+    funcs.append(type_exact_reward)
     return funcs

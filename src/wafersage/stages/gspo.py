@@ -4,12 +4,22 @@ TRL's ``GRPOTrainer`` with GSPO settings (``importance_sampling_level="sequence"
 ``loss_type="grpo"``, clip epsilon 3e-4 / 4e-4), starting from ``models/sft/``. The reward is the one
 rule score of :mod:`wafersage.score.reward` under ``models/reward/reward_config.json``: the overall
 score trains (weight 1); each component is a weight-0 reward function, so TRL logs its mean/std
-without training on it. Prompts follow the curriculum of params ``gspo.curriculum`` (easy -> hard,
-review = train split seen by SFT, learning = val split it never trained on; never the test split).
+without training on it. On ``type`` questions an exact-type correctness term (1 when the answer's
+parsed label set, by the evaluation's parser, equals the wafer's labels, else 0) adds with weight
+``type_reward_weight``, logged as ``rewards/type_exact/mean``. Prompts follow the curriculum of
+params ``gspo.curriculum`` (easy -> hard, review = train split seen by SFT, learning = val split it
+never trained on; never the test split).
 Health per step (dead groups, reward per component, clip ratio, KL, completion length, curriculum
-stage) goes to MLflow, with a table of sampled completions every ``table_every`` steps.
+stage) goes to MLflow, with a table of sampled completions every ``table_every`` steps. Before the
+first step, every ``val_every`` steps and at the last, the policy answers a fixed seeded sample of
+``val_samples`` val-split type questions greedily: ``val_type_macro_f1`` and ``train_reward`` (the
+mean training reward since the previous point) go to MLflow at that step and to
+``reports/gspo/curve.csv``, so a training reward that climbs while val macro-F1 falls shows
+over-optimisation. The val split is also the curriculum's learning pool: the curve tracks what the
+reward buys in scored answers, not generalisation to unseen wafers (that is the evaluate stage's).
 Checkpoints in ``checkpoints/gspo/<key>``; a rerun after a kill resumes from the last one, at the
-same step and curriculum position. Writes ``models/gspo/`` and ``reports/gspo/metrics.json``.
+same step and curriculum position. Writes ``models/gspo/``, ``reports/gspo/metrics.json`` and
+``reports/gspo/curve.csv``.
 
 GPU path (params): ``use_vllm`` with ``vllm_mode: colocate`` (vLLM shares the training GPU) or
 ``server`` (``trl vllm-serve`` on other GPUs, ``vllm_server_base_url``), LoRA for a real base,
@@ -20,15 +30,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from wafersage.answer_parser import parse_labels
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
-from wafersage.grounding import check_mode
+from wafersage.evaluation.stats import macro_f1_metric
+from wafersage.grounding import Grounding
+from wafersage.modeling.curriculum import LEARNING, REVIEW
+from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.specialist import grounder_of
+from wafersage.modeling.specialist import ship as ship_specialist
+from wafersage.modeling.vqa_data import TYPE_CATEGORY, pil_image
+from wafersage.score.reward import reward_weights
 from wafersage.stages.sft import LORA_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
@@ -60,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     "save_steps": 10,
     "save_total_limit": 2,
     "table_every": 10,
+    "type_reward_weight": 1.0,
+    "val_every": 10,
+    "val_samples": 32,
     "bf16": False,
     "gradient_checkpointing": False,
     "use_vllm": False,
@@ -82,6 +105,10 @@ DEFAULTS: dict[str, Any] = {
 METRIC_KEYS = ("dead_group_rate", "reward_mean_first", "reward_mean_last", "train_wall_s", "steps")
 NESTED = ("lora", "curriculum")
 SPLITS = ("train", "val")  # the test split is never read by this stage
+#: The validation score of the curve (MLflow metric and reports/gspo/curve.csv column).
+VAL_METRIC = "val_type_macro_f1"
+#: reports/gspo/curve.csv, these columns (train_reward empty at step 0).
+CURVE_COLUMNS = ("step", "train_reward", VAL_METRIC)
 
 
 def checked(params: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +130,10 @@ def checked(params: dict[str, Any]) -> dict[str, Any]:
         raise WaferSageError("params.yaml", "gspo.per_device_train_batch_size must divide by num_generations")
     if p["lora"]["enabled"] not in ("auto", True, False):
         raise WaferSageError("params.yaml", "gspo.lora.enabled must be auto, true or false")
+    if float(p["type_reward_weight"]) < 0:
+        raise WaferSageError("params.yaml", "gspo.type_reward_weight must be >= 0")
+    if int(p["val_every"]) < 0 or int(p["val_samples"]) < 1:
+        raise WaferSageError("params.yaml", "gspo.val_every must be >= 0 (0: off) and val_samples >= 1")
     return p
 
 
@@ -144,7 +175,7 @@ def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
-def to_dataset(table: pd.DataFrame, grounding: str) -> Any:
+def to_dataset(table: pd.DataFrame, grounding: Grounding) -> Any:
     """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
     (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
     from datasets import Dataset, Features, Image, List, Value
@@ -175,9 +206,50 @@ def to_dataset(table: pd.DataFrame, grounding: str) -> Any:
     return Dataset.from_dict(data, features=features)
 
 
+def val_type_rows(table: pd.DataFrame, curriculum: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
+    """The curve's questions: a fixed seeded sample of ``n`` type questions of the val split (rows
+    of :func:`prompt_table` whose wafer carries labels)."""
+    pool = LEARNING if curriculum["learning_split"] == "val" else REVIEW
+    rows = table[
+        (table["pool"] == pool) & (table["category"] == TYPE_CATEGORY) & (table["labels"].map(len) > 0)
+    ]
+    if rows.empty:
+        raise WaferSageError("data/vqa/val.parquet", "no labelled type questions for the gspo val curve")
+    return rows if len(rows) <= n else rows.sample(n=n, random_state=seed).sort_index()
+
+
+def type_macro_f1(labels: list[list[str]], answers: list[str]) -> float:
+    """Macro-F1 of the answers' parsed label sets against ``labels``, as the evaluate stage scores
+    type questions (:func:`~wafersage.evaluation.stats.macro_f1_metric`)."""
+    truth = [{str(c) for c in lb} for lb in labels]
+    pred = [parse_labels(a) for a in answers]
+    return round(float(macro_f1_metric(truth, pred)(np.ones((1, len(truth))))[0]), 4)
+
+
+def type_validator(
+    rows: pd.DataFrame, processor: Any, grounding: Grounding, batch_size: int, max_new_tokens: int
+) -> Callable[[Any], float]:
+    """``validate(model) -> float``: :func:`type_macro_f1` of the model's greedy answers to ``rows``
+    (grounded as in training)."""
+    images = [pil_image(v) for v in rows["image"]]
+    questions = list(rows["question"].astype(str))
+    labels = [list(v) for v in rows["labels"]]
+
+    def validate(model: Any) -> float:
+        answers = generate_answers(model, processor, images, questions, batch_size, max_new_tokens, grounding)
+        return type_macro_f1(labels, answers)
+
+    return validate
+
+
 def grpo_config(p: dict[str, Any], out: Path, n_rewards: int, max_steps: int) -> Any:
-    """The ``GRPOConfig`` (GSPO when ``importance_sampling_level`` is ``sequence``)."""
+    """The ``GRPOConfig`` (GSPO when ``importance_sampling_level`` is ``sequence``); ``n_rewards``
+    must match :func:`~wafersage.score.reward.make_reward_funcs`."""
     from trl import GRPOConfig
+
+    weights = reward_weights(float(p["type_reward_weight"]))
+    if n_rewards != len(weights):
+        raise ValueError(f"{n_rewards} reward functions, {len(weights)} reward weights")
 
     vllm = {
         "use_vllm": bool(p["use_vllm"]),
@@ -214,7 +286,7 @@ def grpo_config(p: dict[str, Any], out: Path, n_rewards: int, max_steps: int) ->
         scale_rewards=str(p["scale_rewards"]),
         multi_objective_aggregation=str(p["multi_objective_aggregation"]),
         mask_truncated_completions=bool(p["mask_truncated_completions"]),
-        reward_weights=[1.0] + [0.0] * (n_rewards - 1),
+        reward_weights=weights,
         shuffle_dataset=False,
         logging_steps=int(p["logging_steps"]),
         save_strategy="steps",
@@ -273,16 +345,26 @@ def build_trainer(
         grad_accum=int(p["gradient_accumulation_steps"]),
     )
     schedule = Schedule(table, stages, layout, int(p["seed"]))
+    grounding = grounder_of(model_dir, info)
+    validate = None
+    if int(p["val_every"]) > 0:
+        rows = val_type_rows(table, p["curriculum"], int(p["val_samples"]), int(p["seed"]))
+        validate = type_validator(
+            rows, processor, grounding, int(p["per_device_train_batch_size"]), int(p["max_completion_length"])
+        )
     return CurriculumGRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=args,
-        train_dataset=to_dataset(table, check_mode(info.get("grounding"))),
+        train_dataset=to_dataset(table, grounding),
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
         schedule=schedule,
         table_every=int(p["table_every"]),
+        validate=validate,
+        val_every=int(p["val_every"]),
+        val_metric=VAL_METRIC,
     )
 
 
@@ -312,8 +394,10 @@ def run(
     out: Path,
     metrics: Path,
     checkpoints: Path = Path("checkpoints/gspo"),
+    curve: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, then save model + processor and the metrics (see the module docstring)."""
+    """Train, then save model + processor, the metrics and the val curve (``curve``, by default
+    ``curve.csv`` beside ``metrics``; see the module docstring)."""
     from accelerate import PartialState
 
     from wafersage.modeling.processor import load_processor
@@ -361,6 +445,7 @@ def run(
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 trainer.processing_class.save_pretrained(str(tmp))
+                ship_specialist(sft_dir, tmp)
                 gspo_info = {
                     **info,
                     "stage": "gspo",
@@ -372,4 +457,9 @@ def run(
             with atomic_path(metrics) as tmp:
                 tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
             mlflow.log_artifact(str(metrics))
+            curve = Path(curve) if curve is not None else Path(metrics).with_name("curve.csv")
+            points = pd.DataFrame(trainer.val_curve(), columns=list(CURVE_COLUMNS)).round(4)
+            with atomic_path(curve) as tmp:
+                points.to_csv(tmp, index=False)
+            mlflow.log_artifact(str(curve))
     return out_metrics
