@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wafersage.grounding import ground_all
+from wafersage.modeling.greedy import PromptEncoder, greedy_ids, is_plain_greedy
+
 
 def generate_answers(
     model: Any,
@@ -18,40 +21,34 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to ``questions`` about ``images`` (PIL), left-padded batches, no grad; the
     prompt grounded as the model was trained (``grounding``: the model folder's mode; prefer the
-    serving ``Predictor``, which reads it)."""
+    serving ``Predictor``, which reads it). The tokens are ``model.generate(do_sample=False)``'s;
+    a generation config that adds logits processors is decoded by ``generate`` itself."""
     import torch
-
-    from wafersage.grounding import ground_all
 
     images, questions = ground_all(grounding, images, questions)
     tok = processor.tokenizer
+    encode = PromptEncoder(processor)
+    plain = is_plain_greedy(model.generation_config)
     was_training = model.training
     model.eval()
     out: list[str] = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for s in range(0, len(questions), batch_size):
-            convs = [
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": str(q)}]}]
-                for q in questions[s : s + batch_size]
-            ]
-            texts = [
-                processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs
-            ]
-            inputs = processor(
-                text=texts,
-                images=list(images[s : s + batch_size]),
-                padding=True,
-                padding_side="left",
-                return_tensors="pt",
-            ).to(model.device)
-            ids = model.generate(
-                **inputs,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            new = ids[:, inputs["input_ids"].shape[1] :]
+            inputs = {
+                k: v.to(model.device)
+                for k, v in encode(images[s : s + batch_size], questions[s : s + batch_size]).items()
+            }
+            if plain:
+                new = greedy_ids(model, inputs, max_new_tokens, tok.eos_token_id, tok.pad_token_id)
+            else:
+                ids = model.generate(
+                    **inputs,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                new = ids[:, inputs["input_ids"].shape[1] :]
             out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
     model.train(was_training)
     return out

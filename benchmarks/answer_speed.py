@@ -1,0 +1,180 @@
+"""Answer throughput for the defect-type question: the ``model.generate`` path vs the fast greedy
+decoder (``generate_answers``), back to back in one run, with a check that the answers agree.
+
+    .venv/bin/python benchmarks/answer_speed.py [--model models/sft] [--n 256] [--batch 8 32 128]
+        [--max-new-tokens 40] [--repeats 5] [--threads N] [--train-steps 60]
+
+Without ``--model`` a tiny default model (64 px) is built in a temp folder and taught the type
+answer ("Center.", "Edge-Loc and Loc.", ...) for ``--train-steps`` steps, so that its answers are
+short and end at eos, as a trained model's do. The maps come from the synthetic generator (seed 0),
+rendered with ``render_map`` at the model's image size. For each batch size the script reports
+maps/s as the median of ``--repeats`` timed runs of each path (the runs alternate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from wafersage.grounding import ground_all
+from wafersage.modeling.generate import generate_answers
+from wafersage.rawtable import decode_map
+from wafersage.render import render_map
+from wafersage.serving.predictor import Predictor
+from wafersage.synthetic import SyntheticConfig, generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+QUESTION = "What type of defect pattern is visible on this wafer map?"
+
+
+def maps(n: int, size: int, seed: int) -> tuple[list[Any], list[str]]:
+    """``n`` synthetic maps rendered at ``size`` and their type answers."""
+    raw = generate(SyntheticConfig.from_dict({"n_wafers": n, "seed": seed}))
+    images = [render_map(decode_map(r.map, r.rows, r.cols), size) for r in raw.itertuples()]
+    answers = [(" and ".join(r.true_labels) or "No defect pattern") + "." for r in raw.itertuples()]
+    return images, answers
+
+
+def teach(model: Any, processor: Any, size: int, steps: int, batch: int = 16) -> None:
+    """A few SFT steps on the type question (loss on the answer), so answers end at eos."""
+    import torch
+
+    images, answers = maps(batch * 4, size, seed=1)
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    kw = {"padding": True, "padding_side": "right", "return_tensors": "pt"}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        s = (step * batch) % len(images)
+        ims, ans = images[s : s + batch], answers[s : s + batch]
+        n_prompt = processor(text=[prompt] * len(ims), images=ims, **kw)["attention_mask"].sum(1)
+        enc = dict(processor(text=[f"{prompt}{a}<|im_end|>\n" for a in ans], images=ims, **kw))
+        labels = enc["input_ids"].clone()
+        labels[torch.arange(labels.shape[1])[None] < n_prompt[:, None]] = -100
+        labels[enc["attention_mask"] == 0] = -100
+        opt.zero_grad()
+        model(**enc, labels=labels).loss.backward()
+        opt.step()
+    model.eval()
+
+
+def generate_path(
+    model: Any,
+    processor: Any,
+    images: list[Any],
+    questions: list[str],
+    batch_size: int,
+    max_new_tokens: int,
+    grounding: str,
+) -> list[str]:
+    """The answers as ``generate_answers`` computed them with ``model.generate`` (the reference)."""
+    import torch
+
+    images, questions = ground_all(grounding, images, questions)
+    tok = processor.tokenizer
+    out: list[str] = []
+    with torch.no_grad():
+        for s in range(0, len(questions), batch_size):
+            convs = [
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": str(q)}]}]
+                for q in questions[s : s + batch_size]
+            ]
+            texts = [
+                processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs
+            ]
+            inputs = processor(
+                text=texts,
+                images=list(images[s : s + batch_size]),
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            ).to(model.device)
+            ids = model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            new = ids[:, inputs["input_ids"].shape[1] :]
+            out.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: a fresh tiny model)")
+    ap.add_argument("--n", type=int, default=256, help="maps to answer")
+    ap.add_argument("--batch", type=int, nargs="+", default=[32], help="batch sizes")
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--train-steps", type=int, default=60, help="teaching steps of a fresh tiny model")
+    ap.add_argument("--grounding", default=None, help="prompt mode (default: the model folder's)")
+    a = ap.parse_args()
+
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.model is None:
+        from tiny_model import build_tiny_model
+
+        a.model = build_tiny_model(Path(tempfile.mkdtemp(prefix="answer_speed_")) / "tiny")
+        pred = Predictor(a.model)
+        t = time.perf_counter()
+        teach(pred.model, pred.processor, pred.image_size, a.train_steps)
+        print(f"taught the fresh tiny model {a.train_steps} steps in {time.perf_counter() - t:.0f} s")
+    else:
+        pred = Predictor(a.model)
+    model, processor = pred.model, pred.processor
+    grounding = a.grounding or pred.grounding
+    images, _ = maps(a.n, pred.image_size, seed=0)
+    questions = [QUESTION] * a.n
+    runs = {"generate": generate_path, "fast": generate_answers}
+    print(
+        f"torch threads {torch.get_num_threads()}, model {a.model}, {pred.image_size} px, "
+        f"grounding {grounding}, {a.n} maps, max new tokens {a.max_new_tokens}"
+    )
+    print(
+        "| batch | generate maps/s | fast maps/s | fast / generate | answers equal | runs (generate; fast) |"
+    )
+    print("|---:|---:|---:|---:|---|---|")
+    for bs in a.batch:
+        answers = {
+            k: f(model, processor, images, questions, bs, a.max_new_tokens, grounding)
+            for k, f in runs.items()
+        }
+        rates: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(a.repeats):
+            for k, f in runs.items():
+                t = time.perf_counter()
+                got = f(model, processor, images, questions, bs, a.max_new_tokens, grounding)
+                rates[k].append(a.n / (time.perf_counter() - t))
+                if got != answers[k]:
+                    raise SystemExit(f"{k}: answers changed between runs")
+        same = answers["fast"] == answers["generate"]
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        text = "; ".join(", ".join(f"{x:.0f}" for x in rates[k]) for k in runs)
+        print(
+            f"| {bs} | {med['generate']:.1f} | {med['fast']:.1f} | {med['fast'] / med['generate']:.2f}x "
+            f"| {'yes' if same else 'NO'} | {text} |"
+        )
+        if not same:
+            diff = sum(x != y for x, y in zip(answers["fast"], answers["generate"], strict=True))
+            raise SystemExit(f"batch {bs}: {diff} of {a.n} answers differ")
+    top = max(answers["fast"], key=answers["fast"].count)
+    print(
+        f"\nexample answers: {answers['fast'][:4]}; most common: {top!r} ({answers['fast'].count(top)}/{a.n})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Greedy decoding for Qwen3-VL that gives ``model.generate(do_sample=False)``'s tokens, token for
+token, with less work around the model's own forward.
+
+:func:`greedy_ids` runs one forward over the left-padded prompt (vision tower included, logits of
+the last position only), then one token a step on the returned key/value cache. A finished row is
+fed ``pad`` as ``generate`` feeds it, and the loop stops once every row has emitted ``eos``. The
+positions are the ones ``generate`` builds. The text row comes from the attention mask and the three
+multimodal rope rows from ``get_rope_index``, computed once per distinct prompt row. Each step adds
+one to all four rows.
+
+:class:`PromptEncoder` returns the processor's batch without the processor's per-call overhead. The
+chat template and the tokenizer run once per distinct question, and the image processor's pixel
+arithmetic is vectorised over the batch. It uses the processor itself for any batch whose images
+are not all RGB images of one size that the image processor keeps as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Generation-config fields that add logits processors, another decoding mode or other stopping
+#: rules to ``generate``. Any of them away from its default makes :func:`is_plain_greedy` false.
+_NEUTRAL_FIELDS = (
+    "num_beams",
+    "num_return_sequences",
+    "penalty_alpha",
+    "dola_layers",
+    "repetition_penalty",
+    "encoder_repetition_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "sequence_bias",
+    "min_length",
+    "min_new_tokens",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+    "guidance_scale",
+    "watermarking_config",
+    "remove_invalid_values",
+    "renormalize_logits",
+    "stop_strings",
+    "max_time",
+    "prefill_chunk_size",
+    "cache_implementation",
+    "prompt_lookup_num_tokens",
+)
+
+
+def is_plain_greedy(generation_config: Any) -> bool:
+    """Whether ``generate(do_sample=False)`` under ``generation_config`` is plain argmax decoding
+    with a dynamic cache, i.e. what :func:`greedy_ids` reproduces."""
+    from transformers import GenerationConfig
+
+    default = GenerationConfig()
+    return all(getattr(generation_config, f, None) == getattr(default, f, None) for f in _NEUTRAL_FIELDS)
+
+
+class PromptEncoder:
+    """The processor's inputs for (image, question) pairs, as ``processor(text=..., images=...,
+    padding=True, padding_side="left", return_tensors="pt")`` gives them, with the tokenized prompts
+    cached across calls."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self._texts: dict[str, str] = {}
+        self._ids: dict[tuple[str, int], list[int]] = {}
+
+    def text(self, question: str) -> str:
+        """The chat-templated prompt of ``question`` (cached)."""
+        text = self._texts.get(question)
+        if text is None:
+            turn = [{"type": "image"}, {"type": "text", "text": str(question)}]
+            text = self._texts[question] = self.processor.apply_chat_template(
+                [{"role": "user", "content": turn}], tokenize=False, add_generation_prompt=True
+            )
+        return text
+
+    def __call__(self, images: Sequence[Any], questions: Sequence[str]) -> dict[str, Any]:
+        """The left-padded batch (``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
+        ``pixel_values``, ``image_grid_thw``) as torch tensors."""
+        import torch
+
+        texts = [self.text(q) for q in questions]
+        pixels = self._pixels(images)
+        if pixels is None:
+            batch = self.processor(
+                text=texts, images=list(images), padding=True, padding_side="left", return_tensors="pt"
+            )
+            return dict(batch)
+        pixel_values, grid = pixels
+        merge = self.processor.image_processor.merge_size
+        n_image = int(grid[0].prod()) // merge**2
+        rows = self._token_rows(texts, n_image)
+        length = max(len(r) for r in rows)
+        ids = np.full((len(rows), length), self.processor.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, length - len(row) :] = row
+            mask[i, length - len(row) :] = 1
+        types = np.zeros_like(ids)
+        types[np.isin(ids, self.processor.image_token_ids)] = 1
+        types[np.isin(ids, self.processor.video_token_ids)] = 2
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "mm_token_type_ids": torch.from_numpy(types),
+            "pixel_values": torch.from_numpy(pixel_values),
+            "image_grid_thw": torch.from_numpy(grid),
+        }
+
+    def _token_rows(self, texts: list[str], n_image: int) -> list[list[int]]:
+        """Token ids of each prompt with its image token expanded to ``n_image`` tokens (one
+        tokenizer call for the prompts not seen before)."""
+        new = list(dict.fromkeys(t for t in texts if (t, n_image) not in self._ids))
+        if new:
+            token = self.processor.image_token
+            expanded = [t.replace(token, token * n_image) for t in new]
+            for t, row in zip(new, self.processor.tokenizer(expanded)["input_ids"], strict=True):
+                self._ids[(t, n_image)] = list(row)
+        return [self._ids[(t, n_image)] for t in texts]
+
+    def _pixels(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(pixel_values, image_grid_thw)`` as ``Qwen2VLImageProcessorPil`` computes them (rescale
+        in float64, normalise in float32, the same patch layout), or None for a batch it would
+        resize or convert, or for another image processor."""
+        from transformers import Qwen2VLImageProcessorPil
+
+        ip = self.processor.image_processor
+        if not isinstance(ip, Qwen2VLImageProcessorPil):
+            return None
+        size = getattr(images[0], "size", None) if images else None
+        if size is None or not all(getattr(im, "mode", None) == "RGB" and im.size == size for im in images):
+            return None
+        w, h = size
+        p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+        bounds = ip.size.get("shortest_edge"), ip.size.get("longest_edge")
+        if not (ip.do_rescale and ip.do_normalize) or h % (p * m) or w % (p * m):
+            return None
+        if None in bounds or not bounds[0] <= h * w <= bounds[1]:
+            return None
+        x = np.stack([np.asarray(im) for im in images])
+        x = (x.astype(np.float64) * ip.rescale_factor).astype(np.float32)
+        mean, std = (np.asarray(v, dtype=np.float32) for v in (ip.image_mean, ip.image_std))
+        x = (x - mean) / std
+        b, c = x.shape[0], x.shape[3]
+        gh, gw = h // p, w // p
+        x = x.transpose(0, 3, 1, 2).reshape(b, c, gh // m, m, p, gw // m, m, p)
+        x = x.transpose(0, 2, 5, 3, 6, 1, 4, 7)[:, :, :, :, :, :, None]
+        x = np.broadcast_to(x, (*x.shape[:6], t, p, p)).reshape(b * gh * gw, c * t * p * p)
+        grid = np.tile(np.array([[1, gh, gw]], dtype=np.int64), (b, 1))
+        return np.ascontiguousarray(x), grid
+
+
+def _rope_positions(model: Any, inputs: dict[str, Any]) -> Any:
+    """``generate``'s prefill position ids (4, B, L): the text positions from the attention mask,
+    then ``get_rope_index``'s three rows, computed once per distinct (prompt, mask, grid) row."""
+    import torch
+
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    grid, types = inputs["image_grid_thw"], inputs["mm_token_type_ids"]
+    # the Qwen3VLModel inside (``model.model``, also under a PEFT wrapper)
+    rope = next(m for m in model.modules() if hasattr(m, "get_rope_index")).get_rope_index
+    if grid.shape[0] != ids.shape[0]:  # not one image a row: no row-wise dedup
+        return torch.cat([text[None], rope(ids, types, grid, attention_mask=mask)[0]])
+    key = torch.cat([ids, mask.long(), grid.long()], dim=1)
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    first = torch.full((len(uniq),), ids.shape[0], dtype=torch.long, device=ids.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(ids.shape[0], device=ids.device), "amin")
+    vision, _ = rope(ids[first], types[first], grid[first], attention_mask=mask[first])
+    return torch.cat([text[None], vision[:, inverse]])
+
+
+def greedy_ids(
+    model: Any, inputs: dict[str, Any], max_new_tokens: int, eos_token_id: int, pad_token_id: int
+) -> Any:
+    """New token ids (B, <= ``max_new_tokens``) of plain greedy decoding from the processor's
+    left-padded ``inputs``, as ``model.generate(**inputs, do_sample=False, ...)`` returns them after
+    the prompt: ``pad_token_id`` after a row's ``eos_token_id``, and no columns after the step where
+    every row has finished. Call it under ``torch.inference_mode()`` with the model in eval mode."""
+    import torch
+
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    mask = inputs["attention_mask"]
+    positions = _rope_positions(model, inputs)
+    out = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=mask,
+        position_ids=positions,
+        pixel_values=inputs["pixel_values"],
+        image_grid_thw=inputs["image_grid_thw"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    batch = mask.shape[0]
+    running = torch.ones(batch, dtype=torch.long, device=mask.device)
+    tokens = []
+    positions = positions[..., -1:]
+    for step in range(max_new_tokens):
+        nxt = out.logits[:, -1].float().argmax(dim=-1)
+        nxt = nxt * running + pad_token_id * (1 - running)
+        tokens.append(nxt)
+        running = running * (nxt != eos_token_id).long()
+        if step + 1 == max_new_tokens or not bool(running.any()):
+            break
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+        positions = positions + 1
+        cache = out.cache
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return torch.stack(tokens, dim=1)
