@@ -194,3 +194,15 @@ def test_best_vs_trees_is_the_final_models_paired_difference():
     assert best["diff"] == pytest.approx(0.625) and best["ci_low"] > 0.5
     no_trees, _ = real_val.score_models(maps, {"sft": half}, p)
     assert "best_vs_trees" not in no_trees
+
+
+def test_the_specialist_alone_answers_real_val_from_the_images_the_vlm_sees(trained, tmp_path):
+    from wafersage.render import resample
+
+    model, _, _ = trained
+    model.save(tmp_path / "gspo" / FOLDER)
+    maps = _raw(40, 6)
+    answers = real_val.specialist_answers(tmp_path / "gspo", maps)
+    seen = [resample(decode_map(b, r, c), 64) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"])]
+    assert answers == [" and ".join(sorted(s)) + "." for s in model.predict(seen)]
+    assert real_val.specialist_answers(tmp_path / "sft", maps) is None

@@ -488,7 +488,9 @@ def evaluate(
         rv = m["real_val"]
         typer.echo(
             f"evaluate: real val ({rv['n']} maps) type macro-F1 "
-            + ", ".join(f"{k} {rv[k]['type_macro_f1']:.3f}" for k in [*models_m, "trees"] if k in rv)
+            + ", ".join(
+                f"{k} {rv[k]['type_macro_f1']:.3f}" for k in [*models_m, "specialist", "trees"] if k in rv
+            )
         )
 
 

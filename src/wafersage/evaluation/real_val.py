@@ -31,6 +31,8 @@ QUESTION_INDEX = 0
 #: The classical baseline's name among the answering models: gradient-boosted trees on the
 #: geometric features of the die-level maps, trained on the pipeline's training split.
 TREES = "trees"
+#: The final model's specialist answering alone (its top classes, no VLM).
+SPECIALIST = "specialist"
 #: The pipeline's final model, the one ``best_vs_trees`` compares: the last of these present.
 FINAL_ORDER = ("base", "sft", "gspo")
 
@@ -223,3 +225,20 @@ def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[st
         clf = tree_classifier(seed).fit(x_train, [next(iter(s)) for s in sets])
         chosen = [[str(c)] for c in clf.predict(x_val)]
     return [" and ".join(c) + "." for c in chosen]
+
+
+def specialist_answers(folder: Path, maps: pd.DataFrame) -> list[str] | None:
+    """The answers of the specialist shipped in model ``folder`` alone (``None``: it has none),
+    from the same rendered images the VLM sees."""
+    from wafersage.grounding import image_to_map
+    from wafersage.modeling.specialist import FOLDER, Specialist
+    from wafersage.rawtable import decode_map
+    from wafersage.render import render_map
+
+    if not (Path(folder) / FOLDER).is_dir():
+        return None
+    model = Specialist.load(Path(folder) / FOLDER)
+    size = model.config.size
+    cells = zip(maps["map"], maps["rows"], maps["cols"], strict=True)
+    seen = [image_to_map(render_map(decode_map(b, r, c), size)) for b, r, c in cells]
+    return [" and ".join(sorted(labels)) + "." for labels in model.predict(seen)]

@@ -33,6 +33,7 @@ from wafersage.evaluation.stats import COMPARISONS
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    "threads": 1,
     "max_pairs": 200,
     "generation_batch_size": 32,
     "max_new_tokens": 40,
@@ -96,9 +97,14 @@ def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, A
 
 
 def predictor(folder: Path, p: dict[str, Any]) -> Any:
-    """The model in ``folder``, loaded once for every set of questions it answers."""
+    """The model in ``folder``, loaded once for every set of questions it answers (on
+    ``evaluate.threads`` torch threads; 0 = torch's default)."""
+    import torch
+
     from wafersage.serving.predictor import Predictor
 
+    if int(p["threads"]) > 0:
+        torch.set_num_threads(int(p["threads"]))
     return Predictor(
         folder, batch_size=int(p["generation_batch_size"]), max_new_tokens=int(p["max_new_tokens"])
     )
@@ -387,6 +393,11 @@ def run(
                     axis=1,
                 )
             )
+        if real_maps is not None:
+            final = real_val.final_model(names)
+            alone = real_val.specialist_answers(models[names.index(final)], real_maps) if final else None
+            if alone is not None:
+                real_answers[real_val.SPECIALIST] = alone
         if real_maps is not None and raw is not None:
             train = real_val.training_maps(Path(raw), Path(vqa_dir) / "train.parquet")
             real_answers[real_val.TREES] = real_val.trees_answers(train, real_maps, int(p["seed"]))
