@@ -203,6 +203,7 @@ def test_the_specialist_alone_answers_real_val_from_the_images_the_vlm_sees(trai
     model.save(tmp_path / "gspo" / FOLDER)
     maps = _raw(40, 6)
     answers = real_val.specialist_answers(tmp_path / "gspo", maps)
-    seen = [resample(decode_map(b, r, c), 64) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"])]
+    cells = zip(maps["map"], maps["rows"], maps["cols"], strict=True)
+    seen = [resample(decode_map(b, r, c), 64) for b, r, c in cells]
     assert answers == [" and ".join(sorted(s)) + "." for s in model.predict(seen)]
     assert real_val.specialist_answers(tmp_path / "sft", maps) is None
