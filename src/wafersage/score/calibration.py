@@ -54,7 +54,11 @@ POOL_COLUMNS: tuple[str, ...] = (
 )
 GENERIC = "The wafer map shows a defect pattern; further analysis of the process is recommended."
 _ZONE_ORDER = ("center", "inner", "middle", "edge")
-_CLASS_RX = {c: re.compile(re.escape(c).replace(r"\-", r"[\s_-]?"), re.IGNORECASE) for c in PATTERNS}
+#: A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc".
+_CLASS_RX = {
+    c: re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
+    for c in PATTERNS
+}
 _CLOCK_RX = re.compile(r"\b(\d{1,2}) o'clock\b")
 
 
