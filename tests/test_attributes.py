@@ -74,7 +74,7 @@ def test_wafer_without_fails_and_full_wafer():
 def test_agreement_with_synthetic_ground_truth():
     """Fresh wafers (a seed the pipeline does not use), labels = truth. Single-pattern wafers:
     zone and clock agree on >= 93% of patterns; every pattern of mixed maps included >= 85%
-    (the issue's 95% is not reached yet: see the benchmark's per-class table)."""
+    (the 95% goal is not reached yet: see the benchmark's per-class table)."""
     df = generate(SyntheticConfig(n_wafers=500, seed=2024, noise_rate=0.0))
     table = truth_agreement(df, attributes_for_rows(df, "true_labels"))
     single = agreement_summary(table[~table["mixed"].astype(bool)])

@@ -1,4 +1,4 @@
-"""Small VQA tables (DESIGN.md columns) from synthetic wafers, for the model tests."""
+"""Small VQA tables (the columns of docs/architecture.md) from synthetic wafers, for the model tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The rubric JSON (DESIGN.md "Data contracts"): a versioned pydantic schema and its builder.
+"""The rubric JSON (docs/architecture.md, "Data contracts"): a versioned pydantic schema and its builder.
 
 A rubric states, per dimension, what a correct answer about one wafer must say (``must_hit``) and
 the plausible wrong answers it must not give (``must_avoid``: the confusable classes, the wrong

@@ -13,7 +13,7 @@ from wafersage.errors import WaferSageError, read_parquet
 from wafersage.grounding import IMAGE as IMAGE_ONLY
 from wafersage.grounding import Grounding, as_grounder, ground_pngs
 
-#: The columns the model stages need (DESIGN.md's data contract for data/vqa/*.parquet).
+#: The columns the model stages need (docs/architecture.md, data contract of data/vqa/*.parquet).
 WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "answer", "category"
 REQUIRED = (WAFER, IMAGE, QUESTION, ANSWER, CATEGORY)
 #: Optional: the wafer's class labels (the truth type answers are scored against when present).
