@@ -1,7 +1,12 @@
 """Load test of ``wafersage serve`` on loopback: N requests at concurrency C, a share of them
-malformed or oversized; p50/p99 latency, throughput, status counts, zero 5xx, server alive after.
+malformed, too deep or oversized; p50/p99 latency, throughput, status counts, zero 5xx, server
+alive after.
 
-    .venv/bin/python benchmarks/serve_load.py --requests 2000 --concurrency 16 --bad 0.1 [--model DIR]
+    .venv/bin/python benchmarks/serve_load.py --requests 2000 --concurrency 16 --bad 0.1 \
+        [--model DIR] [--token T]
+
+With ``--token`` the server requires ``Authorization: Bearer T`` and the client sends it (plus a
+check that a request without it gets 401).
 
 Without ``--model`` a tiny untrained model is built in a temp folder (same architecture as the
 default pipeline's, 96-px images); the server runs in-process (uvicorn thread) and the client is
@@ -37,14 +42,18 @@ def bad_body(kind: int, good: dict) -> tuple[bytes, str]:
         ).encode(), "no_image"
     if kind == 2:
         return b"x" * 3_000_000, "oversized_body"
+    if kind == 4:
+        return b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "deep_json"
     msg = [{"role": "user", "content": [{"type": "text", "text": "q"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]  # fmt: skip
     return json.dumps({**good, "messages": msg}).encode(), "bad_data_url"
 
 
-async def load(url: str, n: int, conc: int, bad: float, good: dict, seed: int) -> dict:
+async def load(
+    url: str, n: int, conc: int, bad: float, good: dict, seed: int, token: str | None = None
+) -> dict:
     rng = random.Random(seed)
-    plan = [(bad_body(rng.randrange(4), good) if rng.random() < bad else (json.dumps(good).encode(), "good"))
+    plan = [(bad_body(rng.randrange(5), good) if rng.random() < bad else (json.dumps(good).encode(), "good"))
             for _ in range(n)]  # fmt: skip
     lat: dict[str, list[float]] = {"good": [], "bad": []}
     codes: Counter = Counter()
@@ -60,7 +69,8 @@ async def load(url: str, n: int, conc: int, bad: float, good: dict, seed: int) -
             codes[(kind, r.status_code)] += 1
 
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    auth = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=auth) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(one(client, b, k) for b, k in plan))
         wall = time.perf_counter() - t0
@@ -82,12 +92,13 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--token", default=None, help="bearer token the server requires and the client sends")
     a = ap.parse_args()
 
     import uvicorn
 
     from wafersage.render import render_map
-    from wafersage.serving.app import ServeLimits, create_app
+    from wafersage.serving.app import ServeLimits, create_app, server_config
     from wafersage.serving.images import png_data_url
     from wafersage.serving.predictor import Predictor
     from wafersage.synthetic import SyntheticConfig, generate
@@ -109,16 +120,17 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(pred, limits), host="127.0.0.1", port=port, log_level="error")
-    )
+    app = create_app(pred, limits, api_key=a.token)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, limits, log_level="error"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     while not server.started:
         time.sleep(0.05)
     # baseline in the same run: one request at a time (no batching possible)
-    base = asyncio.run(load(f"http://127.0.0.1:{port}", 32, 1, 0.0, good, a.seed))
-    res = asyncio.run(load(f"http://127.0.0.1:{port}", a.requests, a.concurrency, a.bad, good, a.seed))
+    url = f"http://127.0.0.1:{port}"
+    unauth = httpx.post(url + "/v1/chat/completions", json=good, timeout=60).status_code
+    base = asyncio.run(load(url, 32, 1, 0.0, good, a.seed, a.token))
+    res = asyncio.run(load(url, a.requests, a.concurrency, a.bad, good, a.seed, a.token))
     server.should_exit = True
     th.join(10)
     fivexx = sum(v for (k, c), v in res["codes"].items() if c >= 500)
@@ -133,6 +145,7 @@ def main() -> None:
         f"{p50:.0f} | {p99:.0f} | {bad50:.1f} | {fivexx} |"
     )
     print(f"\nserver alive after the run: {res['alive']}")
+    print(f"token required: {bool(a.token)}; a request without a token got {unauth}")
     base_rps = 32 / base["wall"]
     speedup = (len(good_lat) / res["wall"]) / base_rps
     print(
@@ -140,7 +153,7 @@ def main() -> None:
         f"p50 {1000 * pct(base['lat']['good'], 0.5):.0f} ms; batching speed-up {speedup:.1f}x (answers/s)"
     )
     print("status codes:", dict(sorted((f"{k}:{c}", v) for (k, c), v in res["codes"].items())))
-    if fivexx or not res["alive"]:
+    if fivexx or not res["alive"] or (unauth == 401) != bool(a.token):
         sys.exit(1)
 
 

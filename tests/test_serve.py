@@ -1,5 +1,7 @@
 """Serving: the OpenAI-compatible server with the official ``openai`` client on loopback (answers,
-usage, malformed and oversized requests, the bounded queue, timeouts) and ``wafersage ask``."""
+usage, malformed and oversized requests, the bounded queue, timeouts), its hardening (bearer token,
+bind refusal, docs off, generic 500s, deep JSON, slow clients, timed-out work dropped) and
+``wafersage ask``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from PIL import Image
 from tiny_model import SIZE, build_tiny_model
 
 from wafersage.render import render_map
-from wafersage.serving.app import ServeLimits, create_app
+from wafersage.serving.app import ServeLimits, bind_refusal, create_app, json_depth, server_config
 from wafersage.serving.images import png_data_url
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
@@ -35,13 +37,11 @@ def free_port() -> int:
 class Server:
     """uvicorn serving ``app`` in a thread on a free loopback port."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, limits: ServeLimits | None = None) -> None:
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, limits))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -280,3 +280,256 @@ def test_serve_command_serves_a_model_folder(tmp_path, model_dir):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+# --- hardening ---------------------------------------------------------------------------------
+
+TOKEN = "s3cret-token"
+CHAT = "/v1/chat/completions"
+
+
+class RecordingPredictor:
+    """A stand-in model recording the questions of each batch; ``delay`` seconds a batch, or
+    raising ``fail`` instead of answering."""
+
+    image_size = SIZE
+    name = "recording"
+
+    def __init__(self, delay: float = 0.0, fail: Exception | None = None) -> None:
+        self.delay, self.fail, self.calls = delay, fail, []
+
+    def answer(self, images, questions, max_tokens=None):
+        self.calls.append(list(questions))
+        if self.fail is not None:
+            raise self.fail
+        time.sleep(self.delay)
+        return ["Center." for _ in questions]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def _body(question: str = QUESTION) -> dict:
+    return {"model": "m", "messages": _msg(png_data_url(render_map(with_center(30), SIZE)), question)}
+
+
+def _err(status_kind: str, code: str, message: str) -> dict:
+    return {"error": {"message": message, "type": status_kind, "param": None, "code": code}}
+
+
+def test_bearer_token_is_required_everywhere_but_health():
+    from fastapi.testclient import TestClient
+
+    missing = _err(
+        "invalid_request_error", "missing_api_key", "missing bearer token: send Authorization: Bearer <token>"
+    )
+    wrong = _err("invalid_request_error", "invalid_api_key", "invalid bearer token")
+    with TestClient(create_app(RecordingPredictor(), api_key=TOKEN)) as c:
+        assert c.get("/health").status_code == 200
+        for method, path in [("GET", "/v1/models"), ("POST", CHAT), ("GET", "/nowhere")]:
+            r = c.request(method, path, json=_body() if method == "POST" else None)
+            assert (r.status_code, r.json(), r.headers["www-authenticate"]) == (401, missing, "Bearer"), path
+        for header in [f"Bearer {TOKEN}x", "Bearer ", f"Basic {TOKEN}", TOKEN, "Bearer s3cret-tokeñ"]:
+            r = c.get("/v1/models", headers={"Authorization": header.encode()})
+            assert (r.status_code, r.json()) == (401, wrong), header
+        ok = {"Authorization": f"Bearer {TOKEN}"}
+        assert c.get("/v1/models", headers=ok).status_code == 200
+        assert c.get("/v1/models", headers={"authorization": f"bearer {TOKEN}"}).status_code == 200
+        r = c.post(CHAT, json=_body(), headers=ok)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Center."
+
+
+def test_openai_client_with_and_without_the_token():
+    import openai
+    from openai import OpenAI
+
+    with Server(create_app(RecordingPredictor(), api_key=TOKEN)) as s:
+        good = OpenAI(base_url=s.url + "/v1", api_key=TOKEN, max_retries=0, timeout=30)
+        resp = good.chat.completions.create(model="m", messages=_body()["messages"])
+        assert resp.choices[0].message.content == "Center."
+        bad = OpenAI(base_url=s.url + "/v1", api_key="guess", max_retries=0, timeout=30)
+        with pytest.raises(openai.AuthenticationError) as exc:
+            bad.chat.completions.create(model="m", messages=_body()["messages"])
+        assert exc.value.status_code == 401 and exc.value.body["code"] == "invalid_api_key"
+
+
+def test_bind_refusal_only_for_non_loopback_without_token():
+    env = "WAFERSAGE_SERVE_API_KEY"
+    for host in ["127.0.0.1", "127.0.0.2", "::1", "localhost"]:
+        assert bind_refusal(host, None, env) is None, host
+    for host in ["0.0.0.0", "::", "10.1.2.3", "fab-gpu-01"]:
+        assert bind_refusal(host, None, env) == (
+            f"refusing to serve on {host} without authentication: set $WAFERSAGE_SERVE_API_KEY to a "
+            "bearer token (or bind to 127.0.0.1)"
+        )
+        assert bind_refusal(host, TOKEN, env) is None and bind_refusal(host, None, env, True) is None
+
+
+def test_serve_command_refuses_0_0_0_0_without_a_token(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from wafersage.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("serve:\n  api_key_env: WS_TEST_TOKEN\n  max_tokens: 4\n")
+    monkeypatch.delenv("WS_TEST_TOKEN", raising=False)
+    loaded = []
+    monkeypatch.setattr(
+        "wafersage.serving.predictor.load_predictor", lambda *a, **k: loaded.append(a) or RecordingPredictor()
+    )
+    served = []
+    monkeypatch.setattr("wafersage.serving.app.serve", lambda *a: served.append(a))
+    args = ["serve", "--host", "0.0.0.0", "--model", str(tmp_path), "--params", str(params)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and not loaded and not served
+    assert r.stderr == (
+        "wafersage: error: refusing to serve on 0.0.0.0 without authentication: set $WS_TEST_TOKEN to a "
+        "bearer token (or bind to 127.0.0.1)\n"
+    )
+    r = CliRunner().invoke(app, [*args, "--insecure-no-auth"])
+    assert r.exit_code == 0 and "WARNING: no authentication on 0.0.0.0" in r.stderr and len(served) == 1
+    monkeypatch.setenv("WS_TEST_TOKEN", TOKEN)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    server_app, host, _, limits = served[-1]
+    assert host == "0.0.0.0" and limits.max_tokens == 4
+
+    from fastapi.testclient import TestClient
+
+    with TestClient(server_app) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_docs_are_off_unless_enabled():
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(RecordingPredictor())) as c:
+        for path in ["/docs", "/redoc", "/openapi.json"]:
+            assert (c.get(path).status_code, c.get(path).json()) == (404, {"detail": "Not Found"}), path
+    with TestClient(create_app(RecordingPredictor(), docs=True)) as c:
+        assert [c.get(p).status_code for p in ["/docs", "/redoc", "/openapi.json"]] == [200, 200, 200]
+
+
+class BrokenHealth(RecordingPredictor):
+    @property
+    def image_size(self) -> int:
+        raise OSError("cannot read /srv/models/secret-weights.bin")
+
+
+def test_internal_errors_get_a_generic_body_and_the_detail_goes_to_the_log(caplog):
+    from fastapi.testclient import TestClient
+
+    secret = "CUDA failure in /srv/models/secret-weights.bin"
+    app = create_app(RecordingPredictor(fail=RuntimeError(secret)))
+    with caplog.at_level("ERROR", logger="wafersage.serving"), TestClient(app) as c:
+        r = c.post(CHAT, json=_body())
+    rid = r.headers["x-request-id"]
+    assert r.status_code == 500 and rid.startswith("req_") and len(rid) == 36
+    assert r.json() == {
+        "error": {
+            "message": "internal server error",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+            "request_id": rid,
+        }
+    }
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    assert any(rid in rec.getMessage() and secret in caplog.text for rec in caplog.records)
+    with TestClient(create_app(BrokenHealth()), raise_server_exceptions=False) as c:
+        r = c.get("/health")
+    assert r.status_code == 500 and r.json()["error"]["message"] == "internal server error"
+    assert "secret" not in r.text and r.json()["error"]["request_id"] == r.headers["x-request-id"]
+
+
+def test_deep_json_is_400_before_parsing():
+    from fastapi.testclient import TestClient
+
+    too_deep = _err("invalid_request_error", "invalid_json", "JSON nested deeper than 64 levels")
+    with TestClient(create_app(RecordingPredictor())) as c:
+        r = c.post(CHAT, content=b"[" * 50_000 + b"]" * 50_000)
+        assert (r.status_code, r.json()) == (400, too_deep)
+        r = c.post(CHAT, content=b'{"messages": ' + b"[" * 65 + b"]" * 65 + b"}")
+        assert (r.status_code, r.json()) == (400, too_deep)
+        r = c.post(CHAT, content=b"{" * 50_000)  # unbalanced: still refused before the parser
+        assert (r.status_code, r.json()) == (400, too_deep)
+        r = c.post(CHAT, json=_body(question="[{" * 500 + " what type?"))  # brackets in strings count not
+        assert r.status_code == 200
+        assert c.get("/health").status_code == 200
+    # a chat request is 6 deep (object, messages, message, content, part, image_url)
+    with TestClient(create_app(RecordingPredictor(), ServeLimits(max_json_depth=6))) as c:
+        assert c.post(CHAT, json=_body()).status_code == 200
+    with TestClient(create_app(RecordingPredictor(), ServeLimits(max_json_depth=5))) as c:
+        r = c.post(CHAT, json=_body())
+        assert r.status_code == 400 and r.json()["error"]["message"] == "JSON nested deeper than 5 levels"
+
+
+def test_json_depth_ignores_strings_and_escapes():
+    assert json_depth(b"") == json_depth(b"1") == json_depth(b'"[[["') == 0
+    assert json_depth(json.dumps({"a": '"[[[\\', "b": [[1], {"c": "]]]"}]}).encode()) == 3
+    assert json_depth(b"[" * 50_000 + b"]" * 50_000) == 50_000
+
+
+def test_timed_out_request_is_dropped_from_the_queue_and_never_generated():
+    rec = RecordingPredictor(delay=1.0)
+    limits = ServeLimits(max_batch=1, batch_wait_ms=0, timeout_s=0.4)
+
+    async def two(base: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            first = asyncio.create_task(c.post(CHAT, json=_body("first")))
+            await asyncio.sleep(0.15)  # "first" is being generated, "second" waits in the queue
+            second = await c.post(CHAT, json=_body("second"))
+            return [(await first).status_code, second.status_code]
+
+    with Server(create_app(rec, limits), limits) as s:
+        assert asyncio.run(two(s.url)) == [504, 504]
+        time.sleep(1.2)  # the worker finishes "first" and takes the next queued job
+        rec.delay = 0.0
+        r = httpx.post(s.url + CHAT, json=_body("third"), timeout=30)
+        assert r.status_code == 200
+        assert rec.calls == [["first"], ["third"]]  # "second" timed out in the queue: never generated
+
+
+def _raw(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            chunks.append(b"<open>")
+    return b"".join(chunks)
+
+
+def test_slow_headers_slow_bodies_and_huge_headers_are_cut_off():
+    limits = ServeLimits(header_timeout_s=0.5, read_timeout_s=0.5, max_header_bytes=4096)
+    with Server(create_app(RecordingPredictor(), limits), limits) as s:
+        t = time.time()
+        assert _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\n") == b""  # head never finished
+        assert time.time() - t < 3
+        assert _raw(s.port, b"") == b""  # connected, sent nothing
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        reply = _raw(s.port, head + b'{"model"')  # body never finished
+        assert reply.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in reply
+        reply = _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000)  # head > cap
+        assert reply.startswith(b"HTTP/1.1 400 "), reply
+        reply = _raw(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ") and b'"status":"ok"' in reply
+
+
+def test_keep_alive_connection_trickling_a_second_head_is_closed():
+    limits = ServeLimits(header_timeout_s=0.5, keep_alive_s=30)
+    with (
+        Server(create_app(RecordingPredictor(), limits), limits) as s,
+        socket.create_connection(("127.0.0.1", s.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while not reply.endswith(b"}"):  # the whole first response (head and JSON body)
+            reply += sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        t = time.time()
+        sock.sendall(b"GET /health HTTP/1.1\r\n")  # then nothing more
+        assert sock.recv(65536) == b"" and time.time() - t < 3  # closed long before keep-alive

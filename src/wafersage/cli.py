@@ -584,11 +584,25 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address. Default: params serve.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Port. Default: params serve.port.")] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="DANGEROUS: serve on a non-loopback address without a bearer token "
+            "(anyone who can reach the port can use the model).",
+        ),
+    ] = False,
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Serve the champion (or --model) as an OpenAI-compatible /v1/chat/completions endpoint."""
+    """Serve the champion (or --model) as an OpenAI-compatible /v1/chat/completions endpoint.
+
+    A bearer token is required on every endpoint but /health when the variable named by params
+    serve.api_key_env is set; binding to a non-loopback address without one exits with status 2.
+    """
+    import os
+
     from wafersage.params import load_section
-    from wafersage.serving.app import ServeLimits, create_app
+    from wafersage.serving.app import ServeLimits, bind_refusal, create_app
     from wafersage.serving.app import serve as run_server
     from wafersage.serving.predictor import load_predictor
 
@@ -596,12 +610,23 @@ def serve(
     host, port = host or str(p.pop("host", "127.0.0.1")), port or int(p.pop("port", 8000))
     p.pop("host", None), p.pop("port", None)
     batch = int(p.pop("generation_batch_size", 8))
-    name = load_section("register", params).get("model_name", "wafersage-vlm")
+    key_env = str(p.pop("api_key_env", "WAFERSAGE_SERVE_API_KEY"))
+    docs = bool(p.pop("docs", False))
+    api_key = os.environ.get(key_env, "").strip() or None
     limits = ServeLimits.from_params(p)
+    refusal = bind_refusal(host, api_key, key_env, insecure_no_auth)
+    if refusal:
+        typer.echo(f"wafersage: error: {refusal}", err=True)
+        raise typer.Exit(2)
+    if api_key is None and insecure_no_auth:
+        typer.echo(f"serve: WARNING: no authentication on {host} (--insecure-no-auth)", err=True)
+    name = load_section("register", params).get("model_name", "wafersage-vlm")
     predictor = load_predictor(model, name, batch_size=batch, max_new_tokens=limits.max_tokens)
     model_id = str(model) if model and str(model).startswith("models:/") else f"wafersage-{predictor.name}"
-    typer.echo(f"serve: {model_id} on http://{host}:{port}/v1 (health: /health)", err=True)
-    run_server(create_app(predictor, limits, model_id=model_id), host, port)
+    auth = f"bearer token from ${key_env}" if api_key else "no authentication"
+    typer.echo(f"serve: {model_id} on http://{host}:{port}/v1 (health: /health; {auth})", err=True)
+    server_app = create_app(predictor, limits, model_id=model_id, api_key=api_key, docs=docs)
+    run_server(server_app, host, port, limits)
 
 
 @app.command()

@@ -9,22 +9,36 @@ through a bounded queue (full -> 429) to one worker that answers them in dynamic
 ``timeout_s`` gets 504. Bad requests get a 4xx with an OpenAI-style error body:
 413 (body over ``max_body_bytes``), 400 (malformed JSON, no user message, missing/extra image,
 non-data or bad data URL, image over ``max_image_side``, empty or overlong question, bad
-``max_tokens``, ``stream``/``n > 1``), 429 (queue full). ``/health`` reports the model and the queue.
+``max_tokens``, ``stream``/``n > 1``, JSON nested deeper than ``max_json_depth``), 408 (body not
+read within ``read_timeout_s``), 429 (queue full). ``/health`` reports the model and the queue.
+
+Trust: with a bearer token (``api_key``) every endpoint but ``/health`` answers 401 without
+``Authorization: Bearer <token>``; ``/docs``, ``/redoc`` and ``/openapi.json`` exist only with
+``docs=True``; a 500 carries a fixed message and a request id, the exception only goes to the log.
+A request that timed out is dropped from the queue before it is generated. uvicorn runs with h11,
+a header-read timeout, a header size cap, a keep-alive timeout and a connection cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import logging
+import re
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from wafersage.errors import WaferSageError
 from wafersage.serving.images import model_image
@@ -42,6 +56,12 @@ class ServeLimits:
     max_batch: int = 8
     batch_wait_ms: float = 5.0
     timeout_s: float = 60.0
+    max_json_depth: int = 64
+    read_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_header_bytes: int = 16_384
+    max_connections: int = 256
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> ServeLimits:
@@ -51,6 +71,12 @@ class ServeLimits:
         if unknown:
             raise WaferSageError("params.yaml", "unknown key in serve", ", ".join(sorted(unknown)))
         return cls(**p)
+
+
+log = logging.getLogger("wafersage.serving")
+
+HEALTH_PATH = "/health"
+INTERNAL_ERROR_MESSAGE = "internal server error"
 
 
 class RequestError(Exception):
@@ -68,6 +94,68 @@ def error_response(status: int, code: str, message: str, param: str | None = Non
     )
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
+
+
+def internal_error(exc: BaseException) -> JSONResponse:
+    """A generic 500: fixed message and a request id; the exception goes to the log only."""
+    request_id = f"req_{uuid.uuid4().hex}"
+    log.error("request %s failed", request_id, exc_info=(type(exc), exc, exc.__traceback__))
+    body = {
+        "error": {
+            "message": INTERNAL_ERROR_MESSAGE,
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+            "request_id": request_id,
+        }
+    }
+    return JSONResponse(body, status_code=500, headers={"x-request-id": request_id})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback bind address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(
+    host: str, api_key: str | None, api_key_env: str, insecure_no_auth: bool = False
+) -> str | None:
+    """The reason not to start (a non-loopback bind without a token), or None."""
+    if api_key or insecure_no_auth or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve on {host} without authentication: set ${api_key_env} to a bearer token "
+        "(or bind to 127.0.0.1)"
+    )
+
+
+class BearerAuth:
+    """ASGI middleware: 401 for any HTTP request but ``/health`` without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization")
+        if header is None:
+            code, message = "missing_api_key", "missing bearer token: send Authorization: Bearer <token>"
+        else:
+            scheme, _, given = header.partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
+                await self.app(scope, receive, send)
+                return
+            code, message = "invalid_api_key", "invalid bearer token"
+        response = error_response(401, code, message)
+        response.headers["www-authenticate"] = "Bearer"
+        await response(scope, receive, send)
 
 
 @dataclass
@@ -109,7 +197,11 @@ class Batcher:
             raise RequestError(504, "timeout", f"no answer within {self.limits.timeout_s:g} s") from None
 
     async def _collect(self, carry: list[_Job]) -> list[_Job]:
+        """The next batch (one ``max_tokens``); jobs whose request has gone (timed out) are dropped."""
+        carry[:] = [j for j in carry if not j.future.done()]
         first = carry.pop(0) if carry else await self.queue.get()
+        if first.future.done():
+            return []
         batch = [first]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.batch_wait_ms / 1000
@@ -128,6 +220,8 @@ class Batcher:
                 )
             except (asyncio.QueueEmpty, TimeoutError):
                 break
+            if job.future.done():
+                continue
             (batch if job.max_tokens == first.max_tokens else carry).append(job)
         return [j for j in batch if not j.future.done()]
 
@@ -157,8 +251,17 @@ class Batcher:
                     j.future.set_result(a)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes before reading it all, (408) a
+    body not read within ``timeout_s`` and (400) a client gone before sending it all."""
+    if timeout_s is not None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await read_body(request, limit)
+        except TimeoutError:
+            raise RequestError(
+                408, "request_timeout", f"request body not read within {timeout_s:g} s"
+            ) from None
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -167,10 +270,13 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise RequestError(400, "bad_content_length", "Content-Length is not an integer") from None
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, "request_too_large", f"request body over {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, "request_too_large", f"request body over {limit} bytes")
+    except ClientDisconnect:
+        raise RequestError(400, "client_disconnected", "the client closed the connection") from None
     return bytes(body)
 
 
@@ -192,8 +298,22 @@ def _parts(content: Any) -> tuple[str, list[Any]]:
     return " ".join(t.strip() for t in texts if t.strip()), images
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_DEPTH_STEP = [1 if c in b"[{" else -1 for c in range(256)]
+
+
+def json_depth(body: bytes) -> int:
+    """Maximum nesting depth of arrays/objects in a JSON text (brackets inside strings ignored),
+    computed without parsing; an unterminated string only makes it larger."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _BRACKETS)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
 def parse_chat_request(body: bytes, limits: ServeLimits) -> tuple[str, Any, int]:
     """``(question, image_url, max_tokens)`` of a chat request, or a :class:`RequestError` 400."""
+    if json_depth(body) > limits.max_json_depth:
+        raise RequestError(400, "invalid_json", f"JSON nested deeper than {limits.max_json_depth} levels")
     try:
         req = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -257,9 +377,16 @@ def completion(model_id: str, answer: str, prompt_tokens: int, completion_tokens
     }
 
 
-def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str = "wafersage") -> FastAPI:
+def create_app(
+    predictor: Any,
+    limits: ServeLimits | None = None,
+    model_id: str = "wafersage",
+    api_key: str | None = None,
+    docs: bool = False,
+) -> FastAPI:
     """The FastAPI app serving ``predictor`` (anything with ``answer(images, questions, max_tokens)``,
-    ``image_size`` and ``count_tokens``)."""
+    ``image_size`` and ``count_tokens``); ``api_key``: the bearer token required on every endpoint
+    but ``/health`` (None: none); ``docs``: serve ``/docs``, ``/redoc`` and ``/openapi.json``."""
     limits = limits or ServeLimits()
     batcher = Batcher(predictor, limits)
 
@@ -269,10 +396,18 @@ def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str 
         yield
         await batcher.stop()
 
-    app = FastAPI(title="wafersage", lifespan=lifespan)
+    paths = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    app = FastAPI(title="wafersage", lifespan=lifespan, **(paths if docs else dict.fromkeys(paths)))
     app.state.batcher = batcher
+    if api_key:
+        app.add_middleware(BearerAuth, token=api_key)
 
-    @app.get("/health")
+    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        return internal_error(exc)
+
+    app.add_exception_handler(Exception, on_error)
+
+    @app.get(HEALTH_PATH)
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -290,7 +425,7 @@ def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
         try:
-            body = await read_body(request, limits.max_body_bytes)
+            body = await read_body(request, limits.max_body_bytes, limits.read_timeout_s)
             question, url, max_tokens = parse_chat_request(body, limits)
             try:
                 image = model_image(url, predictor.image_size, "image_url", limits.max_image_side)
@@ -299,8 +434,8 @@ def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str 
             answer = await batcher.submit(image, question, max_tokens)
         except RequestError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.param)
-        except Exception as exc:  # noqa: BLE001 - one JSON 500, the server stays up
-            return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one generic JSON 500, the server stays up
+            return internal_error(exc)
         return JSONResponse(
             completion(model_id, answer, predictor.count_tokens(question), predictor.count_tokens(answer))
         )
@@ -308,8 +443,69 @@ def create_app(predictor: Any, limits: ServeLimits | None = None, model_id: str 
     return app
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
+def h11_protocol(header_timeout_s: float) -> type:
+    """uvicorn's h11 protocol closing a connection that has not sent a complete request head
+    within ``header_timeout_s`` of connecting or of its previous response (slow-header clients)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _idle(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self._idle() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._idle():
+                self._arm()
+            super().data_received(data)
+            if not self._idle():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
+
+
+def server_config(app: FastAPI, host: str, port: int, limits: ServeLimits | None = None, **kw: Any) -> Any:
+    """The ``uvicorn.Config`` for ``app``: h11 with a header-read timeout, header size cap,
+    keep-alive timeout and connection cap from ``limits``."""
+    import uvicorn
+
+    limits = limits or ServeLimits()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=h11_protocol(limits.header_timeout_s),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        timeout_keep_alive=int(max(1, limits.keep_alive_s)),
+        limit_concurrency=limits.max_connections,
+        **{"log_level": "warning", **kw},
+    )
+
+
+def serve(app: FastAPI, host: str, port: int, limits: ServeLimits | None = None) -> None:
     """Run ``app`` with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=30)
+    uvicorn.Server(server_config(app, host, port, limits)).run()
