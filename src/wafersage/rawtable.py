@@ -18,6 +18,9 @@ from wafersage.errors import WaferSageError
 from wafersage.taxonomy import CLASS_INDEX, canonical
 
 MIN_SIDE, MAX_SIDE = 4, 512
+#: The largest side ``ingest.max_die_side`` may raise ``MAX_SIDE`` to; every reader of a raw table
+#: refuses rows or cols outside ``1..MAX_SIDE_LIMIT`` before decoding a map.
+MAX_SIDE_LIMIT = 4096
 
 SCHEMA = pa.schema(
     [
@@ -38,8 +41,20 @@ COLUMNS = tuple(SCHEMA.names)
 REQUIRED_COLUMNS = ("wafer_id", "rows", "cols", "map", "labels")
 
 
-def check_map(arr: Any, encoding: str, file: str | Path, row: object) -> np.ndarray:
-    """Return ``arr`` as a canonical uint8 2-D map, or raise a one-line ``WaferSageError``."""
+def check_max_side(max_side: Any, file: str | Path = "params.yaml") -> int:
+    """``max_side`` as an int in ``MIN_SIDE..MAX_SIDE_LIMIT``, or a one-line ``WaferSageError``."""
+    if isinstance(max_side, bool) or not isinstance(max_side, int):
+        raise WaferSageError(file, "max_die_side must be an integer", repr(max_side))
+    if not MIN_SIDE <= max_side <= MAX_SIDE_LIMIT:
+        raise WaferSageError(
+            file, "max_die_side out of range", f"{max_side}, allowed {MIN_SIDE}..{MAX_SIDE_LIMIT}"
+        )
+    return max_side
+
+
+def check_map(arr: Any, encoding: str, file: str | Path, row: object, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Return ``arr`` as a canonical uint8 2-D map (sides ``MIN_SIDE..max_side``), or raise a
+    one-line ``WaferSageError``."""
     try:
         a = np.asarray(arr)
     except ValueError as exc:  # ragged nested lists
@@ -49,9 +64,9 @@ def check_map(arr: Any, encoding: str, file: str | Path, row: object) -> np.ndar
     if a.ndim != 2:
         raise WaferSageError(file, "map must be 2-D", f"shape {a.shape}", row)
     r, c = a.shape
-    if not (MIN_SIDE <= r <= MAX_SIDE and MIN_SIDE <= c <= MAX_SIDE):
+    if not (MIN_SIDE <= r <= max_side and MIN_SIDE <= c <= max_side):
         raise WaferSageError(
-            file, "map dimensions out of range", f"{r}x{c}, sides must be {MIN_SIDE}..{MAX_SIDE}", row
+            file, "map dimensions out of range", f"{r}x{c}, sides must be {MIN_SIDE}..{max_side}", row
         )
     try:
         m = to_canonical(a, encoding)
@@ -77,6 +92,43 @@ def check_labels(labels: Any, file: str | Path, row: object) -> list[str]:
     return sorted(out, key=CLASS_INDEX.__getitem__)
 
 
+def npy_header(fh: Any, file: str | Path, max_bytes: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read a ``.npy`` header from ``fh`` (positioned at its start) and check it before anything is
+    allocated: a numeric, non-object dtype and at most ``max_bytes`` of data. Returns the shape
+    and dtype; a bad header is a one-line ``WaferSageError``."""
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npf.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = npf.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header text: any failure is a bad file
+        raise WaferSageError(file, "not a readable .npy array", _first_line(exc)) from None
+    if dtype.hasobject:
+        raise WaferSageError(file, "not a readable .npy array", f"dtype {dtype} holds pickled objects")
+    if dtype.kind not in "biuf":
+        raise WaferSageError(file, "array dtype must be numeric", str(dtype))
+    if any(int(d) < 0 for d in shape):
+        raise WaferSageError(file, "array shape is negative", str(shape))
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n * dtype.itemsize > max_bytes:
+        raise WaferSageError(
+            file, "array too large", f"shape {shape} of {dtype} is {n * dtype.itemsize} bytes > {max_bytes}"
+        )
+    return tuple(int(d) for d in shape), dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def new_table(records: dict[str, list]) -> pd.DataFrame:
     """A raw table from column lists; missing optional columns are filled with nulls."""
     n = len(records["wafer_id"])
@@ -86,8 +138,30 @@ def new_table(records: dict[str, list]) -> pd.DataFrame:
     return pd.DataFrame(cols, columns=list(COLUMNS))
 
 
-def check_table(df: pd.DataFrame, file: str | Path) -> None:
-    """Table-level rules: ids present and unique, shapes consistent, at least one wafer."""
+def check_shapes(df: pd.DataFrame, file: str | Path, max_side: int = MAX_SIDE_LIMIT) -> None:
+    """``rows`` and ``cols`` integers in ``1..max_side`` and every map ``rows * cols`` bytes (so
+    :func:`decode_map` cannot fail or allocate more than the map holds)."""
+    for name in ("rows", "cols"):
+        col = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(col) | (col != np.round(col)) | (col < 1) | (col > max_side)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise WaferSageError(
+                file, f"{name} out of range", f"{df[name].iloc[i]!r}, allowed 1..{max_side}", row=i
+            )
+    blobs = df["map"].to_numpy()
+    not_bytes = [i for i, b in enumerate(blobs) if not isinstance(b, bytes | bytearray)]
+    if not_bytes:
+        raise WaferSageError(file, "map is not bytes", row=not_bytes[0])
+    sizes = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+    bad = sizes != df["rows"].to_numpy(np.int64) * df["cols"].to_numpy(np.int64)
+    if bad.any():
+        raise WaferSageError(file, "map size != rows*cols", row=int(np.flatnonzero(bad)[0]))
+
+
+def check_table(df: pd.DataFrame, file: str | Path, max_side: int = MAX_SIDE_LIMIT) -> None:
+    """Table-level rules: ids present and unique, sides in ``1..max_side``, shapes consistent, at
+    least one wafer."""
     if len(df) == 0:
         raise WaferSageError(file, "no wafers")
     ids = df["wafer_id"]
@@ -97,10 +171,7 @@ def check_table(df: pd.DataFrame, file: str | Path) -> None:
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise WaferSageError(file, "duplicate wafer_id", repr(ids.iloc[i]), row=i)
-    sizes = df["map"].map(len).to_numpy()
-    bad = sizes != df["rows"].to_numpy() * df["cols"].to_numpy()
-    if bad.any():
-        raise WaferSageError(file, "map size != rows*cols", row=int(np.flatnonzero(bad)[0]))
+    check_shapes(df, file, max_side)
 
 
 def write_raw(df: pd.DataFrame, path: str | Path) -> None:
@@ -130,6 +201,7 @@ def read_raw(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataF
         raise WaferSageError(path, "not a readable Parquet file", str(exc).splitlines()[0]) from None
     df = table.to_pandas(self_destruct=True)
     del table
+    check_shapes(df, path)
     df["labels"] = df["labels"].map(lambda v: [] if v is None else list(v))
     return df
 

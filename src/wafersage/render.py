@@ -9,6 +9,7 @@ from PIL import Image
 
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
+from wafersage.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
 
 #: Fixed palette (RGB) per canonical value.
 PALETTE: dict[int, tuple[int, int, int]] = {
@@ -49,17 +50,28 @@ def render_map(m: np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
     return Image.fromarray(_LUT[resample(np.asarray(m, dtype=np.uint8), check_size(size))], mode="RGB")
 
 
-def read_npy_map(path: Path) -> np.ndarray:
-    """A canonical map from a .npy file (no pickles), validated."""
-    from wafersage.rawtable import check_map
-
+def read_npy_map(path: Path, max_side: int | None = None) -> np.ndarray:
+    """A canonical map from a .npy file (no pickles), validated; the header (2-D, numeric, sides at
+    most ``max_side``, default ``rawtable.MAX_SIDE``) is checked before the array is allocated."""
+    side = MAX_SIDE if max_side is None else max_side
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            shape, dtype = npy_header(fh, path, side * side * 8)
+            if len(shape) != 2:
+                raise WaferSageError(path, "map must be 2-D", f"shape {shape}")
+            if not all(MIN_SIDE <= d <= side for d in shape):
+                detail = f"{shape[0]}x{shape[1]}, sides must be {MIN_SIDE}..{side}"
+                raise WaferSageError(path, "map dimensions out of range", detail)
+            fh.seek(0)
+            arr = np.load(fh, allow_pickle=False)
     except FileNotFoundError:
         raise WaferSageError(path, "file not found") from None
-    except (ValueError, OSError) as exc:
-        raise WaferSageError(path, "not a readable .npy array", str(exc).splitlines()[0]) from None
-    return check_map(arr, "canonical", path, None)
+    except IsADirectoryError:
+        raise WaferSageError(path, "not a readable .npy array", "a folder") from None
+    except (ValueError, OSError, EOFError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WaferSageError(path, "not a readable .npy array", detail) from None
+    return check_map(arr, "canonical", path, None, max_side=side)
 
 
 def render_path(src: Path, dst: Path, size: int = DEFAULT_SIZE) -> list[Path]:

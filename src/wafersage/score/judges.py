@@ -264,6 +264,21 @@ def parse_reply(text: str) -> Verdict | None:
     return Verdict(score, str(body.get("rationale", ""))[:1000])
 
 
+def _read_cached(path: Path) -> Verdict | None:
+    """The verdict cached at ``path``; None when absent or unreadable (bad JSON or encoding, a
+    missing field, a score that is not a number in 0..10, a rationale that is not text)."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        score, rationale = body["score"], body["rationale"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not isinstance(rationale, str):
+        return None
+    if not 0.0 <= float(score) <= 10.0:
+        return None
+    return Verdict(float(score), rationale)
+
+
 class OpenAIJudge:
     """LLM judge at an OpenAI-compatible endpoint (see the module docstring)."""
 
@@ -312,10 +327,12 @@ class OpenAIJudge:
 
         key = self._key(it)
         path = self.cache_dir / key[:2] / f"{key}.json"
-        if path.exists():
+        cached = _read_cached(path)
+        if cached is not None:
             self.stats["cache_hits"] += 1
-            body = json.loads(path.read_text())
-            return Verdict(float(body["score"]), body["rationale"])
+            return cached
+        if path.exists():
+            self.stats["cache_corrupt"] += 1  # unreadable entry: a miss, judged again and rewritten
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1

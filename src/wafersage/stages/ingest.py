@@ -11,25 +11,26 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.loaders import SOURCES, Limits, load
 from wafersage.rawtable import decode_map, write_raw
 from wafersage.render import gallery
+from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.taxonomy import primary_label
 from wafersage.tracking import file_md5, stage_run
 
 
-def build_table(source: str, paths: list[Path], synthetic: dict[str, Any]) -> pd.DataFrame:
-    """The raw table for ``source``: generated, or loaded from each path and concatenated."""
+def build_table(
+    source: str, paths: list[Path], synthetic: dict[str, Any], limits: Limits | None = None
+) -> pd.DataFrame:
+    """The raw table for ``source``: generated, or loaded from each path (within ``limits``) and
+    concatenated."""
     if source == "synthetic":
-        from wafersage.synthetic import SyntheticConfig, generate
-
         return generate(SyntheticConfig.from_dict(synthetic))
-    from wafersage.loaders import SOURCES, load
-
     if source not in SOURCES:
         raise WaferSageError("params.yaml", "unknown ingest source", f"{source!r}; choose from {SOURCES}")
     if not paths:
         raise WaferSageError("params.yaml", "ingest source needs a path", source)
-    tables = [load(source, p) for p in paths]
+    tables = [load(source, p, limits) for p in paths]
     return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
 
 
@@ -64,7 +65,8 @@ def run(
     if paths is None:
         raw = params.get("path") or []
         paths = [Path(p) for p in ([raw] if isinstance(raw, str) else raw)]
-    df = build_table(source, paths, params.get("synthetic", {}))
+    limits = Limits.from_params(params)
+    df = build_table(source, paths, params.get("synthetic", {}), limits)
     with stage_run("ingest", {**params, "source": source, "path": [str(p) for p in paths]}) as mlflow:
         write_raw(df, out)
         counts = class_counts(df)
