@@ -482,7 +482,7 @@ def evaluate(
         ingest=load_section("ingest", params),
         raw=raw,
     )
-    models_m = {k: v for k, v in m.items() if isinstance(v, dict) and "rule_score" in v}
+    models_m = {k: v for k, v in m.items() if isinstance(v, dict) and isinstance(v.get("rule_score"), float)}
     typer.echo("evaluate: " + ", ".join(f"{k} rule {v['rule_score']:.3f}" for k, v in models_m.items()))
     if "real_val" in m:
         rv = m["real_val"]
