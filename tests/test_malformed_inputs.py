@@ -255,6 +255,13 @@ def _describe(rows: int, cols: int, blob: bytes | None = None, corrupt: bool = F
     return build
 
 
+def _align_on_corrupt_parquet(tmp: Path) -> list[str]:
+    """``align`` on a corrupt calibration pool."""
+    (tmp / "pool.parquet").write_bytes(b"PAR1" + b"\x13" * 200 + b"PAR1")
+    out = ["--out", str(tmp / "out" / "rc.json"), "--metrics", str(tmp / "out" / "m.json")]
+    return ["align", "--pool", str(tmp / "pool.parquet"), *out, "--scatter", str(tmp / "out" / "s.csv")]
+
+
 # --- the corpus ---------------------------------------------------------------------------------
 
 
@@ -374,6 +381,7 @@ CASES: dict[str, Case] = {
     "raw-rows-cols-negative": Case(_describe(-20, -20), "wafers.parquet", "rows out of range"),
     "raw-map-size-mismatch": Case(_describe(10, 10, b"\1" * 7), "wafers.parquet", "map size != rows*cols"),
     "raw-corrupt-parquet": Case(_describe(0, 0, corrupt=True), "wafers.parquet", "not a readable Parquet"),
+    "align-corrupt-parquet": Case(_align_on_corrupt_parquet, "pool.parquet", "not a readable Parquet"),
     # bad settings
     "params-max-die-side": Case(
         lambda tmp: _ingest(tmp, "png-folder", tmp, "  max_die_side: 100000\n"), "params.yaml", "max_die_side"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 ITEMS_ARTIFACT = "evaluation/items.parquet"
@@ -141,7 +141,7 @@ def version_items(client: Any, version: Any) -> pd.DataFrame:
         raise WaferSageError(
             f"run {version.run_id}", "model version lacks its evaluation items", type(exc).__name__
         ) from None
-    return pd.read_parquet(local)
+    return read_parquet(local, "evaluation items of the model version")
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:

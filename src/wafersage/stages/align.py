@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 from wafersage.score import config as cfgmod
 from wafersage.score.config import HARDENED, PAPER_DEFAULT, ScoreConfig
 from wafersage.score.rules import Features, Item, _reference_view, combine, features, score_items
@@ -131,8 +131,8 @@ def run(
     """Search, evaluate on the held-out fold, write the reward config, metrics and scatter data."""
     import optuna
 
-    pool = pd.read_parquet(pool_path)
-    judged = pd.read_parquet(scores_path)
+    pool = read_parquet(pool_path, "calibration pool", "run `dvc repro judge` first")
+    judged = read_parquet(scores_path, "judge scores", "run `dvc repro judge` first")
     df = pool.merge(judged[["item_id", "score"]], on="item_id", how="inner")
     df = df[np.isfinite(df["score"])].reset_index(drop=True)
     if len(df) < 20:

@@ -21,7 +21,7 @@ import pandas as pd
 from wafersage.atomic import atomic_path
 from wafersage.attributes import wafer_attributes
 from wafersage.descriptions import analytic_descriptions
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, render_map
@@ -47,9 +47,7 @@ def read_clean(path: Path) -> pd.DataFrame:
     """The cleaning stage's table reduced to ``wafer_id, clean_labels, verdict, tag, suggested``
     (column spellings ``labels``/``kept_labels``/``final_labels``, ``tag``/``sample_tag``,
     ``suggested``/``suggested_label`` are accepted)."""
-    if not path.exists():
-        raise WaferSageError(path, "clean labels not found (set describe.labels_from: raw to skip cleaning)")
-    df = pd.read_parquet(path)
+    df = read_parquet(path, "clean labels", "set describe.labels_from: raw to skip cleaning")
 
     def col(*names: str) -> pd.Series:
         for n in names:

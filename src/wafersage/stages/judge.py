@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.score.calibration import build_pool, read_absorbed
 from wafersage.score.judges import JudgeItem, make_judge
@@ -29,9 +29,7 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
 def read_val(vqa: Path) -> pd.DataFrame:
     """The val split of the VQA tables (``vqa`` a folder or one parquet file)."""
     path = vqa / "val.parquet" if vqa.is_dir() else vqa
-    if not path.exists():
-        raise WaferSageError(path, "VQA val split not found")
-    df = pd.read_parquet(path)
+    df = read_parquet(path, "VQA val split")
     missing = [c for c in VQA_COLUMNS if c not in df.columns]
     if missing:
         raise WaferSageError(path, "VQA table misses columns", ", ".join(missing))

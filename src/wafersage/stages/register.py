@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 
 DEFAULTS: dict[str, Any] = {
     "model_name": "wafersage-vlm",
@@ -88,9 +88,7 @@ def requirements() -> list[str]:
 
 def model_items(items: Path, key: str) -> pd.DataFrame:
     """The evaluate stage's per-item rows of model ``key``."""
-    if not Path(items).exists():
-        raise WaferSageError(items, "evaluation items not found", "run `dvc repro evaluate` first")
-    df = pd.read_parquet(items)
+    df = read_parquet(items, "evaluation items", "run `dvc repro evaluate` first")
     rows = df[df["model"] == key].reset_index(drop=True)
     if rows.empty:
         raise WaferSageError(items, "no evaluation rows for the model", key)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
 from wafersage.gates import run_gate
 from wafersage.phrasing import mentions_class
 from wafersage.stages.rubrics import read_jsonl
@@ -22,9 +22,7 @@ def read_splits(vqa_dir: Path) -> pd.DataFrame:
     parts = []
     for s in SPLITS:
         path = Path(vqa_dir) / f"{s}.parquet"
-        if not path.exists():
-            raise WaferSageError(path, "file not found")
-        df = pd.read_parquet(path, columns=None)
+        df = read_parquet(path, "VQA split")
         df["image_bytes"] = df["image"].map(
             lambda v: len(v["bytes"]) if isinstance(v, dict) and v.get("bytes") else 0
         )
