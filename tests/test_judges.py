@@ -143,7 +143,10 @@ def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
         "dead_group_rate",
         "rule_scores_per_s",
     }
-    assert res["spearman_heldout"] > 0.3 and metrics["rule_scores_per_s"] > 0
+    # the aligned weights rank the held-out answers better than the paper's weights and BLEU/ROUGE
+    assert res["spearman_heldout"] > metrics["spearman_paper_default"] + 0.05
+    assert res["spearman_heldout"] > metrics["spearman_bleu_rouge"] + 0.05
+    assert metrics["rule_scores_per_s"] > 0
     load(tmp_path / "rc.json")
     scatter = pd.read_csv(tmp_path / "scatter.csv")
     assert {"rule_score", "judge_score"} <= set(scatter.columns) and len(scatter) == m["items"]
