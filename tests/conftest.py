@@ -20,6 +20,24 @@ from wafersage.environment import apply_defaults
 apply_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_run_left_behind():
+    """End any MLflow run a test leaves open and collect its garbage here, at a safe point.
+
+    A trainer that trains outside a stage run starts its own MLflow run; its ``MLflowCallback``
+    ends that run in ``__del__``. Left to a random later garbage collection, that ``__del__`` can
+    fire inside MLflow's store set-up and deadlock on the store registry's lock."""
+    import gc
+    import sys
+
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The project root (the folder holding pyproject.toml)."""
