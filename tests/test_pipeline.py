@@ -27,7 +27,7 @@ TRACKED = (
 
 
 def _sh(cmd, cwd, env):
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True, timeout=1500)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True, timeout=2700)
 
 
 @pytest.fixture(scope="module")
