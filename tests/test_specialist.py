@@ -207,3 +207,11 @@ def test_the_specialist_alone_answers_real_val_from_the_images_the_vlm_sees(trai
     seen = [resample(decode_map(b, r, c), 64) for b, r, c in cells]
     assert answers == [" and ".join(sorted(s)) + "." for s in model.predict(seen)]
     assert real_val.specialist_answers(tmp_path / "sft", maps) is None
+
+
+def test_the_stage_refuses_splits_of_different_image_sizes(tmp_path):
+    vqa = write_vqa(tmp_path / "vqa", n_wafers=8, size=64)
+    vqa_table(4, 96, seed=101).to_parquet(vqa / "val.parquet", index=False)
+    with pytest.raises(WaferSageError, match="share one square size"):
+        stage.run({"epochs": 1}, vqa, tmp_path / "spec", tmp_path / "m.json")
+    assert not (tmp_path / "spec").exists() and not (tmp_path / "m.json").exists()
