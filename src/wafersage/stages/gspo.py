@@ -310,8 +310,10 @@ def build_trainer(
     ckpt: Path,
     lora: bool,
     callbacks: list | None = None,
+    oof: Path | None = None,
 ) -> Any:
-    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer`."""
+    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer` (``oof``: the
+    specialist's out-of-fold file, which grounds the training maps)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -345,7 +347,7 @@ def build_trainer(
         grad_accum=int(p["gradient_accumulation_steps"]),
     )
     schedule = Schedule(table, stages, layout, int(p["seed"]))
-    grounding = grounder_of(model_dir, info)
+    grounding = grounder_of(model_dir, info, oof)
     validate = None
     if int(p["val_every"]) > 0:
         rows = val_type_rows(table, p["curriculum"], int(p["val_samples"]), int(p["seed"]))
@@ -395,6 +397,7 @@ def run(
     metrics: Path,
     checkpoints: Path = Path("checkpoints/gspo"),
     curve: Path | None = None,
+    oof: Path | None = None,
 ) -> dict[str, Any]:
     """Train, then save model + processor, the metrics and the val curve (``curve``, by default
     ``curve.csv`` beside ``metrics``; see the module docstring)."""
@@ -419,6 +422,8 @@ def run(
         "rubrics": Path(rubrics),
         **{f"vqa_{s}": Path(vqa_dir) / f"{s}.parquet" for s in SPLITS},
     }
+    if oof is not None:
+        inputs["specialist_oof"] = Path(oof)
     key = run_key(p, inputs)
     ckpt = Path(checkpoints) / key
     main = PartialState().is_main_process
@@ -428,7 +433,7 @@ def run(
         else nullcontext()
     )
     with tracking as mlflow:
-        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora)
+        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora, oof=oof)
         resume = last_checkpoint(ckpt)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)

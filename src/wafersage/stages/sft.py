@@ -162,9 +162,16 @@ def peft_config_for(p: dict[str, Any]) -> Any:
 
 
 def build_trainer(
-    p: dict[str, Any], base: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, ckpt: Path, lora: bool
+    p: dict[str, Any],
+    base: Path,
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    ckpt: Path,
+    lora: bool,
+    oof: Path | None = None,
 ) -> Any:
-    """The configured ``SFTTrainer`` (model from ``base``, LoRA when asked)."""
+    """The configured ``SFTTrainer`` (model from ``base``, LoRA when asked; ``oof``: the
+    specialist's out-of-fold file, which grounds the training maps)."""
     import torch
     from transformers import AutoModelForImageTextToText, EarlyStoppingCallback
     from trl import SFTTrainer
@@ -186,7 +193,7 @@ def build_trainer(
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
-    grounding = grounder_of(base, info)
+    grounding = grounder_of(base, info, oof)
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
@@ -299,8 +306,10 @@ def run(
     checkpoints: Path = Path("checkpoints/sft"),
     rubrics: Path | None = None,
     reward: Path | None = None,
+    oof: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, score on the test split's type questions, save model + processor and metrics."""
+    """Fine-tune, score on the test split's type questions, save model + processor and metrics
+    (``oof``: the specialist's out-of-fold probabilities for the training prompts)."""
     from wafersage.modeling.vqa_data import read_split
     from wafersage.stages.init_model import BASE_INFO, base_info
     from wafersage.tracking import stage_run
@@ -311,6 +320,8 @@ def run(
     train_df, val_df, test_df = (read_split(splits[s]) for s in ("train", "val", "test"))
     lora = lora_enabled(p, str(info.get("base")))
     inputs = {"base": Path(base), **{f"vqa_{s}": v for s, v in splits.items()}}
+    if oof is not None:
+        inputs["specialist_oof"] = Path(oof)
     key = run_key(p, inputs)  # what training depends on; the rule-score inputs only score
     scoring = {k: Path(v) for k, v in (("rubrics", rubrics), ("reward", reward)) if v is not None}
     for path in scoring.values():
@@ -329,7 +340,7 @@ def run(
         else nullcontext()
     )
     with tracking as mlflow:
-        trainer = build_trainer(p, Path(base), train_df, val_df, ckpt, lora)
+        trainer = build_trainer(p, Path(base), train_df, val_df, ckpt, lora, oof)
         resume = last_checkpoint(ckpt)
         if lora and mlflow is not None:
             trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)
