@@ -666,10 +666,15 @@ def render(
     typer.echo(f"render: {len(written)} image(s) -> {dst}")
 
 
+#: The exit status of a refused input (a ``WaferSageError``): 2, as for a usage error.
+ERROR_EXIT = 2
+
+
 def main() -> None:
-    """Console entry point: a ``WaferSageError`` becomes one line on stderr and exit status 1."""
+    """Console entry point: a ``WaferSageError`` becomes one line on stderr and exit status
+    :data:`ERROR_EXIT`."""
     try:
         app()
     except WaferSageError as exc:
         print(f"wafersage: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(ERROR_EXIT)
