@@ -289,10 +289,14 @@ def test_stage_reports_external_keys_and_fit_on(tmp_path, monkeypatch, external_
 @pytest.mark.realdata
 def test_real_llm_graded_file_external_fit_beats_paper_default() -> None:
     """On the real LLM-graded answers (default seed and split), the config fitted on the fit half
-    orders the held-out answers as the LLM judge does at least as well as the paper's weights."""
+    orders the held-out answers as the LLM judge does at least as well as the paper's weights, over
+    all answers and over the model answers (docs/benchmarks.md: each true in 9 of 10 splits; the
+    0.85 goal is not met, so it is not asserted)."""
     if not REAL.is_file():
         pytest.skip(f"LLM-graded calibration file not found at {REAL}")
     ext = read_external(REAL)
     _, report = align.external_alignment(ext, {"seed": 0, "n_trials": 60, "n_boot": 1000})
     assert report["items"]["total"] == len(ext) >= 100
     assert report["spearman_heldout"] >= report["spearman_heldout_paper_default"]
+    model = report["model_answers"]
+    assert model["items"] > 10 and model["spearman_heldout"] >= model["spearman_heldout_paper_default"]
