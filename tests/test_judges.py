@@ -142,6 +142,7 @@ def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
         "spearman_bleu_rouge",
         "dead_group_rate",
         "rule_scores_per_s",
+        "reference_judge_note",
     }
     # the aligned weights rank the held-out answers better than the paper's weights and BLEU/ROUGE
     assert res["spearman_heldout"] > metrics["spearman_paper_default"] + 0.05

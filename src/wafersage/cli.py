@@ -407,7 +407,14 @@ def align(
 
     m = stage.run(load_section("align", params), pool, scores, rubrics, out, metrics, scatter)
     held, paper = m["spearman_heldout"], m["spearman_paper_default"]
-    typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) -> {out}")
+    typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) vs the judge stage -> {out}")
+    ext = m.get("external")
+    if ext:
+        typer.echo(
+            f"align: external judge, held-out Spearman {ext['spearman_heldout']} fitted on it, "
+            f"{ext.get('spearman_heldout_reference_fitted')} fitted on the judge stage, "
+            f"{ext['spearman_heldout_paper_default']} paper default; reward fitted on {ext['fit_on']}"
+        )
 
 
 @app.command()
