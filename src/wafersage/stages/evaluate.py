@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import unseen_phrasing
 from wafersage.evaluation.stats import COMPARISONS
@@ -327,7 +327,7 @@ def run(
     ``ingest`` (the ingest params) resolves ``real_val: auto``; with a real val split and the raw
     table (``raw``), the trees baseline answers the same maps (``real_val.trees``)."""
     from wafersage.evaluation import real_val
-    from wafersage.evaluation.report import write_report
+    from wafersage.evaluation.report import render_html
     from wafersage.score.config import load as load_reward
     from wafersage.score.judges import make_judge
     from wafersage.stages.judge import read_records
@@ -424,26 +424,25 @@ def run(
         images = dict(zip(df["item_id"], df["image"], strict=True))
         out = Path(out)
         texts = {
-            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
-            "breakdown.json": json.dumps(detail, indent=2, sort_keys=True) + "\n",
-            "confusion.csv": confusion_rows(items[items["model"] == names[-1]]).to_csv(index=False),
-            "per_class_f1.csv": per_class_f1(items).to_csv(index=False),
+            out / "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+            out / "breakdown.json": json.dumps(detail, indent=2, sort_keys=True) + "\n",
+            out / "confusion.csv": confusion_rows(items[items["model"] == names[-1]]).to_csv(index=False),
+            out / "per_class_f1.csv": per_class_f1(items).to_csv(index=False),
+            Path(report): render_html(metrics, detail, items, images, names, judge.name, int(p["gallery"])),
         }
-        for name, text in texts.items():  # every output computed above; now written, each atomically
-            with atomic_path(out / name) as tmp:
-                tmp.write_text(text)
-        with atomic_path(out / "items.parquet") as tmp:
-            items.to_parquet(tmp, index=False)
-        with atomic_path(out / "real_val_answers.parquet") as tmp:
-            real_val.answer_table(real_maps, real_answers).to_parquet(tmp, index=False)
-        with atomic_path(pool) as tmp:
-            from wafersage.score.calibration import POOL_COLUMNS
+        from wafersage.score.calibration import POOL_COLUMNS
 
-            pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
-            (pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS))).to_parquet(
-                tmp, index=False
-            )
-        write_report(report, metrics, detail, items, images, names, judge.name, int(p["gallery"]))
+        pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
+        tables = {
+            out / "items.parquet": items,
+            out / "real_val_answers.parquet": real_val.answer_table(real_maps, real_answers),
+            Path(pool): pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS)),
+        }
+        with atomic_outputs(*((path, False) for path in [*texts, *tables])) as temps:  # all computed above
+            for tmp, text in zip(temps[: len(texts)], texts.values(), strict=True):
+                tmp.write_text(text, encoding="utf-8")
+            for tmp, table in zip(temps[len(texts) :], tables.values(), strict=True):
+                table.to_parquet(tmp, index=False)
         real_flat = {k: metrics[k] for k in ("real_val", "unseen_phrasing") if k in metrics}
         mlflow.log_metrics(
             {

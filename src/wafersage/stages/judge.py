@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.score.calibration import build_pool, read_absorbed
@@ -113,11 +113,13 @@ def run(
         }
         if len(pool) == 0:
             raise WaferSageError(vqa, "calibration pool is empty")
-        with atomic_path(pool_out) as tmp:
-            pool.to_parquet(tmp, index=False)
-        with atomic_path(scores_out) as tmp:
-            scores.to_parquet(tmp, index=False)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((pool_out, False), (scores_out, False), (metrics, False)) as (
+            t_pool,
+            t_scores,
+            t_m,
+        ):
+            pool.to_parquet(t_pool, index=False)
+            scores.to_parquet(t_scores, index=False)
+            t_m.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics({k.replace(".", "/"): float(v) for k, v in summary.items()})
     return summary

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.grounding import image_to_map
@@ -102,11 +102,9 @@ def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Pa
         mlflow.log_metrics(
             {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         )
-        with atomic_path(out, directory=True) as tmp:
-            model.save(tmp)
-        with atomic_path(oof) as tmp:
-            table.to_parquet(tmp, index=False)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((out, True), (oof, False), (metrics, False)) as (t_out, t_oof, t_metrics):
+            model.save(t_out)
+            table.to_parquet(t_oof, index=False)
+            t_metrics.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         mlflow.log_artifact(str(metrics))
     return result
