@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ def resample(m: np.ndarray, size: int) -> np.ndarray:
 def render_map(m: np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
     """The RGB image of a canonical map."""
     return Image.fromarray(_LUT[resample(np.asarray(m, dtype=np.uint8), check_size(size))], mode="RGB")
+
+
+def png_bytes(m: np.ndarray, size: int) -> bytes:
+    """The rendered map as PNG bytes (deterministic)."""
+    buf = BytesIO()
+    render_map(m, size).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
 
 
 def read_npy_map(path: Path, max_side: int | None = None) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, render_map
+from wafersage.render import DEFAULT_SIZE, png_bytes
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
 
@@ -105,13 +104,6 @@ def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) 
             reason.append(None)
     out["exclude"] = reason
     return out
-
-
-def png_bytes(m: np.ndarray, size: int) -> bytes:
-    """The rendered map as PNG bytes (deterministic)."""
-    buf = BytesIO()
-    render_map(m, size).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
 
 
 def fallback_tag(labels: list[str], attrs: dict[str, Any]) -> str:

@@ -328,9 +328,9 @@ def run(
     table (``raw``), the trees baseline answers the same maps (``real_val.trees``)."""
     from wafersage.evaluation import real_val
     from wafersage.evaluation.report import write_report
+    from wafersage.rubric import read_records
     from wafersage.score.config import load as load_reward
     from wafersage.score.judges import make_judge
-    from wafersage.stages.judge import read_records
     from wafersage.tracking import stage_run
 
     p = _checked(params)

@@ -142,7 +142,7 @@ def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd
     ``answer``, ``rubric`` JSON, ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool``."""
     from wafersage.modeling.curriculum import LEARNING, REVIEW
     from wafersage.modeling.vqa_data import read_split
-    from wafersage.stages.judge import read_records
+    from wafersage.rubric import read_records
 
     records = read_records(Path(rubrics))
     frames = []

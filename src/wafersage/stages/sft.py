@@ -257,9 +257,9 @@ def rule_score(
     """Mean aligned rule score (``wafersage.score``) of greedy answers to a seeded sample of the test
     split's questions (all categories), against each wafer's rubric."""
     from wafersage.modeling.vqa_data import ANSWER, LABELS, QUESTION, WAFER
+    from wafersage.rubric import read_records
     from wafersage.score.config import load as load_reward
     from wafersage.score.rules import Item, score_items
-    from wafersage.stages.judge import read_records
 
     for path in (rubrics, reward):
         if not Path(path).exists():
