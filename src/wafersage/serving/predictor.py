@@ -22,8 +22,8 @@ class Predictor:
         import torch
         from transformers import AutoModelForImageTextToText
 
+        from wafersage.modeling.model_folder import base_info
         from wafersage.modeling.processor import load_processor
-        from wafersage.stages.init_model import base_info
 
         self.folder = Path(folder)
         if not (self.folder / "config.json").exists():

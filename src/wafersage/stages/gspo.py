@@ -44,12 +44,12 @@ from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
 from wafersage.grounding import Grounding
 from wafersage.modeling.curriculum import LEARNING, REVIEW
+from wafersage.modeling.finetune import LORA_DEFAULTS
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
 from wafersage.modeling.vqa_data import TYPE_CATEGORY, pil_image
 from wafersage.score.reward import reward_weights
-from wafersage.stages.sft import LORA_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
@@ -318,11 +318,11 @@ def build_trainer(
     from transformers import AutoModelForImageTextToText
 
     from wafersage.modeling.curriculum import Layout, Schedule, flat_stage, parse_stages
+    from wafersage.modeling.finetune import peft_config_for
     from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
+    from wafersage.modeling.model_folder import base_info
     from wafersage.modeling.processor import load_processor
     from wafersage.score.reward import make_reward_funcs
-    from wafersage.stages.init_model import base_info
-    from wafersage.stages.sft import peft_config_for
 
     torch.set_num_threads(int(p["threads"]))
     torch.manual_seed(int(p["seed"]))
@@ -403,9 +403,9 @@ def run(
     ``curve.csv`` beside ``metrics``; see the module docstring)."""
     from accelerate import PartialState
 
+    from wafersage.modeling.finetune import final_model, last_checkpoint, lora_enabled, run_key
+    from wafersage.modeling.model_folder import BASE_INFO, base_info
     from wafersage.modeling.processor import load_processor
-    from wafersage.stages.init_model import BASE_INFO, base_info
-    from wafersage.stages.sft import final_model, last_checkpoint, lora_enabled, run_key
     from wafersage.tracking import stage_run
 
     p = checked(params)

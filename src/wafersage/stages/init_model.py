@@ -18,13 +18,12 @@ from typing import Any
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.grounding import IMAGE, Grounder, check_mode
+from wafersage.modeling.model_folder import BASE_INFO
 from wafersage.modeling.specialist import FOLDER as SPECIALIST_FOLDER
 from wafersage.modeling.specialist import Specialist
 from wafersage.render import check_size
 
 TINY = "tiny"
-#: Written beside the model: the base's kind and image size (read by later stages).
-BASE_INFO = "wafersage.json"
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
     "vocab_size": 1024,
@@ -191,11 +190,3 @@ def run(
                 advisor.save(tmp / SPECIALIST_FOLDER)
         mlflow.log_metrics({"params": n_params, "vocab_size": info["vocab_size"]})
     return info
-
-
-def base_info(model_dir: str | Path) -> dict[str, Any]:
-    """``wafersage.json`` of a model folder written by init_model (or a stage after it)."""
-    path = Path(model_dir) / BASE_INFO
-    if not path.exists():
-        raise WaferSageError(path, "not a wafersage model folder", "run `wafersage init-model` first")
-    return json.loads(path.read_text())

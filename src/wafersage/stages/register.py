@@ -106,10 +106,10 @@ def run(
     """Log, register and alias the model in ``model_dir``; write ``out`` (name, version, URIs)."""
     from mlflow import MlflowClient
 
+    from wafersage.modeling.model_folder import base_info
     from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, dvc_lock_hashes
     from wafersage.serving import pyfunc_model
     from wafersage.serving.pyfunc import ARTIFACT, signature
-    from wafersage.stages.init_model import base_info
     from wafersage.tracking import file_md5, stage_run
 
     p = _checked(params)

@@ -10,7 +10,6 @@ data hashes. Writes ``models/sft/`` (merged model + processor) and ``reports/sft
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import nullcontext
@@ -21,20 +20,17 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
+from wafersage.modeling.finetune import (
+    LORA_DEFAULTS,
+    final_model,
+    last_checkpoint,
+    lora_enabled,
+    peft_config_for,
+    run_key,
+)
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
-from wafersage.params import flatten
 
-#: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
-#: the paper's rank 16, alpha 16 on every projection of the language model.
-LORA_DEFAULTS: dict[str, Any] = {
-    "enabled": "auto",
-    "r": 16,
-    "alpha": 16,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "merge": True,
-}
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
     "threads": 0,
@@ -78,22 +74,6 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
     if p["lora"]["enabled"] not in ("auto", True, False):
         raise WaferSageError("params.yaml", "sft.lora.enabled must be auto, true or false")
     return p
-
-
-def lora_enabled(p: dict[str, Any], base: str) -> bool:
-    """LoRA on or off: ``auto`` means on for a real base, off for the tiny default."""
-    flag = p["lora"]["enabled"]
-    return base != "tiny" if flag == "auto" else bool(flag)
-
-
-def run_key(p: dict[str, Any], inputs: dict[str, Path]) -> str:
-    """Identifies a training run: same params and inputs -> same checkpoint folder."""
-    from wafersage.tracking import file_md5
-
-    h = hashlib.md5(json.dumps(flatten(p), sort_keys=True, default=str).encode())
-    for name in sorted(inputs):
-        h.update(f"{name}={file_md5(inputs[name])}".encode())
-    return h.hexdigest()[:12]
 
 
 def oversample_type(df: pd.DataFrame, times: int) -> pd.DataFrame:
@@ -148,19 +128,6 @@ def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
     )
 
 
-def peft_config_for(p: dict[str, Any]) -> Any:
-    from peft import LoraConfig
-
-    lp = p["lora"]
-    return LoraConfig(
-        r=int(lp["r"]),
-        lora_alpha=int(lp["alpha"]),
-        lora_dropout=float(lp["dropout"]),
-        target_modules=list(lp["target_modules"]),
-        task_type="CAUSAL_LM",
-    )
-
-
 def build_trainer(
     p: dict[str, Any],
     base: Path,
@@ -176,9 +143,9 @@ def build_trainer(
     from transformers import AutoModelForImageTextToText, EarlyStoppingCallback
     from trl import SFTTrainer
 
+    from wafersage.modeling.model_folder import base_info
     from wafersage.modeling.processor import load_processor
     from wafersage.modeling.vqa_data import to_dataset
-    from wafersage.stages.init_model import base_info
 
     info = base_info(base)
     processor = load_processor(base)
@@ -203,21 +170,6 @@ def build_trainer(
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
     )
-
-
-def last_checkpoint(ckpt: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``ckpt`` (what a rerun resumes from)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-
-
-def final_model(trainer: Any, lora: bool, merge: bool) -> Any:
-    """The trained model to save: LoRA merged into the base when asked."""
-    model = trainer.model
-    if lora and merge:
-        model = model.merge_and_unload()
-    return model
 
 
 def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
@@ -310,8 +262,8 @@ def run(
 ) -> dict[str, Any]:
     """Fine-tune, score on the test split's type questions, save model + processor and metrics
     (``oof``: the specialist's out-of-fold probabilities for the training prompts)."""
+    from wafersage.modeling.model_folder import BASE_INFO, base_info
     from wafersage.modeling.vqa_data import read_split
-    from wafersage.stages.init_model import BASE_INFO, base_info
     from wafersage.tracking import stage_run
 
     p = _checked(params)
