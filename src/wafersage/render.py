@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wafersage.atomic import atomic_path
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
@@ -85,8 +86,6 @@ def read_npy_map(path: Path, max_side: int | None = None) -> np.ndarray:
 def render_path(src: Path, dst: Path, size: int = DEFAULT_SIZE) -> list[Path]:
     """Render one .npy map to a PNG, or a folder of them to a folder of PNGs (all checked first,
     so a bad map leaves no output)."""
-    from wafersage.atomic import atomic_path
-
     check_size(size)
     if src.is_dir():
         files = sorted(src.glob("*.npy"))

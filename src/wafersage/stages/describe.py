@@ -26,6 +26,7 @@ from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, png_bytes
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
+from wafersage.vlm import VLMConfig, VLMDescriber
 
 BACKENDS = ("analytic", "openai")
 EXCLUDE_REASONS = ("unlabelled", "flagged", "no_fail_dies_with_pattern_label", "unknown_label")
@@ -140,8 +141,6 @@ def run(
 
     describer = None
     if backend == "openai":
-        from wafersage.vlm import VLMConfig, VLMDescriber
-
         describer = VLMDescriber(VLMConfig.from_dict(params.get("openai")))
 
     counts: Counter[str] = Counter()

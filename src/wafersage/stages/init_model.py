@@ -18,10 +18,17 @@ from typing import Any
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.grounding import IMAGE, Grounder, check_mode
+from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
 from wafersage.modeling.model_folder import BASE_INFO
+from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
 from wafersage.modeling.specialist import FOLDER as SPECIALIST_FOLDER
 from wafersage.modeling.specialist import Specialist
+from wafersage.modeling.tiny_config import qwen3vl_config
+from wafersage.modeling.vision_encoder import META_FILE, load_tower_state
+from wafersage.modeling.vision_inputs import image_processor
+from wafersage.modeling.vqa_data import corpus, read_split
 from wafersage.render import check_size
+from wafersage.tracking import stage_run
 
 TINY = "tiny"
 DEFAULTS: dict[str, Any] = {
@@ -58,11 +65,6 @@ def build_tiny(
     import torch
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
-    from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
-    from wafersage.modeling.processor import WaferQwen3VLProcessor
-    from wafersage.modeling.tiny_config import qwen3vl_config
-    from wafersage.modeling.vision_inputs import image_processor
-
     tokenizer = train_tokenizer(texts, int(p["vocab_size"]), int(p["min_frequency"]))
     processor = WaferQwen3VLProcessor(image_processor(image_size), tokenizer, chat_template=CHAT_TEMPLATE)
     config = qwen3vl_config(
@@ -82,8 +84,6 @@ def build_tiny(
 def load_vision_tower(model: Any, directory: Path, image_size: int) -> None:
     """Copy the pretrained wafer encoder's tower into ``model.model.visual`` (strict: no missing or
     unexpected keys, same shapes, same image size)."""
-    from wafersage.modeling.vision_encoder import META_FILE, load_tower_state
-
     state = load_tower_state(directory)
     meta_path = directory / META_FILE
     if meta_path.exists():
@@ -107,8 +107,6 @@ def load_local(base: Path, dtype: str) -> tuple[Any, Any]:
     """A local Qwen3-VL checkpoint (model + torchvision-free processor)."""
     import torch
     from transformers import AutoModelForImageTextToText
-
-    from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
 
     if not base.is_dir() or not (base / "config.json").exists():
         raise WaferSageError(base, "model.base is neither 'tiny' nor a local model folder with config.json")
@@ -136,9 +134,6 @@ def run(
     """Build or load the base model and save it (model + processor) into ``out``; with
     ``init_model.specialist: true``, a ``specialist`` folder given and a grounding mode with text,
     the specialist is shipped inside it and its clause joins every grounding line."""
-    from wafersage.modeling.vqa_data import corpus, read_split
-    from wafersage.tracking import stage_run
-
     p, m = _checked(params, model_params)
     check_size(image_size)
     base = str(m["base"])

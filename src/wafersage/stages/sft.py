@@ -28,8 +28,28 @@ from wafersage.modeling.finetune import (
     peft_config_for,
     run_key,
 )
+from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.model_folder import BASE_INFO, base_info
+from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
+from wafersage.modeling.vqa_data import (
+    ANSWER,
+    CATEGORY,
+    IMAGE,
+    LABELS,
+    QUESTION,
+    TYPE_CATEGORY,
+    WAFER,
+    pil_image,
+    read_split,
+    to_dataset,
+)
+from wafersage.rubric import read_records
+from wafersage.score.config import load as load_reward
+from wafersage.score.rules import Item, score_items
+from wafersage.tracking import stage_run
+from wafersage.type_scoring import type_scores
 
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
@@ -79,8 +99,6 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
 def oversample_type(df: pd.DataFrame, times: int) -> pd.DataFrame:
     """The train split with each type-category pair repeated ``times`` times (the defect type is the
     answer the metrics score; it is one pair in ~8 per wafer)."""
-    from wafersage.modeling.vqa_data import CATEGORY, TYPE_CATEGORY
-
     if times <= 1:
         return df
     extra = df[df[CATEGORY] == TYPE_CATEGORY]
@@ -143,10 +161,6 @@ def build_trainer(
     from transformers import AutoModelForImageTextToText, EarlyStoppingCallback
     from trl import SFTTrainer
 
-    from wafersage.modeling.model_folder import base_info
-    from wafersage.modeling.processor import load_processor
-    from wafersage.modeling.vqa_data import to_dataset
-
     info = base_info(base)
     processor = load_processor(base)
     if int(p["threads"]) > 0:
@@ -174,9 +188,6 @@ def build_trainer(
 
 def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Greedy answers to the test split's type questions, parsed and scored."""
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, LABELS, TYPE_CATEGORY
-    from wafersage.type_scoring import type_scores
-
     rows = _sample(test_df[test_df[CATEGORY] == TYPE_CATEGORY], int(p["type_eval_max"]), int(p["seed"]))
     if rows.empty:
         raise WaferSageError("data/vqa/test.parquet", "no type-category questions in the test split")
@@ -189,9 +200,6 @@ def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str,
 def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str, Any]) -> list[str]:
     """Batched greedy answers of ``model`` to the questions (and images) of VQA ``rows``, grounded
     as the model was trained (``p["grounding"]``, from the model folder)."""
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.vqa_data import IMAGE, QUESTION, pil_image
-
     return generate_answers(
         model,
         processor,
@@ -208,11 +216,6 @@ def rule_score(
 ) -> float:
     """Mean aligned rule score (``wafersage.score``) of greedy answers to a seeded sample of the test
     split's questions (all categories), against each wafer's rubric."""
-    from wafersage.modeling.vqa_data import ANSWER, LABELS, QUESTION, WAFER
-    from wafersage.rubric import read_records
-    from wafersage.score.config import load as load_reward
-    from wafersage.score.rules import Item, score_items
-
     for path in (rubrics, reward):
         if not Path(path).exists():
             raise WaferSageError(path, "rule-score input not found")
@@ -236,8 +239,6 @@ def rule_score(
 
 def sample_table(model: Any, processor: Any, df: pd.DataFrame, p: dict[str, Any]) -> dict[str, list]:
     """A few val questions with reference and generated answers (for ``mlflow.log_table``)."""
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, QUESTION, WAFER
-
     rows = _sample(df, int(p["sample_generations"]), int(p["seed"]))
     gen = _greedy_answers(model, processor, rows, p)
     return {
@@ -262,10 +263,6 @@ def run(
 ) -> dict[str, Any]:
     """Fine-tune, score on the test split's type questions, save model + processor and metrics
     (``oof``: the specialist's out-of-fold probabilities for the training prompts)."""
-    from wafersage.modeling.model_folder import BASE_INFO, base_info
-    from wafersage.modeling.vqa_data import read_split
-    from wafersage.tracking import stage_run
-
     p = _checked(params)
     info = base_info(base)
     splits = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val", "test")}
