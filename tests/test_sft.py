@@ -101,6 +101,7 @@ def test_sft_lowers_val_loss_and_resumes_from_its_checkpoint(setup, tmp_path):
 
 
 def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
+    from wafersage.modeling.finetune import final_model
     from wafersage.stages import sft
 
     base, vqa = setup
@@ -112,7 +113,7 @@ def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
     assert trainable and frozen
     assert all("lora_A" in n or "lora_B" in n for n in trainable)
     assert any("visual" in n for n in frozen) and not any("visual" in n for n in trainable)
-    merged = sft.final_model(trainer, lora=True, merge=True)
+    merged = final_model(trainer, lora=True, merge=True)
     assert not any("lora" in n for n, _ in merged.named_parameters())
 
 
@@ -128,12 +129,13 @@ def test_type_oversampling_repeats_only_type_pairs(setup):
 
 
 def test_lora_auto_is_on_for_a_real_base_only():
+    from wafersage.modeling.finetune import lora_enabled
     from wafersage.stages import sft
 
     p = sft._checked({})
-    assert sft.lora_enabled(p, "tiny") is False
-    assert sft.lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
-    assert sft.lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
+    assert lora_enabled(p, "tiny") is False
+    assert lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
+    assert lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, render_map
+from wafersage.render import DEFAULT_SIZE, png_bytes
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
+from wafersage.vlm import VLMConfig, VLMDescriber
 
 BACKENDS = ("analytic", "openai")
 EXCLUDE_REASONS = ("unlabelled", "flagged", "no_fail_dies_with_pattern_label", "unknown_label")
@@ -107,13 +107,6 @@ def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) 
     return out
 
 
-def png_bytes(m: np.ndarray, size: int) -> bytes:
-    """The rendered map as PNG bytes (deterministic)."""
-    buf = BytesIO()
-    render_map(m, size).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 def fallback_tag(labels: list[str], attrs: dict[str, Any]) -> str:
     """Typical/hard without the cleaning stage: hard when mixed, or when the geometry alone
     names another pattern than the label."""
@@ -148,8 +141,6 @@ def run(
 
     describer = None
     if backend == "openai":
-        from wafersage.vlm import VLMConfig, VLMDescriber
-
         describer = VLMDescriber(VLMConfig.from_dict(params.get("openai")))
 
     counts: Counter[str] = Counter()

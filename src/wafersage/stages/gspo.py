@@ -43,13 +43,24 @@ from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
 from wafersage.grounding import Grounding
-from wafersage.modeling.curriculum import LEARNING, REVIEW
+from wafersage.modeling.curriculum import LEARNING, REVIEW, Layout, Schedule, flat_stage, parse_stages
+from wafersage.modeling.finetune import (
+    LORA_DEFAULTS,
+    final_model,
+    last_checkpoint,
+    lora_enabled,
+    peft_config_for,
+    run_key,
+)
 from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.model_folder import BASE_INFO, base_info
+from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
-from wafersage.modeling.vqa_data import TYPE_CATEGORY, pil_image
-from wafersage.score.reward import reward_weights
-from wafersage.stages.sft import LORA_DEFAULTS
+from wafersage.modeling.vqa_data import TYPE_CATEGORY, grounded_cells, messages, pil_image, read_split
+from wafersage.rubric import read_records
+from wafersage.score.reward import make_reward_funcs, reward_weights
+from wafersage.tracking import stage_run
 
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
@@ -140,10 +151,6 @@ def checked(params: dict[str, Any]) -> dict[str, Any]:
 def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd.DataFrame:
     """The RL prompts: review and learning splits with the reward's columns (``question``,
     ``answer``, ``rubric`` JSON, ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool``."""
-    from wafersage.modeling.curriculum import LEARNING, REVIEW
-    from wafersage.modeling.vqa_data import read_split
-    from wafersage.stages.judge import read_records
-
     records = read_records(Path(rubrics))
     frames = []
     pools = {curriculum["review_split"]: REVIEW, curriculum["learning_split"]: LEARNING}
@@ -179,8 +186,6 @@ def to_dataset(table: pd.DataFrame, grounding: Grounding) -> Any:
     """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
     (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
     from datasets import Dataset, Features, Image, List, Value
-
-    from wafersage.modeling.vqa_data import grounded_cells, messages
 
     features = Features(
         {
@@ -317,12 +322,7 @@ def build_trainer(
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from wafersage.modeling.curriculum import Layout, Schedule, flat_stage, parse_stages
     from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
-    from wafersage.modeling.processor import load_processor
-    from wafersage.score.reward import make_reward_funcs
-    from wafersage.stages.init_model import base_info
-    from wafersage.stages.sft import peft_config_for
 
     torch.set_num_threads(int(p["threads"]))
     torch.manual_seed(int(p["seed"]))
@@ -402,11 +402,6 @@ def run(
     """Train, then save model + processor, the metrics and the val curve (``curve``, by default
     ``curve.csv`` beside ``metrics``; see the module docstring)."""
     from accelerate import PartialState
-
-    from wafersage.modeling.processor import load_processor
-    from wafersage.stages.init_model import BASE_INFO, base_info
-    from wafersage.stages.sft import final_model, last_checkpoint, lora_enabled, run_key
-    from wafersage.tracking import stage_run
 
     p = checked(params)
     for path in (Path(sft_dir), Path(reward_config), Path(rubrics)):

@@ -13,17 +13,12 @@ import pandas as pd
 from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
+from wafersage.rubric import read_records
 from wafersage.score.calibration import build_pool, read_absorbed
 from wafersage.score.judges import JudgeItem, make_judge
-from wafersage.stages.rubrics import read_jsonl
 from wafersage.tracking import stage_run
 
 VQA_COLUMNS = ("pair_id", "wafer_id", "rubric_id", "category", "question", "answer")
-
-
-def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    """Rubric records (``rubrics.jsonl``) by wafer id."""
-    return {r["wafer_id"]: r for r in read_jsonl(path)}
 
 
 def read_val(vqa: Path) -> pd.DataFrame:

@@ -10,25 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rubric import SCHEMA_VERSION, build_rubric
 from wafersage.tracking import stage_run
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON lines; a missing file or a bad line raises one line naming the row."""
-    path = Path(path)
-    if not path.exists():
-        raise WaferSageError(path, "file not found")
-    out = []
-    with open(path) as fh:
-        for i, line in enumerate(fh):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise WaferSageError(path, "invalid JSON line", str(exc), row=i) from None
-    return out
 
 
 def run(params: dict[str, Any], descriptions: Path, out: Path, metrics: Path) -> dict[str, Any]:

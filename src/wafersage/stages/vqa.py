@@ -14,11 +14,9 @@ import pyarrow.parquet as pq
 
 from wafersage.atomic import atomic_path
 from wafersage.attributes import agreement_summary, truth_agreement
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, check_size, gallery
-from wafersage.stages.describe import png_bytes
-from wafersage.stages.rubrics import read_jsonl
+from wafersage.render import DEFAULT_SIZE, check_size, gallery, png_bytes
 from wafersage.tracking import stage_run
 from wafersage.vqa import CATEGORIES, SPLITS, assign_splits, frame, qa_pairs
 
