@@ -1,16 +1,21 @@
 """What the fine-tuning stages (SFT, GSPO) share: LoRA settings and the PEFT config built from them,
-the run key that names a training run's checkpoint folder, resuming from the newest checkpoint and
-the model to save at the end."""
+the run key that names a training run's checkpoint folder, resuming from the newest complete
+checkpoint and the model to save at the end."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from wafersage.params import flatten
 from wafersage.tracking import file_md5
+
+log = logging.getLogger(__name__)
 
 #: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
 #: the paper's rank 16, alpha 16 on every projection of the language model.
@@ -51,11 +56,28 @@ def peft_config_for(p: dict[str, Any]) -> Any:
     )
 
 
-def last_checkpoint(ckpt: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``ckpt`` (what a rerun resumes from)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def complete(folder: Path) -> bool:
+    """Whether a ``checkpoint-N`` folder was saved to the end: the trainer writes
+    ``trainer_state.json`` last, so it must parse and name step N."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        return int(state["global_step"]) == int(folder.name.rsplit("-", 1)[1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+def last_checkpoint(ckpt: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder under ``ckpt`` (what a rerun resumes from);
+    newer ones a kill left half-saved are removed, so the rerun saves them afresh."""
+    if not ckpt.is_dir():
+        return None
+    found = [d for d in ckpt.iterdir() if d.is_dir() and re.fullmatch(r"checkpoint-\d+", d.name)]
+    for folder in sorted(found, key=lambda d: int(d.name.rsplit("-", 1)[1]), reverse=True):
+        if complete(folder):
+            return str(folder)
+        log.warning("removing %s: a checkpoint saved only in part", folder)
+        shutil.rmtree(folder)
+    return None
 
 
 def final_model(trainer: Any, lora: bool, merge: bool) -> Any:
