@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata, spearmanr
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.evaluation import stats
 from wafersage.params import flatten
@@ -412,9 +412,6 @@ def run(
         body: dict[str, Any] = {**result, "reference_judge_note": REFERENCE_JUDGE_NOTE}
         if external is not None:
             body["external"] = external
-        cfgmod.save(best, config_out, extra=meta)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         plot = pd.DataFrame(
             {
                 "item_id": df["item_id"],
@@ -424,8 +421,11 @@ def run(
                 "judge_score": np.round(judge / 10, 4),
             }
         )
-        with atomic_path(scatter) as tmp:
-            plot.to_csv(tmp, index=False)
+        outputs = ((config_out, False), (metrics, False), (scatter, False))
+        with atomic_outputs(*outputs) as (tmp_config, tmp_metrics, tmp_scatter):
+            cfgmod.save(best, tmp_config, extra=meta)
+            tmp_metrics.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+            plot.to_csv(tmp_scatter, index=False)
         numeric = {
             k: float(v)
             for k, v in flatten({**result, "external": external or {}}).items()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.attributes import wafer_attributes
 from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
@@ -203,11 +203,9 @@ def run(
             for k in ("requests", "cache_hits", "retries", "timeouts", "malformed", "failed", "http_errors"):
                 summary[f"openai.{k}"] = describer.counts.get(k, 0)
             summary["openai.connection_errors"] = describer.counts.get("connection_errors", 0)
-        with atomic_path(out) as tmp, open(tmp, "w") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((out, False), (metrics, False)) as (tmp, tmp_metrics):
+            tmp.write_text("".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+            tmp_metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics(
             {k.replace(".", "/"): float(v) for k, v in summary.items() if isinstance(v, int | float)}
         )

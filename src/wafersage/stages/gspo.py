@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.answer_parser import parse_labels
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
 from wafersage.grounding import Grounding
@@ -441,7 +441,10 @@ def run(
             mlflow.log_metrics(
                 {"final_" + k: float(v) for k, v in out_metrics.items()} | {"resumed_from_step": resumed}
             )
-            with atomic_path(out, directory=True) as tmp:
+            curve = Path(curve) if curve is not None else Path(metrics).with_name("curve.csv")
+            points = pd.DataFrame(trainer.val_curve(), columns=list(CURVE_COLUMNS)).round(4)
+            outputs = ((out, True), (metrics, False), (curve, False))
+            with atomic_outputs(*outputs) as (tmp, tmp_metrics, tmp_curve):
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 trainer.processing_class.save_pretrained(str(tmp))
@@ -454,12 +457,8 @@ def run(
                     "resumed_from_step": resumed,
                 }
                 (tmp / BASE_INFO).write_text(json.dumps(gspo_info, indent=2, sort_keys=True) + "\n")
-            with atomic_path(metrics) as tmp:
-                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                tmp_metrics.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                points.to_csv(tmp_curve, index=False)
             mlflow.log_artifact(str(metrics))
-            curve = Path(curve) if curve is not None else Path(metrics).with_name("curve.csv")
-            points = pd.DataFrame(trainer.val_curve(), columns=list(CURVE_COLUMNS)).round(4)
-            with atomic_path(curve) as tmp:
-                points.to_csv(tmp, index=False)
             mlflow.log_artifact(str(curve))
     return out_metrics

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.modeling.finetune import (
     LORA_DEFAULTS,
@@ -321,7 +321,7 @@ def run(
                 | {"type_n": float(scores["type_n"]), "resumed_from_step": float(_step_of(resume))}
             )
             mlflow.log_table(samples, artifact_file="sft/sample_generations.json")
-            with atomic_path(out, directory=True) as tmp:
+            with atomic_outputs((out, True), (metrics, False)) as (tmp, tmp_metrics):
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 processor.save_pretrained(str(tmp))
@@ -334,8 +334,7 @@ def run(
                     "resumed_from_step": _step_of(resume),
                 }
                 (tmp / BASE_INFO).write_text(json.dumps(sft_info, indent=2, sort_keys=True) + "\n")
-            with atomic_path(metrics) as tmp:
-                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                tmp_metrics.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
             mlflow.log_artifact(str(metrics))
     return out_metrics
 
