@@ -1,6 +1,6 @@
-"""The attribute dicts, computed over whole batches, against frozen copies of what the per-map code
-produced before (the grounding text, which the model was trained on, is made from them, so not a
-figure may change): seeded synthetic maps of their own sizes (20-80 dies a side) and rendered at
+"""The grounding text and the attribute dicts, computed over whole batches, against frozen copies of
+what the per-map code produced before (the model was trained on this text, so not a character
+may change): seeded synthetic maps of their own sizes (20-80 dies a side) and rendered at 64 and
 96 px, and hand-made maps on each branch."""
 
 from __future__ import annotations
@@ -10,13 +10,85 @@ import json
 
 import numpy as np
 from factories import disc
+from PIL import Image
 
 from wafersage.attributes import geometry, shapes_of, wafer_attributes, wafer_attributes_batch
-from wafersage.encoding import FAIL, OFF
-from wafersage.grounding import image_to_map
+from wafersage.encoding import FAIL, OFF, PASS
+from wafersage.grounding import (
+    IMAGE_ATTRIBUTES,
+    Grounder,
+    attributes_text,
+    attributes_texts,
+    image_to_map,
+    images_to_maps,
+)
 from wafersage.rawtable import decode_map
-from wafersage.render import render_map
+from wafersage.render import PALETTE, render_map
 from wafersage.synthetic import SyntheticConfig, generate
+
+TEXTS_64 = [
+    "Map facts: yield 82%; 6 clusters; main defect clustered in the center zone; "
+    "area 6%; density 77%; elongation 1.3; rule guess Center.",
+    "Map facts: yield 81%; 2 clusters; main defect ring in the edge zone; "
+    "area 16%; density 93%; elongation 1.2; rule guess Edge-Ring.",
+    "Map facts: yield 84%; 8 clusters; main defect clustered in the inner zone at 3 o'clock; "
+    "area 5%; density 96%; elongation 1.1; rule guess Loc.",
+    "Map facts: yield 48%; 1 cluster; main defect scattered in the whole zone; "
+    "area 52%; density 60%; elongation 1.1; rule guess Random.",
+    "Map facts: yield 79%; 15 clusters; main defect clustered in the center zone; "
+    "area 6%; density 90%; elongation 1.5; rule guess Center.",
+    "Map facts: yield 94%; 6 clusters; main defect ring in the edge zone at 7 o'clock; "
+    "area 4%; density 80%; elongation 4.9; rule guess Edge-Ring.",
+    "Map facts: yield 93%; 1 cluster; main defect clustered in the center zone; "
+    "area 4%; density 86%; elongation 1.1; rule guess Center.",
+    "Map facts: yield 90%; 1 cluster; main defect clustered in the inner zone at 8 o'clock; "
+    "area 3%; density 75%; elongation 2.5; rule guess Loc.",
+    "Map facts: yield 5%; 1 cluster; main defect full in the whole zone; "
+    "area 95%; density 95%; elongation 1.0; rule guess Near-full.",
+    "Map facts: yield 97%; 1 cluster; main defect line in the middle zone at 3 o'clock; "
+    "area 1%; density 86%; elongation 11.1; rule guess Scratch.",
+    "Map facts: yield 82%; 2 clusters; main defect clustered in the center zone; "
+    "area 9%; density 83%; elongation 1.1; rule guess Center.",
+    "Map facts: yield 98%; 0 clusters; no defect cluster; rule guess none.",
+    "Map facts: yield 92%; 6 clusters; main defect arc in the edge zone at 2 o'clock; "
+    "area 1%; density 100%; elongation 8.4; rule guess none.",
+    "Map facts: yield 83%; 14 clusters; main defect clustered in the middle zone at 8 o'clock; "
+    "area 2%; density 100%; elongation 2.5; rule guess Loc.",
+    "Map facts: yield 89%; 2 clusters; main defect clustered in the middle zone at 10 o'clock; "
+    "area 0%; density 100%; elongation 1.9; rule guess none.",
+    "Map facts: yield 70%; 12 clusters; main defect clustered in the inner zone; "
+    "area 18%; density 100%; elongation 1.2; rule guess Loc.",
+    "Map facts: yield 90%; 4 clusters; main defect ring in the edge zone at 9 o'clock; "
+    "area 6%; density 96%; elongation 4.8; rule guess Edge-Ring.",
+    "Map facts: yield 43%; 2 clusters; main defect scattered in the whole zone; "
+    "area 57%; density 62%; elongation 1.1; rule guess Random.",
+    "Map facts: yield 88%; 9 clusters; main defect clustered in the center zone at 6 o'clock; "
+    "area 2%; density 100%; elongation 2.1; rule guess Center.",
+    "Map facts: yield 78%; 14 clusters; main defect clustered in the middle zone at 5 o'clock; "
+    "area 5%; density 90%; elongation 1.2; rule guess Loc.",
+    "Map facts: yield 89%; 9 clusters; main defect arc in the edge zone at 5 o'clock; "
+    "area 1%; density 100%; elongation 3.4; rule guess Edge-Loc.",
+    "Map facts: yield 92%; 1 cluster; main defect line in the inner zone at 2 o'clock; "
+    "area 3%; density 96%; elongation 14.6; rule guess Scratch.",
+    "Map facts: yield 91%; 4 clusters; main defect arc in the edge zone at 11 o'clock; "
+    "area 0%; density 100%; elongation 3.6; rule guess none.",
+    "Map facts: yield 82%; 5 clusters; main defect ring in the inner zone at 6 o'clock; "
+    "area 8%; density 84%; elongation 2.4; rule guess Donut.",
+]
+
+HANDMADE_TEXTS = [
+    "Map facts: yield 100%; 0 clusters; no defect cluster; rule guess none.",
+    "Map facts: yield 100%; 0 clusters; no defect cluster; rule guess none.",
+    "Map facts: yield 0%; 1 cluster; main defect full in the whole zone; "
+    "area 100%; density 100%; elongation 1.0; rule guess Near-full.",
+    "Map facts: yield 71%; 22 clusters; main defect scattered in the whole zone; "
+    "area 29%; density 39%; elongation 1.0; rule guess Random.",
+    "Map facts: yield 99%; 2 clusters; main defect clustered in the middle zone at 10 o'clock; "
+    "area 0%; density 100%; elongation 1.0; rule guess none.",
+    "Map facts: yield 76%; 1 cluster; main defect ring in the edge zone; "
+    "area 24%; density 100%; elongation 1.0; rule guess Edge-Ring.",
+    "Map facts: yield 100%; 0 clusters; no defect cluster; rule guess none.",
+]
 
 HANDMADE_LABELS = [
     ["Random", "Loc"],
@@ -81,6 +153,16 @@ def _digests(dicts: list[dict]) -> list[str]:
     return [hashlib.sha256(json.dumps(a).encode()).hexdigest()[:16] for a in dicts]
 
 
+def test_grounding_texts_are_the_frozen_ones():
+    maps, _ = _synthetic()
+    images = [render_map(m, 64) for m in maps]
+    assert Grounder(IMAGE_ATTRIBUTES).texts(images) == TEXTS_64
+    seen = images_to_maps(images)
+    assert attributes_texts(seen) == TEXTS_64
+    assert [attributes_text(m) for m in seen[:4]] == TEXTS_64[:4]
+    assert attributes_texts(_handmade()) == HANDMADE_TEXTS
+
+
 def test_attribute_dicts_are_the_frozen_ones():
     maps, labels = _synthetic()
     assert _digests([wafer_attributes(m, v) for m, v in zip(maps, labels, strict=True)]) == LABELLED
@@ -105,3 +187,32 @@ def test_shapes_of_a_mass_do_not_depend_on_the_others_in_its_batch():
     one_by_one = [shapes_of(geo, [m])[0] for m in masses]
     assert shapes_of(geo, masses) == one_by_one
     assert shapes_of(geo, masses[::-1]) == one_by_one[::-1]
+
+
+def _nearest(rgb: np.ndarray) -> np.ndarray:
+    """Each pixel's nearest palette colour, measured for every pixel (the reference)."""
+    values = np.array([OFF, PASS, FAIL], dtype=np.uint8)
+    colours = np.array([PALETTE[int(v)] for v in values], dtype=np.int32)
+    dist = ((np.asarray(rgb, dtype=np.int32)[:, :, None, :] - colours[None, None]) ** 2).sum(axis=-1)
+    return values[dist.argmin(axis=-1)]
+
+
+def test_images_decode_as_the_nearest_palette_colour_alone_or_together():
+    rng = np.random.default_rng(2)
+    maps, _ = _synthetic()
+    clean = [np.asarray(render_map(m, 64)) for m in maps[:4]]
+    noisy = [
+        np.clip(a.astype(np.int16) + rng.integers(-60, 61, a.shape), 0, 255).astype(np.uint8) for a in clean
+    ]
+    images = [
+        *[Image.fromarray(a) for a in clean],
+        *noisy,
+        noisy[0].astype(np.int64),
+        noisy[1].astype(np.float64) + 0.4,
+        rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+        np.asarray(render_map(maps[5], 96)),
+    ]
+    expected = [_nearest(np.asarray(im)) for im in images]
+    got = images_to_maps(images)
+    assert all(np.array_equal(g, e) and g.dtype == np.uint8 for g, e in zip(got, expected, strict=True))
+    assert all(np.array_equal(image_to_map(im), e) for im, e in zip(images, expected, strict=True))
