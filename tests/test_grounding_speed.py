@@ -11,8 +11,9 @@ import json
 import numpy as np
 from factories import disc
 from PIL import Image
+from scipy import ndimage
 
-from wafersage.attributes import geometry, shapes_of, wafer_attributes, wafer_attributes_batch
+from wafersage.attributes import _closing, geometry, shapes_of, wafer_attributes, wafer_attributes_batch
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.grounding import (
     IMAGE_ATTRIBUTES,
@@ -187,6 +188,14 @@ def test_shapes_of_a_mass_do_not_depend_on_the_others_in_its_batch():
     one_by_one = [shapes_of(geo, [m])[0] for m in masses]
     assert shapes_of(geo, masses) == one_by_one
     assert shapes_of(geo, masses[::-1]) == one_by_one[::-1]
+
+
+def test_closing_is_scipys_binary_closing_map_by_map():
+    rng = np.random.default_rng(3)
+    for rows, cols in ((1, 1), (1, 5), (2, 2), (3, 7), (9, 4), (16, 16)):
+        masks = rng.random((4, rows, cols)) < 0.4
+        expected = np.stack([ndimage.binary_closing(m, structure=np.ones((3, 3), dtype=bool)) for m in masks])
+        assert np.array_equal(_closing(masks), expected)
 
 
 def _nearest(rgb: np.ndarray) -> np.ndarray:

@@ -113,8 +113,9 @@ def geometry(rows: int, cols: int) -> dict[str, np.ndarray]:
 
 def fail_neighbours(fail: np.ndarray) -> np.ndarray:
     """Count of failing 8-neighbours of each die, for a stack ``(n, rows, cols)``."""
-    pad = np.pad(fail.astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
-    rows, cols = fail.shape[1:]
+    n, rows, cols = fail.shape
+    pad = np.zeros((n, rows + 2, cols + 2), dtype=np.uint8)
+    pad[:, 1:-1, 1:-1] = fail
     out = np.zeros(fail.shape, dtype=np.uint8)
     for di in (0, 1, 2):
         for dj in (0, 1, 2):
