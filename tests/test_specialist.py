@@ -171,6 +171,21 @@ def test_the_stage_and_the_model_folder_ship_it_and_every_prompt_reads_it(tmp_pa
     assert Grounder(IMAGE_ATTRIBUTES).texts([pil_image(image)])[0] == text.split(" Specialist: ")[0]
     ship(tmp_path / "base", tmp_path / "copy")
     assert grounder_of(tmp_path / "copy", info).advisor is not None
+    # training prompts read the stage's out-of-fold clauses; val maps the shipped specialist's
+    train_image = pil_image(pd.read_parquet(vqa / "train.parquet")["image"].iloc[0])
+    with_oof = grounder_of(tmp_path / "base", info, oof)
+    oof_rows = table.set_index("wafer_id")
+    wafer = str(pd.read_parquet(vqa / "train.parquet")["wafer_id"].iloc[0])
+    names = pred.grounder.advisor.config.classes
+    blend = pred.grounder.advisor.config.blend
+    row = oof_rows.loc[wafer]
+    probs = (1 - blend) * row[[f"cnn:{c}" for c in names]].to_numpy(float) + blend * row[
+        [f"trees:{c}" for c in names]
+    ].to_numpy(float)
+    assert with_oof.texts([train_image])[0].endswith(clauses_of(probs[None], names)[0])
+    assert with_oof.texts([pil_image(image)])[0] == text
+    with pytest.raises(WaferSageError, match="specialist out-of-fold file not found"):
+        grounder_of(tmp_path / "base", info, tmp_path / "missing.parquet")
     # the image-alone ablation ships no helper model, and switching it off does too
     alone = init_model.run(
         {**params, "grounding": IMAGE}, {}, *args, tmp_path / "alone", 64, tmp_path / "spec"

@@ -459,7 +459,9 @@ def grounder_of(model_folder: str | Path, info: dict[str, Any], oof: str | Path 
         return Grounder(check_mode(info.get("grounding")))
     advisor: Any = Specialist.load(Path(model_folder) / FOLDER)
     if oof is not None:
-        advisor = OutOfFold(advisor, read_parquet(oof))
+        advisor = OutOfFold(
+            advisor, read_parquet(oof, "specialist out-of-fold file", "run `dvc repro specialist`")
+        )
     return Grounder(check_mode(info.get("grounding")), advisor)
 
 
