@@ -2,13 +2,17 @@
 decoder (``generate_answers``), back to back in one run, with a check that the answers agree.
 
     .venv/bin/python benchmarks/answer_speed.py [--model models/sft] [--n 256] [--batch 8 32 128]
-        [--max-new-tokens 40] [--repeats 5] [--threads N] [--train-steps 60]
+        [--max-new-tokens 40] [--repeats 5] [--threads N] [--train-steps 60] [--grounding MODE]
+        [--cold]
 
 Without ``--model`` a tiny default model (64 px) is built in a temp folder and taught the type
 answer ("Center.", "Edge-Loc and Loc.", ...) for ``--train-steps`` steps, so that its answers are
 short and end at eos, as a trained model's do. The maps come from the synthetic generator (seed 0),
 rendered with ``render_map`` at the model's image size. For each batch size the script reports
-maps/s as the median of ``--repeats`` timed runs of each path (the runs alternate).
+maps/s as the median of ``--repeats`` timed runs of each path (the runs alternate). Grounding
+texts are cached by image content, so after the first run the timed runs reuse them; with
+``--cold`` the cache is cleared before each timed run, so every map's text is computed, as for a
+folder of new maps.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wafersage import grounding as grounding_module
 from wafersage.grounding import ground_all
 from wafersage.modeling.generate import generate_answers
 from wafersage.rawtable import decode_map
@@ -118,6 +123,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--train-steps", type=int, default=60, help="teaching steps of a fresh tiny model")
     ap.add_argument("--grounding", default=None, help="prompt mode (default: the model folder's)")
+    ap.add_argument("--cold", action="store_true", help="clear the grounding text cache before each run")
     a = ap.parse_args()
 
     import torch
@@ -140,8 +146,8 @@ def main() -> None:
     questions = [QUESTION] * a.n
     runs = {"generate": generate_path, "fast": generate_answers}
     print(
-        f"torch threads {torch.get_num_threads()}, model {a.model}, {pred.image_size} px, "
-        f"grounding {grounding}, {a.n} maps, max new tokens {a.max_new_tokens}"
+        f"torch threads {torch.get_num_threads()}, model {a.model}, {pred.image_size} px, grounding "
+        f"{grounding}{' (cold cache)' if a.cold else ''}, {a.n} maps, max new tokens {a.max_new_tokens}"
     )
     print(
         "| batch | generate maps/s | fast maps/s | fast / generate | answers equal | runs (generate; fast) |"
@@ -155,6 +161,8 @@ def main() -> None:
         rates: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(a.repeats):
             for k, f in runs.items():
+                if a.cold:
+                    grounding_module._TEXTS.clear()
                 t = time.perf_counter()
                 got = f(model, processor, images, questions, bs, a.max_new_tokens, grounding)
                 rates[k].append(a.n / (time.perf_counter() - t))

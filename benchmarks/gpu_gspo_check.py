@@ -117,12 +117,12 @@ def main() -> int:
     from transformers import Qwen3VLForConditionalGeneration
 
     from wafersage.modeling.curriculum import Layout, Schedule, parse_stages
+    from wafersage.modeling.finetune import peft_config_for
     from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
     from wafersage.modeling.vqa_data import pil_image
     from wafersage.score.config import HARDENED, save
     from wafersage.score.reward import make_reward_funcs
     from wafersage.stages import gspo
-    from wafersage.stages.sft import peft_config_for
 
     gpu = torch.cuda.is_available() and not args.cpu_smoke
     big = args.shape == "4b"

@@ -116,6 +116,7 @@ def main() -> int:
     from trl import SFTTrainer
 
     from wafersage.modeling.chat import token_ids
+    from wafersage.modeling.finetune import peft_config_for
     from wafersage.modeling.tiny_config import qwen3vl_config
     from wafersage.stages import sft
 
@@ -159,7 +160,7 @@ def main() -> int:
             args=targs,
             train_dataset=data,
             processing_class=processor,
-            peft_config=sft.peft_config_for(p),
+            peft_config=peft_config_for(p),
         )
         trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)
         if gpu:

@@ -164,8 +164,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     from wafersage.params import load_section
+    from wafersage.rubric import read_records
     from wafersage.stages import gspo
-    from wafersage.stages.judge import read_records
 
     base = _merge(load_section("gspo", args.params), _overrides(args.set))
     records = read_records(args.rubrics)

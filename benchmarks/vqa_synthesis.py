@@ -22,8 +22,9 @@ from wafersage.attributes import ZONES, agreement_summary, truth_agreement, wafe
 from wafersage.descriptions import analytic_descriptions
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map
+from wafersage.render import png_bytes
 from wafersage.rubric import build_rubric
-from wafersage.stages.describe import fallback_tag, png_bytes
+from wafersage.stages.describe import fallback_tag
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.vqa import CATEGORIES, qa_pairs
 

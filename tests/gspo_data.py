@@ -11,8 +11,8 @@ import pandas as pd
 from wafersage.attributes import wafer_attributes
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map
+from wafersage.render import png_bytes
 from wafersage.rubric import rubric_record
-from wafersage.stages.describe import png_bytes
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.vqa import qa_pairs
 

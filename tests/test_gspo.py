@@ -299,7 +299,7 @@ class _Killed(RuntimeError):
 def test_killed_run_resumes_at_the_right_step_and_curriculum_stage(setup, tmp_path) -> None:
     from transformers import TrainerCallback
 
-    from wafersage.stages.sft import last_checkpoint
+    from wafersage.modeling.finetune import last_checkpoint
 
     class KillAfterSave(TrainerCallback):
         def on_save(self, args, state, control, **kw):

@@ -41,7 +41,7 @@ def test_synthetic_ingest_writes_table_metrics_and_a_run(tmp_path):
 
 def test_unknown_source_and_missing_path_fail_without_output(tmp_path):
     r = _cli("ingest", "--source", "nope", "--out", "o.parquet", cwd=tmp_path, tracking=tmp_path / "m.db")
-    assert r.returncode == 1 and "unknown ingest source" in r.stderr
+    assert r.returncode == 2 and "unknown ingest source" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = _cli(
         "ingest",
@@ -52,7 +52,7 @@ def test_unknown_source_and_missing_path_fail_without_output(tmp_path):
         cwd=tmp_path,
         tracking=tmp_path / "m.db",
     )
-    assert r.returncode == 1 and "needs a path" in r.stderr
+    assert r.returncode == 2 and "needs a path" in r.stderr
     assert not (tmp_path / "o.parquet").exists()
 
 

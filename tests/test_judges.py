@@ -125,6 +125,30 @@ def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
         tmp_path / "judge.json",
     )
     assert m["items"] > 150 and m["unscored"] == 0
+    # a rerun that fails while writing its second output commits none of the three
+    before = {n: (tmp_path / n).read_bytes() for n in ("pool.parquet", "scores.parquet", "judge.json")}
+    real_to_parquet, calls = pd.DataFrame.to_parquet, []
+
+    def fail_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_to_parquet(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_parquet", fail_second)
+        with pytest.raises(OSError, match="disk full"):
+            judge.run(
+                {"n_pairs": 20, "seed": 1},
+                tmp_path / "vqa",
+                tmp_path / "rubrics.jsonl",
+                tmp_path / "pool.parquet",
+                tmp_path / "scores.parquet",
+                tmp_path / "judge.json",
+            )
+    assert len(calls) == 2
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert not list(tmp_path.glob(".*.tmp-*"))
     res = align.run(
         {"n_trials": 4, "n_startup_trials": 2, "dead_groups": 50, "throughput_batch": 64},
         tmp_path / "pool.parquet",
@@ -142,6 +166,7 @@ def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
         "spearman_bleu_rouge",
         "dead_group_rate",
         "rule_scores_per_s",
+        "reference_judge_note",
     }
     # the aligned weights rank the held-out answers better than the paper's weights and BLEU/ROUGE
     assert res["spearman_heldout"] > metrics["spearman_paper_default"] + 0.05

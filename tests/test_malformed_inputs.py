@@ -32,11 +32,9 @@ from pandas.core.internals.managers import BlockManager
 from PIL import Image
 from pyarrow.lib import _restore_array, py_buffer, type_for_alias
 
-from wafersage.cli import main
+from wafersage.cli import ERROR_EXIT, main
 from wafersage.rawtable import SCHEMA
 
-#: The exit status ``wafersage.cli.main`` gives a ``WaferSageError``.
-ERROR_EXIT = 1
 PROCESSED = np.array(
     [[0, 128, 128, 0], [128, 255, 128, 128], [128, 128, 255, 128], [0, 128, 128, 0]], np.uint8
 )

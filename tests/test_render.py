@@ -74,7 +74,7 @@ def test_cli_bad_map_is_one_line_error_and_no_output(tmp_path):
     bad[3, 3] = 7
     np.save(tmp_path / "maps" / "bad.npy", bad)
     r = _cli("render", str(tmp_path / "maps"), str(tmp_path / "pngs"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1
     assert "bad.npy" in r.stderr and "outside encoding" in r.stderr
     assert not (tmp_path / "pngs").exists()
@@ -83,5 +83,5 @@ def test_cli_bad_map_is_one_line_error_and_no_output(tmp_path):
 def test_cli_refuses_pickled_npy(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     r = _cli("render", str(tmp_path / "obj.npy"), str(tmp_path / "o.png"))
-    assert r.returncode == 1 and "not a readable .npy" in r.stderr
+    assert r.returncode == 2 and "not a readable .npy" in r.stderr
     assert not (tmp_path / "o.png").exists()

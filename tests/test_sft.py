@@ -4,7 +4,11 @@ trains only adapters, bad inputs are one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +30,25 @@ FAST = {
     "sample_generations": 4,
     "max_new_tokens": 8,
 }
+
+
+#: Runs the sft stage and SIGKILLs itself in the middle of saving checkpoint-20.
+KILL_MID_SAVE = """
+import json, os, signal, sys
+from pathlib import Path
+from transformers import Trainer
+from wafersage.stages import sft
+
+def die_at_20(self, output_dir):
+    if self.state.global_step == 20:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, output_dir)
+
+real = Trainer._save_rng_state
+Trainer._save_rng_state = die_at_20
+p, base, vqa, out, ck = json.loads(sys.argv[1]), *map(Path, sys.argv[2:])
+sft.run(p, base, vqa, out, out.parent / "killed.json", ck)
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +111,37 @@ def test_sft_lowers_val_loss_and_resumes_from_its_checkpoint(setup, tmp_path):
     assert any(a.path.endswith("sample_generations.json") for a in client.list_artifacts(run_id, "sft"))
     assert any(c.startswith("tags.data.vqa_train.md5") for c in runs.columns)
 
+    # SIGKILL while checkpoint-20 is being saved (weights and optimizer written, trainer state not
+    # yet): the rerun ignores the half-saved folder, resumes from checkpoint-10 and ends where an
+    # uninterrupted run ends
+    killed_ck, killed_out = tmp_path / "killed_ck", tmp_path / "killed_sft"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_MID_SAVE,
+            json.dumps(FAST),
+            str(base),
+            str(vqa),
+            str(killed_out),
+            str(killed_ck),
+        ],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    (killed_run,) = list(killed_ck.iterdir())
+    half = killed_run / "checkpoint-20"
+    assert (half / "optimizer.pt").exists() and not (half / "trainer_state.json").exists()
+    assert not killed_out.exists()  # no partial model folder
+    m_resumed = sft.run(FAST, base, vqa, killed_out, tmp_path / "killed.json", killed_ck)
+    assert json.loads((killed_out / "wafersage.json").read_text())["resumed_from_step"] == 10
+    assert m_resumed["steps"] == 20 and (half / "trainer_state.json").exists()
+    assert m_resumed["val_loss"] == pytest.approx(m["val_loss"], rel=0.02, abs=0.02)
+    assert m_resumed["type_macro_f1"] == pytest.approx(m["type_macro_f1"], abs=0.1)
+
     # a kill after step 10: only checkpoint-10 survives; the rerun continues from it
     (run_dir,) = list(ck.iterdir())
     shutil.rmtree(run_dir / "checkpoint-20")
@@ -101,6 +155,7 @@ def test_sft_lowers_val_loss_and_resumes_from_its_checkpoint(setup, tmp_path):
 
 
 def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
+    from wafersage.modeling.finetune import final_model
     from wafersage.stages import sft
 
     base, vqa = setup
@@ -112,7 +167,7 @@ def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
     assert trainable and frozen
     assert all("lora_A" in n or "lora_B" in n for n in trainable)
     assert any("visual" in n for n in frozen) and not any("visual" in n for n in trainable)
-    merged = sft.final_model(trainer, lora=True, merge=True)
+    merged = final_model(trainer, lora=True, merge=True)
     assert not any("lora" in n for n, _ in merged.named_parameters())
 
 
@@ -128,12 +183,13 @@ def test_type_oversampling_repeats_only_type_pairs(setup):
 
 
 def test_lora_auto_is_on_for_a_real_base_only():
+    from wafersage.modeling.finetune import lora_enabled
     from wafersage.stages import sft
 
     p = sft._checked({})
-    assert sft.lora_enabled(p, "tiny") is False
-    assert sft.lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
-    assert sft.lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
+    assert lora_enabled(p, "tiny") is False
+    assert lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
+    assert lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The specialist (a CNN over the map + geometric features, shipped in the model folder, its
-probabilities in the grounding line) and the trees baseline that real val compares against."""
+"""The specialist (a CNN over the map + geometric features blended with trees, shipped in the model
+folder, its probabilities in the grounding line; out-of-fold probabilities for the training
+prompts) and the trees baseline that real val compares against."""
 
 from __future__ import annotations
 
@@ -14,7 +15,23 @@ from vqa_tables import vqa_table, write_vqa
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val, stats
 from wafersage.grounding import IMAGE, IMAGE_ATTRIBUTES, Grounder
-from wafersage.modeling.specialist import CONFIG, FOLDER, WEIGHTS, Specialist, fit, grounder_of, ship
+from wafersage.modeling.specialist import (
+    BLENDS,
+    CONFIG,
+    FOLDER,
+    TREES,
+    WEIGHTS,
+    OutOfFold,
+    Specialist,
+    choose_blend,
+    clauses_of,
+    fit,
+    grounder_of,
+    map_key,
+    oof_table,
+    out_of_fold,
+    ship,
+)
 from wafersage.rawtable import decode_map
 from wafersage.stages import specialist as stage
 from wafersage.synthetic import SyntheticConfig, generate
@@ -30,13 +47,14 @@ FAST = {
     "seed": 0,
     "threads": 1,
     "tta": False,
+    "trees": True,
 }
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[Specialist, np.ndarray, list[list[str]]]:
-    train_maps, train_labels = stage.wafer_maps(vqa_table(400, 64, seed=100), Path("train"))
-    val_maps, val_labels = stage.wafer_maps(vqa_table(150, 64, seed=101), Path("val"))
+    _, train_maps, train_labels = stage.wafer_maps(vqa_table(400, 64, seed=100), Path("train"))
+    _, val_maps, val_labels = stage.wafer_maps(vqa_table(150, 64, seed=101), Path("val"))
     return fit(train_maps, train_labels, FAST), val_maps, val_labels
 
 
@@ -51,12 +69,26 @@ def test_it_learns_the_defect_types_of_unseen_wafers(trained):
     assert f1 >= 0.7 and f1 - f1_majority >= 0.5
 
 
-def test_saved_as_safetensors_and_json_and_loads_to_the_same_probabilities(trained, tmp_path):
+def test_saved_as_safetensors_skops_and_json_and_loads_to_the_same_probabilities(trained, tmp_path):
+    import skops.io as sio
+
     model, maps, _ = trained
+    assert model.trees is not None and model.config.blend == 0.5
     model.save(tmp_path / "s")
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([WEIGHTS, CONFIG])
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted([WEIGHTS, CONFIG, TREES])
     again = Specialist.load(tmp_path / "s")
     np.testing.assert_array_equal(again.probabilities(list(maps[:20])), model.probabilities(list(maps[:20])))
+    cnn, trees = model.members(list(maps[:20]))
+    assert not np.allclose(cnn, trees, atol=1e-3)
+    np.testing.assert_allclose(model.probabilities(list(maps[:20])), 0.5 * cnn + 0.5 * trees)
+    # a trees file holding any type beyond the fixed trusted list is refused, not loaded
+    sio.dump({"trees": __import__("datetime").date(2020, 1, 1)}, tmp_path / "s" / TREES)
+    with pytest.raises(WaferSageError, match="untrusted type"):
+        Specialist.load(tmp_path / "s")
+    sio.dump({"not": "a classifier"}, tmp_path / "s" / TREES)
+    with pytest.raises(WaferSageError, match="not a classifier"):
+        Specialist.load(tmp_path / "s")
+    model.save(tmp_path / "s")
     cfg = json.loads((tmp_path / "s" / CONFIG).read_text())
     (tmp_path / "s" / CONFIG).write_text(json.dumps({**cfg, "width": 16}))
     with pytest.raises(WaferSageError, match="do not match its config"):
@@ -70,9 +102,9 @@ def test_eight_view_averaging_makes_it_blind_to_rotations_and_flips(trained):
     model, maps, _ = trained
     m = maps[:12]
     turned = [np.rot90(x).copy() for x in m]
-    plain = Specialist(model.config, model.net)
+    plain = Specialist(type(model.config)(**{**model.config.__dict__, "blend": 0.0}), model.net)
     assert not np.allclose(plain.probabilities(list(m)), plain.probabilities(turned), atol=1e-3)
-    tta = Specialist(type(model.config)(**{**model.config.__dict__, "tta": True}), model.net)
+    tta = Specialist(type(model.config)(**{**model.config.__dict__, "tta": True}), model.net, model.trees)
     np.testing.assert_allclose(tta.probabilities(list(m)), tta.probabilities(turned), atol=1e-5)
     np.testing.assert_allclose(
         tta.probabilities(list(m)), tta.probabilities([x[:, ::-1].copy() for x in m]), atol=1e-5
@@ -100,7 +132,9 @@ def test_training_needs_labels_and_two_classes_and_known_keys(tmp_path):
     with pytest.raises(WaferSageError, match="wrong size"):
         fit(np.ones((4, 32, 32), dtype=np.uint8), [["Center"], ["Loc"]] * 2, FAST)
     with pytest.raises(WaferSageError, match=r"unknown key in specialist \(epoch\)"):
-        stage.run({"epoch": 3}, tmp_path, tmp_path / "out", tmp_path / "m.json")
+        stage.run({"epoch": 3}, tmp_path, tmp_path / "out", tmp_path / "m.json", tmp_path / "oof.parquet")
+    with pytest.raises(WaferSageError, match="specialist.folds must be 0"):
+        stage.run({"folds": 1}, tmp_path, tmp_path / "out", tmp_path / "m.json", tmp_path / "oof.parquet")
     table = vqa_table(4, 64).drop(columns=["labels"])
     with pytest.raises(WaferSageError, match="lacks columns"):
         stage.wafer_maps(table, Path("train.parquet"))
@@ -112,8 +146,17 @@ def test_the_stage_and_the_model_folder_ship_it_and_every_prompt_reads_it(tmp_pa
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     vqa = write_vqa(tmp_path / "vqa", n_wafers=40, size=64)
-    m = stage.run({"epochs": 1, "width": 4, "batch_size": 16}, vqa, tmp_path / "spec", tmp_path / "spec.json")
-    assert m["n_train"] == 40 and m["steps"] == 2
+    oof = tmp_path / "oof.parquet"
+    m = stage.run(
+        {"epochs": 1, "width": 4, "batch_size": 16}, vqa, tmp_path / "spec", tmp_path / "spec.json", oof
+    )
+    assert m["n_train"] == 40 and m["steps"] == 2 and m["oof_folds"] == 2
+    assert m["trees_weight"] in BLENDS and set(m["val_type_macro_f1_by_trees_weight"]) == {
+        str(w) for w in BLENDS
+    }
+    table = pd.read_parquet(oof)
+    assert len(table) == 40 and table["wafer_id"].is_unique
+    assert set(table["wafer_id"]) == set(pd.read_parquet(vqa / "train.parquet")["wafer_id"].astype(str))
     assert json.loads((tmp_path / "spec.json").read_text())["n_val"] == 10
     params = {"vision_init": "off", "vocab_size": 400, "grounding": IMAGE_ATTRIBUTES}
     args = (vqa / "train.parquet", Path("nowhere"))
@@ -128,6 +171,21 @@ def test_the_stage_and_the_model_folder_ship_it_and_every_prompt_reads_it(tmp_pa
     assert Grounder(IMAGE_ATTRIBUTES).texts([pil_image(image)])[0] == text.split(" Specialist: ")[0]
     ship(tmp_path / "base", tmp_path / "copy")
     assert grounder_of(tmp_path / "copy", info).advisor is not None
+    # training prompts read the stage's out-of-fold clauses; val maps the shipped specialist's
+    train_image = pil_image(pd.read_parquet(vqa / "train.parquet")["image"].iloc[0])
+    with_oof = grounder_of(tmp_path / "base", info, oof)
+    oof_rows = table.set_index("wafer_id")
+    wafer = str(pd.read_parquet(vqa / "train.parquet")["wafer_id"].iloc[0])
+    names = pred.grounder.advisor.config.classes
+    blend = pred.grounder.advisor.config.blend
+    row = oof_rows.loc[wafer]
+    probs = (1 - blend) * row[[f"cnn:{c}" for c in names]].to_numpy(float) + blend * row[
+        [f"trees:{c}" for c in names]
+    ].to_numpy(float)
+    assert with_oof.texts([train_image])[0].endswith(clauses_of(probs[None], names)[0])
+    assert with_oof.texts([pil_image(image)])[0] == text
+    with pytest.raises(WaferSageError, match="specialist out-of-fold file not found"):
+        grounder_of(tmp_path / "base", info, tmp_path / "missing.parquet")
     # the image-alone ablation ships no helper model, and switching it off does too
     alone = init_model.run(
         {**params, "grounding": IMAGE}, {}, *args, tmp_path / "alone", 64, tmp_path / "spec"
@@ -213,5 +271,45 @@ def test_the_stage_refuses_splits_of_different_image_sizes(tmp_path):
     vqa = write_vqa(tmp_path / "vqa", n_wafers=8, size=64)
     vqa_table(4, 96, seed=101).to_parquet(vqa / "val.parquet", index=False)
     with pytest.raises(WaferSageError, match="share one square size"):
-        stage.run({"epochs": 1}, vqa, tmp_path / "spec", tmp_path / "m.json")
+        stage.run({"epochs": 1}, vqa, tmp_path / "spec", tmp_path / "m.json", tmp_path / "oof.parquet")
     assert not (tmp_path / "spec").exists() and not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "oof.parquet").exists()
+
+
+def test_the_val_split_chooses_the_trees_weight(trained):
+    model, maps, labels = trained
+    chosen = Specialist(type(model.config)(**model.config.__dict__), model.net, model.trees)
+    scores = choose_blend(chosen, list(maps), labels)
+    assert set(scores) == {str(w) for w in BLENDS}
+    assert scores[str(chosen.config.blend)] == max(scores.values())
+    truth = [set(v) for v in labels]
+    got = stats.ci(stats.macro_f1_metric(truth, chosen.predict(list(maps))), len(truth), 10)["value"]
+    assert got == pytest.approx(max(scores.values()), abs=1e-3)
+
+
+def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():
+    """On random labels the trees memorise their training maps; out of fold they are at chance."""
+    _, maps, _ = stage.wafer_maps(vqa_table(240, 64, seed=7), Path("train"))
+    rng = np.random.default_rng(0)
+    labels = [[c] for c in rng.choice(["Center", "Loc", "Scratch"], size=len(maps))]
+    p = {**FAST, "epochs": 1}
+    classes, cnn, trees = out_of_fold(maps, labels, p, folds=3)
+    truth = np.array([classes.index(v[0]) for v in labels])
+    in_sample = fit(maps, labels, p).members(list(maps))[1]
+    assert (in_sample.argmax(1) == truth).mean() > 0.9
+    assert (trees.argmax(1) == truth).mean() < 0.5
+    assert cnn.shape == trees.shape == (len(maps), 3)
+    np.testing.assert_allclose(cnn.sum(1), 1.0, atol=1e-5)
+
+
+def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_specialist(trained):
+    model, maps, _ = trained
+    names = model.config.classes
+    probs = np.zeros((2, len(names)))
+    probs[:, names.index("Loc")] = 1.0
+    table = oof_table(["w1", "w2"], list(maps[:2]), names, probs, probs)
+    advisor = OutOfFold(model, table)
+    got = advisor.clauses([maps[0], maps[5], maps[1]])
+    assert got[0] == got[2] == clauses_of(probs[:1], names)[0] == "Specialist: Loc 100%."
+    assert got[1] == model.clauses([maps[5]])[0]
+    assert table["map_key"].tolist() == [map_key(maps[0]), map_key(maps[1])]

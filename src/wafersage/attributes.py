@@ -15,12 +15,18 @@ How a map becomes attributes:
    from the label), area fraction, density, elongation / orientation and angular coverage;
 4. :func:`infer_pattern` names a pattern from the geometry alone (no label), which the VQA
    stage uses as a consistency check and the benchmarks score against the truth.
+
+:func:`wafer_attributes_batch` gives the label-free dicts of many maps at once (the grounding
+text's source): the maps of one shape are labelled, counted and closed as one stack, and only the
+main mass's sums and fits run map by map, with numpy's arithmetic, so every figure is the one
+:func:`wafer_attributes` gives.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,6 +36,7 @@ import pandas as pd
 from scipy import ndimage
 
 from wafersage.encoding import FAIL, OFF
+from wafersage.features import fail_neighbours
 from wafersage.rawtable import decode_map
 from wafersage.synthetic import CLOCK_MIN_R, SYMMETRIC, WHOLE_WAFER, clock_of, zone_of
 from wafersage.taxonomy import CLASS_INDEX, NONE
@@ -66,6 +73,11 @@ FULL_FRACTION = 0.62
 #: Normalised radius beyond which a die belongs to the edge band.
 EDGE_BAND_R = 0.8
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: 8-connectivity within each map of a stack ``(n, rows, cols)``, none across maps.
+_EIGHT_STACKED = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_STACKED[1] = True
+#: Maps of one shape handled together by :func:`wafer_attributes_batch` (bounds its memory).
+BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class Geometry:
     r: np.ndarray
     theta: np.ndarray  # degrees clockwise from 12 o'clock, [0, 360)
     unit: float
+    sector: np.ndarray  # the 15-degree sector of theta (what :func:`coverage_deg` counts)
+    band_quadrant: np.ndarray  # 3 radial bands x 4 quadrants (what :func:`wafer_wide` compares)
 
 
 @lru_cache(maxsize=1024)
@@ -88,9 +102,11 @@ def geometry(rows: int, cols: int) -> Geometry:
     x, y = xx.ravel(), yy.ravel()
     r = np.hypot(x, y)
     theta = np.mod(np.degrees(np.arctan2(x, -y)), 360.0)
-    for a in (x, y, r, theta):
+    sector = (theta // 15.0).astype(np.int64)
+    band_quadrant = np.minimum((r * 3).astype(np.int64), 2) * 4 + (theta // 90).astype(np.int64)
+    for a in (x, y, r, theta, sector, band_quadrant):
         a.setflags(write=False)
-    return Geometry(x, y, r, theta, 2.0 / max(rows, cols))
+    return Geometry(x, y, r, theta, 2.0 / max(rows, cols), sector, band_quadrant)
 
 
 def _r3(v: float | None) -> float | None:
@@ -105,43 +121,112 @@ def coverage_deg(theta: np.ndarray, bin_deg: float = 15.0) -> float:
     return float(bins.size * bin_deg)
 
 
-def shape_of(geo: Geometry, idx: np.ndarray) -> dict[str, Any]:
-    """Geometry of one defect mass (flat die indices ``idx``): position, spread, shape."""
-    x, y, r, th = geo.x[idx], geo.y[idx], geo.r[idx], geo.theta[idx]
-    cx, cy = float(x.mean()), float(y.mean())
-    cr = math.hypot(cx, cy)
-    floor = geo.unit**2 / 12.0
-    if idx.size >= 2:
-        cov = np.cov(np.vstack([x, y])) + np.eye(2) * floor
-        evals, evecs = np.linalg.eigh(cov)
-        major = evecs[:, 1]
-        elong = math.sqrt(evals[1] / evals[0])
-        if idx.size >= 8:  # a bent streak: thin around its best quadratic, long along its axis
-            u = (x - cx) * major[0] + (y - cy) * major[1]
-            v = -(x - cx) * major[1] + (y - cy) * major[0]
-            resid = v - np.polyval(np.polyfit(u, v, 2), u)
-            elong = max(elong, math.sqrt(evals[1]) / max(float(resid.std()), geo.unit / 2))
-        # the major axis as a clock direction (0-180 degrees clockwise from 12)
-        orient = math.degrees(math.atan2(major[0], -major[1])) % 180.0
-        length = 4.0 * math.sqrt(evals[1])
-    else:
-        elong, orient, length = 1.0, 0.0, geo.unit
-    mean_r = float(r.mean())
-    return {
-        "n_dies": int(idx.size),
-        "mean_r": mean_r,
-        "r_inner": float(np.percentile(r, 10)),
-        "r_outer": float(np.percentile(r, 90)),
-        "centroid_x": cx,
-        "centroid_y": cy,
-        "centroid_r": cr,
-        "elongation": elong,
-        "orientation_deg": orient,
-        "length": length,
-        "coverage_deg": coverage_deg(th[r >= 0.2]) if (r >= 0.2).any() else 0.0,
-        "rim_fraction": float((r >= 0.9).mean()),
-        "hole": bool(idx.size >= 6 and (r < max(0.5 * mean_r, geo.unit)).mean() < 0.02 and mean_r > 0.15),
-    }
+def _quantiles(values: np.ndarray, start: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(v, 100 * q)`` (linear interpolation) of each segment ``v`` of ``values``
+    (sorted within segments; segment j starts at ``start[j]``, ``n[j] >= 1`` long), with numpy's
+    arithmetic step by step, so each figure is the same to the last bit."""
+    virtual = (n - 1) * q
+    below = np.floor(virtual)
+    last = virtual >= n - 1
+    lo = np.where(last, n - 1, below.astype(np.int64))
+    hi = np.where(last, n - 1, lo + 1)
+    a, b, t = values[start + lo], values[start + hi], virtual - below
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def _fit_residual_std(u: np.ndarray, v: np.ndarray) -> float:
+    """Standard deviation of ``v`` around its least-squares quadratic in ``u``: the steps of
+    ``v - np.polyval(np.polyfit(u, v, 2), u)``, without their argument checks."""
+    lhs = np.vander(u + 0.0, 3)
+    scale = np.sqrt((lhs * lhs).sum(axis=0))
+    lhs /= scale
+    coef = np.linalg.lstsq(lhs, v + 0.0, len(u) * np.finfo(u.dtype).eps)[0] / scale
+    fit = np.zeros_like(u)
+    for c in coef:
+        fit = fit * u + c
+    return float((v - fit).std())
+
+
+def shapes_of(geo: Geometry, masses: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """Geometry of each defect mass (non-empty flat die indices): position, spread, shape.
+
+    Sums, covariances and quadratic fits run mass by mass, in numpy's own order, so a figure
+    never depends on the other masses; eigen-decompositions, quantiles and counts run over all
+    masses at once."""
+    k = len(masses)
+    n = np.array([m.size for m in masses], dtype=np.int64)
+    start = np.cumsum(n) - n
+    seg = np.repeat(np.arange(k), n)
+    idx = np.concatenate(masses) if k else np.zeros(0, dtype=np.int64)
+    x, y, r = geo.x[idx], geo.y[idx], geo.r[idx]
+    cx, cy, mean_r = np.zeros(k), np.zeros(k), np.zeros(k)
+    cov = np.zeros((k, 2, 2))
+    for j, (s, size) in enumerate(zip(start.tolist(), n.tolist(), strict=True)):
+        xs, ys = x[s : s + size], y[s : s + size]
+        cx[j], cy[j], mean_r[j] = xs.mean(), ys.mean(), r[s : s + size].mean()
+        if size >= 2:  # np.cov's steps
+            xy = np.vstack([xs, ys])
+            xy -= xy.mean(axis=1)[:, None]
+            c = np.dot(xy, xy.T.conj())
+            c *= np.true_divide(1, size - 1)
+            cov[j] = c
+    spread = np.flatnonzero(n >= 2)
+    evals, evecs = np.ones((k, 2)), np.zeros((k, 2, 2))
+    if spread.size:
+        evals[spread], evecs[spread] = np.linalg.eigh(cov[spread] + np.eye(2) * (geo.unit**2 / 12.0))
+    elong = np.sqrt(evals[:, 1] / evals[:, 0])
+    major = evecs[:, :, 1]
+    # a bent streak: thin around its best quadratic, long along its axis
+    bent = (n >= 8)[seg]
+    dx, dy = x[bent] - cx[seg[bent]], y[bent] - cy[seg[bent]]
+    u = dx * major[seg[bent], 0] + dy * major[seg[bent], 1]
+    v = -dx * major[seg[bent], 1] + dy * major[seg[bent], 0]
+    resid = dict.fromkeys(np.flatnonzero(n >= 8).tolist(), 0.0)
+    at = 0
+    for j in resid:
+        resid[j] = _fit_residual_std(u[at : at + n[j]], v[at : at + n[j]])
+        at += n[j]
+
+    order = np.lexsort((r, seg))
+    r_inner = _quantiles(r[order], start, n, 10 / 100)
+    r_outer = _quantiles(r[order], start, n, 90 / 100)
+    away = r >= 0.2
+    occupied = np.zeros((k, int(geo.sector.max()) + 1), dtype=bool)
+    occupied[seg[away], geo.sector[idx[away]]] = True
+    rim = np.bincount(seg, weights=r >= 0.9, minlength=k) / np.maximum(n, 1)
+    inside = np.bincount(seg, weights=r < np.maximum(0.5 * mean_r, geo.unit)[seg], minlength=k) / np.maximum(
+        n, 1
+    )
+    out = []
+    for j in range(k):
+        if n[j] >= 2:
+            e = float(elong[j])
+            if j in resid:
+                e = max(e, math.sqrt(evals[j, 1]) / max(resid[j], geo.unit / 2))
+            # the major axis as a clock direction (0-180 degrees clockwise from 12)
+            orient = math.degrees(math.atan2(major[j, 0], -major[j, 1])) % 180.0
+            length = 4.0 * math.sqrt(evals[j, 1])
+        else:
+            e, orient, length = 1.0, 0.0, geo.unit
+        out.append(
+            {
+                "n_dies": int(n[j]),
+                "mean_r": float(mean_r[j]),
+                "r_inner": float(r_inner[j]),
+                "r_outer": float(r_outer[j]),
+                "centroid_x": float(cx[j]),
+                "centroid_y": float(cy[j]),
+                "centroid_r": math.hypot(cx[j], cy[j]),
+                "elongation": e,
+                "orientation_deg": orient,
+                "length": length,
+                "coverage_deg": float(occupied[j].sum() * 15.0),
+                "rim_fraction": float(rim[j]),
+                "hole": bool(n[j] >= 6 and inside[j] < 0.02 and mean_r[j] > 0.15),
+            }
+        )
+    return out
 
 
 def distribution_of(s: dict[str, Any]) -> str:
@@ -160,12 +245,35 @@ def _components(fail2d: np.ndarray) -> tuple[np.ndarray, int]:
     return lab.ravel(), n
 
 
-def _density(mask2d: np.ndarray, on2d: np.ndarray, fail2d: np.ndarray) -> float:
-    """Fail share of the on-wafer dies inside the (closed) region of a defect mass."""
-    region = ndimage.binary_closing(mask2d, structure=_EIGHT) | mask2d
-    region &= on2d
-    n = int(region.sum())
-    return float((fail2d & region).sum() / n) if n else 0.0
+def _closing(masks: np.ndarray) -> np.ndarray:
+    """The binary closing of each mask of a stack ``(n, rows, cols)`` by the 3 x 3 square, with
+    the grid's outside off (``ndimage.binary_closing`` of each map with that structure), as
+    dilation and erosion by rows then by columns."""
+    grown = masks.copy()
+    grown[:, :, 1:] |= masks[:, :, :-1]
+    grown[:, :, :-1] |= masks[:, :, 1:]
+    wide = grown.copy()
+    wide[:, 1:] |= grown[:, :-1]
+    wide[:, :-1] |= grown[:, 1:]
+    shrunk = wide.copy()
+    shrunk[:, :, 1:] &= wide[:, :, :-1]
+    shrunk[:, :, :-1] &= wide[:, :, 1:]
+    shrunk[:, :, [0, -1]] = False
+    out = shrunk.copy()
+    out[:, 1:] &= shrunk[:, :-1]
+    out[:, :-1] &= shrunk[:, 1:]
+    out[:, [0, -1]] = False
+    return out
+
+
+def _densities(masks: np.ndarray, on: np.ndarray, fail: np.ndarray) -> list[float]:
+    """Fail share of the on-wafer dies inside the (closed) region of each defect mass of a stack
+    ``(n, rows, cols)`` of masks, on-wafer and fail dies."""
+    region = _closing(masks) | masks
+    region &= on
+    dies = region.sum((1, 2))
+    fails = (fail & region).sum((1, 2))
+    return [float(f / n) if n else 0.0 for f, n in zip(fails.tolist(), dies.tolist(), strict=True)]
 
 
 class _Claimer:
@@ -185,7 +293,7 @@ class _Claimer:
         self.nb = nb.ravel()
         self.links = np.bincount(self.lab, weights=(nb.ravel() * f2.ravel()), minlength=n + 1)
         self.links[0] = 0
-        self.free = {int(c) for c in np.flatnonzero(sizes >= 2)}
+        self.free = _free(sizes)
         self.min_size = min_size
         self.claimed: set[int] = set()
         r = self.geo.r
@@ -213,7 +321,14 @@ class _Claimer:
         return keep if keep.size >= 3 else idx
 
     def big(self) -> list[int]:
-        return sorted((c for c in self.free if self.sizes[c] >= self.min_size), key=lambda c: -self.sizes[c])
+        return _big(self.free, self.sizes, self.min_size)
+
+    def density(self, idx: np.ndarray) -> float:
+        """:func:`_densities` of the mass of dies ``idx``."""
+        mask = np.zeros(self.m.size, dtype=bool)
+        mask[idx] = True
+        shape = (1, *self.m.shape)
+        return _densities(mask.reshape(shape), self.on.reshape(shape), self.fail.reshape(shape))[0]
 
     # --- one selector a pattern family ---
 
@@ -322,6 +437,16 @@ class _Claimer:
         return math.hypot(self.geo.x[d].mean(), self.geo.y[d].mean())
 
 
+def _free(sizes: np.ndarray) -> set[int]:
+    """The components of at least 2 dies (``sizes`` by component label, 0 the background)."""
+    return {int(c) for c in np.flatnonzero(sizes >= 2)}
+
+
+def _big(free: set[int], sizes: np.ndarray, min_size: int) -> list[int]:
+    """The structure components among ``free``, largest first (ties in the set's order)."""
+    return sorted((c for c in free if sizes[c] >= min_size), key=lambda c: -sizes[c])
+
+
 def _circular_mean(deg: np.ndarray) -> float:
     rad = np.radians(deg)
     return math.degrees(math.atan2(np.sin(rad).mean(), np.cos(rad).mean())) % 360.0
@@ -348,20 +473,17 @@ def min_component(n_dies: int) -> int:
     return max(3, round(0.004 * n_dies))
 
 
-def wafer_wide(cl: _Claimer, fail_fraction: float) -> str | None:
-    """``full`` or ``scattered`` when the fails cover the whole wafer, else ``None``: full above
-    :data:`FULL_FRACTION`; scattered when at least 10 of 12 sectors (3 radial bands x 4
-    quadrants) fail at a rate of 0.18 or more."""
+def wafer_wide(geo: Geometry, on: np.ndarray, fail: np.ndarray, fail_fraction: float) -> str | None:
+    """``full`` or ``scattered`` when the fails cover the whole wafer, else ``None`` (``on`` and
+    ``fail``: the map's flat die masks): full above :data:`FULL_FRACTION`; scattered when at least
+    10 of 12 sectors (3 radial bands x 4 quadrants) fail at a rate of 0.18 or more."""
     if fail_fraction >= FULL_FRACTION:
         return "full"
     if fail_fraction < 0.2:
         return None
-    geo = cl.geo
-    band = np.minimum((geo.r * 3).astype(np.int64), 2)
-    sector = band * 4 + (geo.theta // 90).astype(np.int64)
-    on = cl.on
-    n = np.bincount(sector[on], minlength=12)
-    f = np.bincount(sector[on], weights=cl.fail[on], minlength=12)
+    sector = geo.band_quadrant[on]
+    n = np.bincount(sector, minlength=12)
+    f = np.bincount(sector, weights=fail[on], minlength=12)
     rate = f / np.maximum(n, 1)
     dense = rate[n > 0]
     even = dense.size > 0 and dense.max() <= 2.0 * max(float(np.median(dense)), 1e-9)
@@ -369,34 +491,22 @@ def wafer_wide(cl: _Claimer, fail_fraction: float) -> str | None:
 
 
 def _mass_attributes(
-    cl: _Claimer, idx: np.ndarray, fail_fraction: float, whole: bool = False
+    shape: dict[str, Any] | None, n_on: int, density: float, wide: str | None
 ) -> dict[str, Any]:
-    geo = cl.geo
-    n_on = int(cl.on.sum())
-    if idx.size == 0:
+    """Attributes of a defect mass from its :func:`shapes_of` entry (``None``: no dies) and
+    density; ``wide`` (the map's :func:`wafer_wide`, or ``None`` for a localised mass) overrides
+    its distribution and zone."""
+    if shape is None:
         return {"n_dies": 0, "area_fraction": 0.0, "zone": None, "clock": None, "distribution": None}
-    s = shape_of(geo, idx)
-    mask = np.zeros(cl.m.size, dtype=bool)
-    mask[idx] = True
-    shape2d = cl.m.shape
-    s["density"] = _density(mask.reshape(shape2d), cl.on.reshape(shape2d), cl.fail.reshape(shape2d))
-    s["area_fraction"] = idx.size / max(n_on, 1)
-    wide = wafer_wide(cl, fail_fraction) if whole else None
+    s = shape
+    s["density"] = density
+    s["area_fraction"] = s["n_dies"] / max(n_on, 1)
     s["distribution"] = wide or distribution_of(s)
     s["zone"] = "whole" if wide else zone_of(s["mean_r"])
     s["clock"], s["clock_deg"] = None, None
     if s["centroid_r"] >= CLOCK_MIN_R:
         s["clock"], s["clock_deg"] = clock_of(s["centroid_x"], s["centroid_y"])
     return s
-
-
-def _spread_fraction(cl: _Claimer) -> float:
-    """Share of the fail dies that sit in structure components (low for scattered maps)."""
-    n_fail = int(cl.fail.sum())
-    if n_fail == 0:
-        return 0.0
-    big = cl.sizes >= cl.min_size
-    return float(cl.sizes[big].sum() / n_fail)
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
@@ -413,51 +523,129 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _stack_attributes(stack: np.ndarray) -> list[tuple[dict[str, Any], str | None]]:
+    """The label-free attributes of each map of a stack ``(n, rows, cols)`` and its
+    :func:`wafer_wide`. Components are labelled, counted and measured over the whole stack at
+    once; only the main defect mass's shape is computed map by map."""
+    n, rows, cols = stack.shape
+    geo = geometry(rows, cols)
+    on3, fail3 = stack != OFF, stack == FAIL
+    on, fail = on3.reshape(n, -1), fail3.reshape(n, -1)
+    n_on, n_fail = on.sum(1).tolist(), fail.sum(1).tolist()
+    lab3, n_comp = ndimage.label(fail3, structure=_EIGHT_STACKED)  # numbered map by map, in scan order
+    lab = lab3.reshape(n, -1)
+    pix = np.flatnonzero(lab)
+    comp, die = lab.ravel()[pix], pix % lab.shape[1]
+    owner = np.zeros(n_comp + 1, dtype=np.int64)
+    owner[comp] = pix // lab.shape[1]
+    # each map's component labels: first[i] up to (not including) first[i + 1]
+    first = (np.searchsorted(owner[1:], np.arange(n + 1)) + 1).tolist()
+    sizes = np.bincount(comp, minlength=n_comp + 1)
+    links = np.bincount(comp, weights=fail_neighbours(fail3).ravel()[pix], minlength=n_comp + 1)
+    band = np.bincount(comp, weights=geo.r[die] >= EDGE_BAND_R, minlength=n_comp + 1) / np.maximum(sizes, 1)
+    min_size = [min_component(k) for k in n_on]
+    big = sizes >= np.asarray(min_size)[owner]
+    big[0] = False
+    n_big = np.bincount(owner[big], minlength=n).tolist()
+    structured = np.bincount(owner[big], weights=sizes[big], minlength=n).tolist()
+    fraction = [f / max(k, 1) for f, k in zip(n_fail, n_on, strict=True)]
+    wide = [wafer_wide(geo, on[i], fail[i], fraction[i]) for i in range(n)]
+    whole = np.array([w is not None for w in wide], dtype=bool)
+
+    # an edge ring that covers at least half the circumference over a dense rim is the main mass
+    ring = big & (band >= 0.6)
+    occupied = np.zeros((n, int(geo.sector.max()) + 1), dtype=bool)
+    on_ring = ring[comp]
+    occupied[owner[comp[on_ring]], geo.sector[die[on_ring]]] = True
+    outer = np.flatnonzero(geo.r >= 0.9)
+    rim = on[:, outer] & occupied[:, geo.sector[outer]]
+    rim_dies, rim_fails = rim.sum(1), (rim & fail[:, outer]).sum(1)
+    rim_rate = np.divide(rim_fails, rim_dies, out=np.zeros(n), where=rim_dies > 0)
+    ring_main = ~whole & (occupied.sum(1) * 15.0 >= 180) & (rim_rate >= 0.5)  # sparser rims: background
+    # else the structure component with the most fail-neighbour links (ties: the larger; then the
+    # order the claimer lists them in)
+    cand = np.flatnonzero(big)
+    ranked = cand[np.lexsort((-sizes[cand], -links[cand], owner[cand]))]
+    heads = np.flatnonzero(np.diff(owner[ranked], prepend=-1))
+    main_comp = ring & ring_main[owner]
+    for h in heads.tolist():
+        c = int(ranked[h])
+        i = int(owner[c])
+        if whole[i] or ring_main[i]:
+            continue
+        nxt = ranked[min(h + 1, ranked.size - 1)]
+        if nxt != c and owner[nxt] == i and links[nxt] == links[c] and sizes[nxt] == sizes[c]:
+            local = np.r_[0, np.arange(first[i], first[i + 1])]  # the map's own numbering
+            loc_sizes, loc_links = sizes[local], links[local]
+            c = int(local[max(_big(_free(loc_sizes), loc_sizes, min_size[i]), key=loc_links.__getitem__)])
+        main_comp[c] = True
+    masks = main_comp[lab]
+    masks[whole] = fail[whole]
+
+    has = np.flatnonzero(masks.any(1))
+    masses = np.split(np.nonzero(masks[has])[1], np.cumsum(masks[has].sum(1))[:-1]) if has.size else []
+    shapes = dict(zip(has.tolist(), shapes_of(geo, masses), strict=True))
+    dens = dict(
+        zip(has.tolist(), _densities(masks[has].reshape(-1, rows, cols), on3[has], fail3[has]), strict=True)
+    )
+    out = []
+    for i in range(n):
+        main = _mass_attributes(shapes.get(i), n_on[i], dens.get(i, 0.0), wide[i])
+        a: dict[str, Any] = {
+            "rows": rows,
+            "cols": cols,
+            "n_dies": n_on[i],
+            "n_fail": n_fail[i],
+            "yield": _r3(1.0 - fraction[i]),
+            "fail_fraction": _r3(fraction[i]),
+            "n_components": n_big[i],
+            "structured_fraction": _r3(structured[i] / n_fail[i] if n_fail[i] else 0.0),
+            "main": _clean(main),
+        }
+        a["inferred_pattern"] = infer_pattern(a)
+        out.append((a, wide[i]))
+    return out
+
+
+def wafer_attributes_batch(maps: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """:func:`wafer_attributes` of each map without labels (the same dicts), for many maps at once:
+    maps of one shape go through :func:`_stack_attributes` together, :data:`BATCH` at a time."""
+    arrays = [np.asarray(m, dtype=np.uint8) for m in maps]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.shape, []).append(i)
+    out: list[dict[str, Any]] = [{} for _ in arrays]
+    for group in groups.values():
+        for s in range(0, len(group), BATCH):
+            part = group[s : s + BATCH]
+            done = _stack_attributes(np.stack([arrays[i] for i in part]))
+            for i, (a, _) in zip(part, done, strict=True):
+                out[i] = {**a, "patterns": []}
+    return out
+
+
 def wafer_attributes(m: np.ndarray, labels: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """All attributes of one canonical map; ``labels`` (taxonomy names) guide the per-pattern
     separation. Returns a JSON-ready dict with wafer-level fields, ``main`` (the dominant defect
     mass, label-free), ``patterns`` (one entry a labelled pattern) and ``inferred_pattern``."""
     m = np.asarray(m, dtype=np.uint8)
-    on = m != OFF
-    n_on = int(on.sum())
-    n_fail = int((m == FAIL).sum())
-    fail_fraction = n_fail / max(n_on, 1)
-    cl = _Claimer(m, min_component(n_on))
-    big = cl.big()
-    out: dict[str, Any] = {
-        "rows": int(m.shape[0]),
-        "cols": int(m.shape[1]),
-        "n_dies": n_on,
-        "n_fail": n_fail,
-        "yield": _r3(1.0 - fail_fraction),
-        "fail_fraction": _r3(fail_fraction),
-        "n_components": len(big),
-        "structured_fraction": _r3(_spread_fraction(cl)),
-    }
-    wide = wafer_wide(cl, fail_fraction)
-    if wide:
-        main_idx = np.flatnonzero(cl.fail)
-    else:
-        ring = [c for c in big if cl.band[c] >= 0.6]
-        ring_cov = coverage_deg(cl.geo.theta[cl.dies(ring)]) if ring else 0.0
-        ring_idx = cl.dies(ring)
-        outer = cl.on & (cl.geo.r >= 0.9)
-        covered = np.isin(
-            (cl.geo.theta // 15).astype(np.int64), np.unique(cl.geo.theta[ring_idx] // 15).astype(np.int64)
-        )
-        rim_rate = float(cl.fail[outer & covered].mean()) if (outer & covered).any() else 0.0
-        if ring_cov >= 180 and rim_rate >= 0.5:  # sparser rims are edge background
-            main_idx = ring_idx
-        else:
-            best = max(big, key=lambda c: cl.links[c]) if big else None
-            main_idx = cl.dies([best]) if best is not None else np.zeros(0, np.int64)
-    out["main"] = _clean(_mass_attributes(cl, main_idx, fail_fraction, whole=True))
-    out["inferred_pattern"] = infer_pattern(out)
-    patterns = []
+    out, wide = _stack_attributes(m[None])[0]
     wanted = [c for c in labels if c != NONE and c in _SELECT]
+    out["patterns"] = _patterns(m, wanted, wide) if wanted else []
+    return out
+
+
+def _patterns(m: np.ndarray, wanted: list[str], wide: str | None) -> list[dict[str, Any]]:
+    """The defect mass of each wanted pattern of map ``m`` (claimed in :data:`CLAIM_ORDER`), in
+    taxonomy order; ``wide`` is the map's :func:`wafer_wide`."""
+    n_on = int((m != OFF).sum())
+    fail_fraction = int((m == FAIL).sum()) / max(n_on, 1)
+    cl = _Claimer(m, min_component(n_on))
+    patterns = []
     for name in sorted(wanted, key=CLAIM_ORDER.index):
         idx = cl.core(_SELECT[name](cl), CORE_NEIGHBOURS.get(name, 0))
-        a = _mass_attributes(cl, idx, fail_fraction, whole=name in WHOLE_WAFER)
+        shape, density = (shapes_of(cl.geo, [idx])[0], cl.density(idx)) if idx.size else (None, 0.0)
+        a = _mass_attributes(shape, n_on, density, wide if name in WHOLE_WAFER else None)
         if name in WHOLE_WAFER and idx.size:
             a["zone"] = "whole"
             a["distribution"] = (
@@ -470,8 +658,7 @@ def wafer_attributes(m: np.ndarray, labels: list[str] | tuple[str, ...] = ()) ->
         a["class"] = name
         a["separable"] = bool(idx.size > 0)
         patterns.append(_clean(a))
-    out["patterns"] = sorted(patterns, key=lambda p: CLASS_INDEX[p["class"]])
-    return out
+    return sorted(patterns, key=lambda p: CLASS_INDEX[p["class"]])
 
 
 def infer_pattern(attrs: dict[str, Any]) -> str:

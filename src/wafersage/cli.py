@@ -280,13 +280,16 @@ def specialist(
         "models/specialist"
     ),
     metrics: Annotated[Path, typer.Option(help="Metrics JSON.")] = Path("reports/specialist/metrics.json"),
+    oof: Annotated[
+        Path, typer.Option(help="Out-of-fold probabilities of the train wafers (Parquet).")
+    ] = Path("data/specialist/oof.parquet"),
     params: Params = Path("params.yaml"),
 ) -> None:
     """Train the defect-type specialist on the VQA train split (scored on val)."""
     from wafersage.params import load_section
     from wafersage.stages import specialist as stage
 
-    m = stage.run(load_section("specialist", params), vqa, out, metrics)
+    m = stage.run(load_section("specialist", params), vqa, out, metrics, oof)
     typer.echo(
         f"specialist: {m['n_train']} train wafers, {m['steps']} steps in {m['train_wall_s']:.0f} s, "
         f"val type macro-F1 {m['val_type_macro_f1']} -> {out}"
@@ -314,13 +317,18 @@ def sft(
     reward: Annotated[Path, typer.Option(help="The align stage's reward config (rule score).")] = Path(
         "models/reward/reward_config.json"
     ),
+    specialist_oof: Annotated[
+        Path | None, typer.Option(help="The specialist's out-of-fold file (grounds the training maps).")
+    ] = None,
     params: Params = Path("params.yaml"),
 ) -> None:
     """Supervised fine-tuning with TRL on the VQA train split (assistant-only loss, early stopping)."""
     from wafersage.params import load_section
     from wafersage.stages import sft as stage
 
-    m = stage.run(load_section("sft", params), base, vqa_dir, out, metrics, checkpoints, rubrics, reward)
+    m = stage.run(
+        load_section("sft", params), base, vqa_dir, out, metrics, checkpoints, rubrics, reward, specialist_oof
+    )
     if m:
         typer.echo(f"sft: {m['steps']} steps, type macro-F1 {m['type_macro_f1']:.3f} -> {out}")
 
@@ -399,7 +407,14 @@ def align(
 
     m = stage.run(load_section("align", params), pool, scores, rubrics, out, metrics, scatter)
     held, paper = m["spearman_heldout"], m["spearman_paper_default"]
-    typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) -> {out}")
+    typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) vs the judge stage -> {out}")
+    ext = m.get("external")
+    if ext:
+        typer.echo(
+            f"align: external judge, held-out Spearman {ext['spearman_heldout']} fitted on it, "
+            f"{ext.get('spearman_heldout_reference_fitted')} fitted on the judge stage, "
+            f"{ext['spearman_heldout_paper_default']} paper default; reward fitted on {ext['fit_on']}"
+        )
 
 
 @app.command()
@@ -419,13 +434,26 @@ def gspo(
     checkpoints: Annotated[Path, typer.Option(help="Checkpoint root (a rerun resumes from it).")] = Path(
         "checkpoints/gspo"
     ),
+    specialist_oof: Annotated[
+        Path | None, typer.Option(help="The specialist's out-of-fold file (grounds the training maps).")
+    ] = None,
     params: Params = Path("params.yaml"),
 ) -> None:
     """Curriculum GSPO (TRL GRPOTrainer, sequence-level ratios) on the aligned rule reward."""
     from wafersage.params import load_section
     from wafersage.stages import gspo as stage
 
-    m = stage.run(load_section("gspo", params), sft_dir, vqa_dir, rubrics, reward, out, metrics, checkpoints)
+    m = stage.run(
+        load_section("gspo", params),
+        sft_dir,
+        vqa_dir,
+        rubrics,
+        reward,
+        out,
+        metrics,
+        checkpoints,
+        oof=specialist_oof,
+    )
     if m:
         typer.echo(
             f"gspo: {m['steps']} steps, reward {m['reward_mean_first']:.3f} -> {m['reward_mean_last']:.3f}, "
@@ -645,10 +673,15 @@ def render(
     typer.echo(f"render: {len(written)} image(s) -> {dst}")
 
 
+#: The exit status of a refused input (a ``WaferSageError``): 2, as for a usage error.
+ERROR_EXIT = 2
+
+
 def main() -> None:
-    """Console entry point: a ``WaferSageError`` becomes one line on stderr and exit status 1."""
+    """Console entry point: a ``WaferSageError`` becomes one line on stderr and exit status
+    :data:`ERROR_EXIT`."""
     try:
         app()
     except WaferSageError as exc:
         print(f"wafersage: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(ERROR_EXIT)

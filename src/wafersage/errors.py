@@ -1,10 +1,11 @@
-"""The one error the CLI turns into a one-line message and a non-zero exit (and the Parquet reader
-that raises it for a missing or unreadable table)."""
+"""The one error the CLI turns into a one-line message and a non-zero exit (and the Parquet and
+JSON lines readers that raise it for a missing or unreadable file)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,3 +38,18 @@ def read_parquet(path: str | Path, what: str, hint: str | None = None) -> pd.Dat
         return pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the same bad input
         raise WaferSageError(path, f"{what} is not a readable Parquet file", type(exc).__name__) from None
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """JSON lines; a missing file or a bad line raises one line naming the row."""
+    path = Path(path)
+    if not path.exists():
+        raise WaferSageError(path, "file not found")
+    out = []
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise WaferSageError(path, "invalid JSON line", str(exc), row=i) from None
+    return out

@@ -111,10 +111,11 @@ def geometry(rows: int, cols: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _neighbours(fail: np.ndarray) -> np.ndarray:
+def fail_neighbours(fail: np.ndarray) -> np.ndarray:
     """Count of failing 8-neighbours of each die, for a stack ``(n, rows, cols)``."""
-    pad = np.pad(fail.astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
-    rows, cols = fail.shape[1:]
+    n, rows, cols = fail.shape
+    pad = np.zeros((n, rows + 2, cols + 2), dtype=np.uint8)
+    pad[:, 1:-1, 1:-1] = fail
     out = np.zeros(fail.shape, dtype=np.uint8)
     for di in (0, 1, 2):
         for dj in (0, 1, 2):
@@ -236,7 +237,7 @@ def _group_features(maps: np.ndarray, rows: int, cols: int) -> dict[str, np.ndar
         f["fail_centroid_r"] = np.hypot(f["fail_cx"], f["fail_cy"])
         f["fail_mean_r"] = np.where(has, mom[:, 3] / nf, 0.0)
         f["fail_std_r"] = np.sqrt(np.maximum(np.where(has, mom[:, 4] / nf, 0.0) - f["fail_mean_r"] ** 2, 0.0))
-        nb = _neighbours(fail.reshape(n, rows, cols).astype(bool)).reshape(n, -1)
+        nb = fail_neighbours(fail.reshape(n, rows, cols).astype(bool)).reshape(n, -1)
         f["fail_clustering"] = np.where(has, (nb * fail).sum(1) / (8.0 * nf), 0.0)
         dense = (fail > 0) & (nb >= 2)
         f["dense_frac"] = dense.sum(1) / np.maximum(n_on, 1)

@@ -24,13 +24,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wafersage.attributes import wafer_attributes
+from wafersage.attributes import wafer_attributes_batch
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.render import PALETTE
 
 IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES = "image", "image+attributes", "attributes"
 MODES: tuple[str, ...] = (IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES)
+_VALUES = np.array([OFF, PASS, FAIL], dtype=np.uint8)
+_COLOURS = np.array([PALETTE[int(v)] for v in _VALUES], dtype=np.int32)
 
 
 def check_mode(mode: str | None) -> str:
@@ -41,25 +43,67 @@ def check_mode(mode: str | None) -> str:
     return mode
 
 
+def _rgb(image: Any) -> np.ndarray:
+    """The pixels of an image (PIL or array) as an (h, w, 3) array (uint8 as given, else int32)."""
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise WaferSageError(None, "grounding needs an RGB image", f"shape {rgb.shape}")
+    return rgb if rgb.dtype == np.uint8 else rgb.astype(np.int32)
+
+
+def _nearest_palette(rgb: np.ndarray) -> np.ndarray:
+    """The canonical value of each pixel of ``rgb`` (..., 3): the nearest palette colour (the
+    first of equally near ones). Exact palette colours, every pixel of a lossless image, are
+    matched directly; only the other pixels measure their distances."""
+    out = np.zeros(rgb.shape[:-1], dtype=np.uint8)
+    far = np.ones(out.shape, dtype=bool)
+    if rgb.dtype == np.uint8:  # one integer per colour
+        key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+        for value, (r, g, b) in zip(_VALUES, _COLOURS.tolist(), strict=True):
+            hit = key == ((r << 16) | (g << 8) | b)
+            out[hit] = value
+            far &= ~hit
+    if far.any():
+        px = rgb[far].astype(np.int32)
+        out[far] = _VALUES[((px[:, None, :] - _COLOURS[None]) ** 2).sum(axis=-1).argmin(axis=-1)]
+    return out
+
+
 def image_to_map(image: Any) -> np.ndarray:
     """A rendered map image (PIL or array, RGB) back to canonical values, pixel by pixel: each
     pixel takes the nearest palette colour (robust to lossy re-encoding)."""
-    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.int32)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise WaferSageError(None, "grounding needs an RGB image", f"shape {rgb.shape}")
-    values = np.array([OFF, PASS, FAIL], dtype=np.uint8)
-    colours = np.array([PALETTE[int(v)] for v in values], dtype=np.int32)
-    dist = ((rgb[:, :, None, :] - colours[None, None]) ** 2).sum(axis=-1)
-    return values[dist.argmin(axis=-1)]
+    return _nearest_palette(_rgb(image))
+
+
+def images_to_maps(images: Sequence[Any]) -> list[np.ndarray]:
+    """:func:`image_to_map` of each image; images of one size are decoded as one stack."""
+    arrays = [_rgb(im) for im in images]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.shape, []).append(i)
+    out: list[np.ndarray] = [np.zeros(0, np.uint8)] * len(arrays)
+    for group in groups.values():
+        for i, m in zip(group, _nearest_palette(np.stack([arrays[i] for i in group])), strict=True):
+            out[i] = m
+    return out
 
 
 def _pct(v: float | None) -> str:
     return f"{round(100 * float(v or 0.0))}%"
 
 
+def attributes_texts(maps: Sequence[np.ndarray]) -> list[str]:
+    """:func:`attributes_text` of each map (computed together, see
+    :func:`wafersage.attributes.wafer_attributes_batch`)."""
+    return [_facts(a) for a in wafer_attributes_batch(maps)]
+
+
 def attributes_text(m: np.ndarray) -> str:
     """One line of label-free facts about a canonical map (the grounding text)."""
-    a = wafer_attributes(m)
+    return attributes_texts([m])[0]
+
+
+def _facts(a: dict[str, Any]) -> str:
     main = a["main"]
     n = int(a["n_components"])
     parts = [f"yield {_pct(a['yield'])}", f"{n} cluster" + ("" if n == 1 else "s")]
@@ -97,12 +141,13 @@ class Grounder:
     advisor: Advisor | None = None
 
     def texts(self, images: Sequence[Any]) -> list[str]:
-        """The grounding line of each image (PIL or RGB array); images sharing pixels share work."""
+        """The grounding line of each image (PIL or RGB array); images sharing pixels share work,
+        and the distinct ones are decoded and measured together."""
         arrays = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
         keys = [hashlib.md5(a.tobytes() + str(a.shape).encode()).hexdigest() for a in arrays]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        maps = {k: image_to_map(arrays[i]) for k, i in first.items()}
-        lines = {k: _attributes_cached(k, m) for k, m in maps.items()}
+        maps = dict(zip(first, images_to_maps([arrays[i] for i in first.values()]), strict=True))
+        lines = _texts_cached(maps)
         if self.advisor is not None and maps:
             clauses = self.advisor.clauses(list(maps.values()))
             lines = {k: f"{lines[k]} {c}" for k, c in zip(maps, clauses, strict=True)}
@@ -122,13 +167,15 @@ _TEXTS: dict[str, str] = {}
 _MAX_CACHED = 200_000
 
 
-def _attributes_cached(key: str, m: np.ndarray) -> str:
-    text = _TEXTS.get(key)
-    if text is None:
-        if len(_TEXTS) >= _MAX_CACHED:
-            _TEXTS.clear()
-        text = _TEXTS[key] = attributes_text(m)
-    return text
+def _texts_cached(maps: dict[str, np.ndarray]) -> dict[str, str]:
+    """The attribute text of each map (by content key), the uncached ones computed together."""
+    todo = [k for k in maps if k not in _TEXTS]
+    fresh = dict(zip(todo, attributes_texts([maps[k] for k in todo]), strict=True))
+    lines = {k: fresh[k] if k in fresh else _TEXTS[k] for k in maps}
+    if len(_TEXTS) + len(fresh) > _MAX_CACHED:
+        _TEXTS.clear()
+    _TEXTS.update(fresh)
+    return lines
 
 
 def image_text(image: Any) -> str:

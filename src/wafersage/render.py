@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from wafersage.atomic import atomic_path
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
@@ -50,6 +52,13 @@ def render_map(m: np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
     return Image.fromarray(_LUT[resample(np.asarray(m, dtype=np.uint8), check_size(size))], mode="RGB")
 
 
+def png_bytes(m: np.ndarray, size: int) -> bytes:
+    """The rendered map as PNG bytes (deterministic)."""
+    buf = BytesIO()
+    render_map(m, size).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
 def read_npy_map(path: Path, max_side: int | None = None) -> np.ndarray:
     """A canonical map from a .npy file (no pickles), validated; the header (2-D, numeric, sides at
     most ``max_side``, default ``rawtable.MAX_SIDE``) is checked before the array is allocated."""
@@ -77,8 +86,6 @@ def read_npy_map(path: Path, max_side: int | None = None) -> np.ndarray:
 def render_path(src: Path, dst: Path, size: int = DEFAULT_SIZE) -> list[Path]:
     """Render one .npy map to a PNG, or a folder of them to a folder of PNGs (all checked first,
     so a bad map leaves no output)."""
-    from wafersage.atomic import atomic_path
-
     check_size(size)
     if src.is_dir():
         files = sorted(src.glob("*.npy"))

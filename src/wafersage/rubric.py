@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from wafersage.errors import read_jsonl
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import (
     DISTRIBUTION_PHRASES,
@@ -223,6 +225,11 @@ def rubric_record(
         "rubric_id": rub.rubric_id(),
         "tag": tag,
     }
+
+
+def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Rubric records (``rubrics.jsonl``) by wafer id."""
+    return {r["wafer_id"]: r for r in read_jsonl(path)}
 
 
 def _coordinates_hint(p: dict[str, Any]) -> str:

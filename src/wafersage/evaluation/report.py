@@ -8,12 +8,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from wafersage.atomic import atomic_path
 
 HEADLINE = (
     ("type_macro_f1", "type macro-F1"),
@@ -188,20 +185,3 @@ def render_html(
         "</body></html>",
     ]
     return "\n".join(parts)
-
-
-def write_report(
-    path: Path,
-    metrics: dict[str, Any],
-    detail: dict[str, Any],
-    items: pd.DataFrame,
-    images: dict[str, Any],
-    names: list[str],
-    judge: str,
-    gallery_n: int = 24,
-) -> Path:
-    """Write the report atomically."""
-    text = render_html(metrics, detail, items, images, names, judge, gallery_n)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path

@@ -1,16 +1,22 @@
 """The specialist: a small CNN over the map as the VLM sees it (the rendered image decoded back to
-off/pass/fail pixels) plus the map's geometric features, trained by the pipeline on the training
-split's labels. It is shipped inside the model folder (``specialist/``: safetensors weights and a
-JSON config, no pickle) and its class probabilities join the prompt's grounding line
-(:class:`wafersage.grounding.Grounder`), so the VLM learns when to trust it.
+off/pass/fail pixels) plus the map's geometric features, blended with gradient-boosted trees on
+the same features, trained by the pipeline on the training split's labels. It is shipped inside
+the model folder (``specialist/``: safetensors weights, the trees in skops format loaded with a
+fixed list of trusted types, and a JSON config; no pickle) and its class probabilities join the
+prompt's grounding line (:class:`wafersage.grounding.Grounder`), so the VLM learns when to trust it.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
 rotations/flips of the map. Probabilities can be averaged over those eight views (``tta``).
+
+The VLM must learn how far to trust the specialist on maps the specialist never saw, so its
+training prompts carry out-of-fold probabilities (:func:`out_of_fold`, :class:`OutOfFold`): each
+training map's clause comes from a specialist fitted on the other folds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -29,7 +35,11 @@ from wafersage.grounding import Grounder, check_mode
 from wafersage.taxonomy import CLASSES
 
 FOLDER = "specialist"
-WEIGHTS, CONFIG = "specialist.safetensors", "specialist.json"
+WEIGHTS, CONFIG, TREES = "specialist.safetensors", "specialist.json", "trees.skops"
+#: The only types the trees file may hold beyond skops' defaults (anything else is refused).
+TRUSTED_TREE_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+#: Weights of the trees in the blend that the val split chooses among (0: the CNN alone).
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Classes named in the grounding clause: the most probable, at most this many ...
 TOP_K = 3
 #: ... and only those at or above this probability (the first is always named).
@@ -47,6 +57,8 @@ class SpecialistConfig:
     feature_mean: list[float]
     feature_std: list[float]
     tta: bool = False
+    #: The trees' weight in the blended probabilities (0: no trees member).
+    blend: float = 0.0
     trained: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,72 +121,93 @@ def _stack(maps: Sequence[np.ndarray], size: int) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def map_key(m: np.ndarray) -> str:
+    """A canonical map's content key (what :class:`OutOfFold` looks training maps up by)."""
+    return hashlib.md5(np.ascontiguousarray(m, dtype=np.uint8).tobytes() + str(m.shape).encode()).hexdigest()
+
+
 class Specialist:
     """A trained specialist: ``probabilities(maps)`` and the grounding clause of each map."""
 
-    def __init__(self, config: SpecialistConfig, net: Any) -> None:
-        self.config, self.net = config, net
+    def __init__(self, config: SpecialistConfig, net: Any, trees: Any = None) -> None:
+        self.config, self.net, self.trees = config, net, trees
         self.net.eval()
 
-    def probabilities(self, maps: Sequence[np.ndarray], batch_size: int = 512) -> np.ndarray:
-        """(n, classes) probabilities of canonical ``size`` x ``size`` maps."""
+    def members(
+        self, maps: Sequence[np.ndarray], batch_size: int = 512
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, classes) probabilities of the CNN and of the trees (``None``: no trees) for canonical
+        ``size`` x ``size`` maps."""
         import torch
 
         c = self.config
         arr = _stack(maps, c.size)
         mean, std = np.asarray(c.feature_mean, np.float32), np.asarray(c.feature_std, np.float32)
         views = VIEWS if c.tta else VIEWS[:1]
-        out = np.zeros((len(arr), len(c.classes)), dtype=np.float64)
+        cnn = np.zeros((len(arr), len(c.classes)), dtype=np.float64)
+        trees = None if self.trees is None else np.zeros_like(cnn)
         with torch.inference_mode():
             for s in range(0, len(arr), batch_size):
                 for k, flip in views:
                     part = _view(arr[s : s + batch_size], k, flip)
-                    f = torch.from_numpy((_features(part) - mean) / std)
-                    logits = self.net(_planes(part), f)
+                    raw = _features(part)
+                    logits = self.net(_planes(part), torch.from_numpy((raw - mean) / std))
                     p = torch.sigmoid(logits) if c.multi_label else torch.softmax(logits, 1)
-                    out[s : s + batch_size] += p.double().numpy() / len(views)
-        return out
+                    cnn[s : s + batch_size] += p.double().numpy() / len(views)
+                    if trees is not None and len(part):
+                        trees[s : s + batch_size] += _trees_proba(self.trees, raw, len(c.classes)) / len(
+                            views
+                        )
+        return cnn, trees
+
+    def probabilities(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, classes) blended probabilities of canonical ``size`` x ``size`` maps."""
+        cnn, trees = self.members(maps)
+        return blended(cnn, trees, self.config.blend)
 
     def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
         """``Specialist: Center 93%, Loc 5%.`` per map (the grounding clause)."""
-        names = self.config.classes
-        out = []
-        for row in self.probabilities(maps):
-            order = [int(i) for i in np.argsort(-row)[:TOP_K]]
-            shown = [i for j, i in enumerate(order) if j == 0 or row[i] >= MIN_SHOWN]
-            out.append("Specialist: " + ", ".join(f"{names[i]} {round(100 * row[i])}%" for i in shown) + ".")
-        return out
+        return clauses_of(self.probabilities(maps), self.config.classes)
 
     def predict(self, maps: Sequence[np.ndarray]) -> list[set[str]]:
         """Label sets: the top class (single-label), or every class at >= 0.5 (multi-label; the top
         class when none is)."""
-        names = self.config.classes
-        out = []
-        for row in self.probabilities(maps):
-            chosen = {names[i] for i in np.flatnonzero(row >= 0.5)} if self.config.multi_label else set()
-            out.append(chosen or {names[int(row.argmax())]})
-        return out
+        return decide(self.probabilities(maps), self.config.classes, self.config.multi_label)
 
     def save(self, folder: str | Path) -> None:
-        """``folder/specialist.safetensors`` + ``folder/specialist.json``."""
+        """``folder/specialist.safetensors`` + ``folder/specialist.json`` (+ ``trees.skops``)."""
+        import skops.io as sio
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / WEIGHTS))
+        if self.trees is not None:
+            sio.dump(self.trees, folder / TREES)
         (folder / CONFIG).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> Specialist:
-        """A saved specialist (weights through safetensors, never pickle)."""
+        """A saved specialist (weights through safetensors, trees through skops with a fixed list of
+        trusted types; never pickle)."""
+        import skops.io as sio
         from safetensors.torch import load_file
 
         folder = Path(folder)
         try:
             config = SpecialistConfig(**json.loads((folder / CONFIG).read_text()))
             state = load_file(str(folder / WEIGHTS))
+            trees = sio.load(folder / TREES, trusted=TRUSTED_TREE_TYPES) if config.blend > 0 else None
+        except sio.exceptions.UntrustedTypesFoundException as exc:
+            raise WaferSageError(
+                folder / TREES, "untrusted type in the specialist's trees", str(exc)[:200]
+            ) from None
         except (OSError, ValueError, TypeError) as exc:
             raise WaferSageError(folder, "cannot load the specialist", str(exc).splitlines()[0]) from None
+        if trees is not None and not hasattr(trees, "predict_proba"):
+            raise WaferSageError(
+                folder / TREES, "the specialist's trees are not a classifier", type(trees).__name__
+            )
         net = _net(len(config.feature_mean), len(config.classes), config.width)
         try:
             net.load_state_dict(state)
@@ -182,18 +215,55 @@ class Specialist:
             raise WaferSageError(
                 folder, "specialist weights do not match its config", str(exc)[:200]
             ) from None
-        return cls(config, net)
+        return cls(config, net, trees)
 
 
-def fit(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any]) -> Specialist:
-    """Train on canonical ``p['size']``-square maps and their label lists (names from the taxonomy).
+def blended(cnn: np.ndarray, trees: np.ndarray | None, blend: float) -> np.ndarray:
+    """The CNN's and the trees' probabilities mixed with the trees at weight ``blend``."""
+    return cnn if trees is None or blend <= 0 else (1 - blend) * cnn + blend * trees
 
-    ``p``: ``size, width, epochs, batch_size, lr, weight_decay, label_smoothing, seed, threads, tta``.
-    """
-    import torch
-    import torch.nn.functional as F
 
-    size = int(p["size"])
+def clauses_of(probs: np.ndarray, names: Sequence[str]) -> list[str]:
+    """The grounding clause of each row of class probabilities: the top classes, in order."""
+    out = []
+    for row in probs:
+        order = [int(i) for i in np.argsort(-row)[:TOP_K]]
+        shown = [i for j, i in enumerate(order) if j == 0 or row[i] >= MIN_SHOWN]
+        out.append("Specialist: " + ", ".join(f"{names[i]} {round(100 * row[i])}%" for i in shown) + ".")
+    return out
+
+
+def decide(probs: np.ndarray, names: Sequence[str], multi_label: bool) -> list[set[str]]:
+    """Label sets from class probabilities (see :meth:`Specialist.predict`)."""
+    out = []
+    for row in probs:
+        chosen = {names[i] for i in np.flatnonzero(row >= 0.5)} if multi_label else set()
+        out.append(chosen or {names[int(row.argmax())]})
+    return out
+
+
+def _trees_proba(trees: Any, raw_features: np.ndarray, n_classes: int) -> np.ndarray:
+    """The trees' (n, classes) probabilities; a class the trees never saw in training gets 0."""
+    proba = np.asarray(trees.predict_proba(raw_features), dtype=np.float64)
+    if proba.shape[1] == n_classes:
+        return proba
+    out = np.zeros((len(proba), n_classes))
+    out[:, np.asarray(trees.classes_, dtype=int)] = proba
+    return out
+
+
+@dataclass
+class _Data:
+    """Training arrays: maps, per-view features, targets."""
+
+    arr: np.ndarray
+    feats: np.ndarray  # (8 views, n, features), raw
+    y: np.ndarray  # (n, classes) 0/1
+    used: list[str]
+    multi: bool
+
+
+def _prepare(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], size: int) -> _Data:
     arr = _stack(maps, size)
     sets = [[c for c in CLASSES if c in set(v)] for v in labels]
     if any(not s for s in sets):
@@ -201,61 +271,197 @@ def fit(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str
     used = [c for c in CLASSES if any(c in s for s in sets)]
     if len(used) < 2:
         raise WaferSageError(None, "specialist needs at least two classes", ", ".join(used))
-    multi = any(len(s) > 1 for s in sets)
     index = {c: i for i, c in enumerate(used)}
     y = np.zeros((len(sets), len(used)), dtype=np.float32)
     for r, s in enumerate(sets):
         y[r, [index[c] for c in s]] = 1.0
-    if p.get("threads"):
-        torch.set_num_threads(int(p["threads"]))
+    feats = np.stack([_features(_view(arr, k, flip)) for k, flip in VIEWS])
+    return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets))
+
+
+def _fit_trees(x: np.ndarray, y: np.ndarray, multi: bool, seed: int) -> Any:
+    """Gradient-boosted trees on the raw features (one-vs-rest for multi-label data)."""
+    from wafersage.baselines import tree_classifier
+
+    if multi:
+        from sklearn.multiclass import OneVsRestClassifier
+
+        return OneVsRestClassifier(tree_classifier(seed)).fit(x, y.astype(int))
+    return tree_classifier(seed).fit(x, y.argmax(1))
+
+
+def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, int]:
+    """The CNN trained on ``rows`` of ``d``: (net, feature mean, feature std, steps)."""
+    import torch
+    import torch.nn.functional as F
+
     torch.manual_seed(int(p["seed"]))
-    feats = np.stack([_features(_view(arr, k, flip)) for k, flip in VIEWS])  # (8, n, features)
+    feats, y = d.feats[:, rows], d.y[rows]
     mean, std = feats.mean((0, 1)), feats.std((0, 1)) + 1e-6
-    x, f = _planes(arr), torch.from_numpy((feats - mean) / std)
+    x, f = _planes(d.arr[rows]), torch.from_numpy((feats - mean) / std)
     counts = y.sum(0)
-    weight = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / len(used)), dtype=torch.float32)
-    target = torch.from_numpy(y) if multi else torch.from_numpy(y.argmax(1))
-    net = _net(feats.shape[2], len(used), int(p["width"]))
-    bs = min(int(p["batch_size"]), len(arr))
-    steps_per_epoch = max(1, len(arr) // bs)
+    weight = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / len(d.used)), dtype=torch.float32)
+    target = torch.from_numpy(y) if d.multi else torch.from_numpy(y.argmax(1))
+    net = _net(feats.shape[2], len(d.used), int(p["width"]))
+    bs = min(int(p["batch_size"]), len(rows))
+    steps_per_epoch = max(1, len(rows) // bs)
     total = int(p["epochs"]) * steps_per_epoch
     opt = torch.optim.AdamW(net.parameters(), float(p["lr"]), weight_decay=float(p["weight_decay"]))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, float(p["lr"]), total_steps=total)
     gen = torch.Generator().manual_seed(int(p["seed"]))
     smooth = float(p["label_smoothing"])
     net.train()
-    t0 = time.perf_counter()
     for _ in range(int(p["epochs"])):
-        perm = torch.randperm(len(arr), generator=gen)
+        perm = torch.randperm(len(rows), generator=gen)
         for s in range(steps_per_epoch):
             idx = perm[s * bs : (s + 1) * bs]
             view = int(torch.randint(len(VIEWS), (1,), generator=gen))
             logits = net(_view_planes(x[idx], *VIEWS[view]), f[view][idx])
-            if multi:
+            if d.multi:
                 tb = target[idx] * (1 - smooth) + smooth / 2
-                loss = F.binary_cross_entropy_with_logits(logits, tb, pos_weight=None, weight=weight)
+                loss = F.binary_cross_entropy_with_logits(logits, tb, weight=weight)
             else:
                 loss = F.cross_entropy(logits, target[idx], weight=weight, label_smoothing=smooth)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+    return net, mean, std, total
+
+
+def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
+    t0 = time.perf_counter()
+    net, mean, std, steps = _fit_net(d, rows, p)
+    trees = _fit_trees(d.feats[0, rows], d.y[rows], d.multi, int(p["seed"])) if p["trees"] else None
     config = SpecialistConfig(
-        size=size,
-        classes=used,
-        multi_label=multi,
+        size=int(d.arr.shape[1]),
+        classes=d.used,
+        multi_label=d.multi,
         width=int(p["width"]),
         feature_mean=[float(v) for v in mean],
         feature_std=[float(v) for v in std],
         tta=bool(p["tta"]),
-        trained={"maps": len(arr), "steps": total, "train_s": round(time.perf_counter() - t0, 2)},
+        blend=0.5 if trees is not None else 0.0,
+        trained={"maps": len(rows), "steps": steps, "train_s": round(time.perf_counter() - t0, 2)},
     )
-    return Specialist(config, net)
+    return Specialist(config, net, trees)
 
 
-def grounder_of(model_folder: str | Path, info: dict[str, Any]) -> Grounder:
-    """The :class:`Grounder` a model folder was trained with (its ``wafersage.json`` is ``info``)."""
-    advisor = Specialist.load(Path(model_folder) / FOLDER) if info.get("specialist") else None
+def fit(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any]) -> Specialist:
+    """Train on canonical ``p['size']``-square maps and their label lists (names from the taxonomy).
+
+    ``p``: ``size, width, epochs, batch_size, lr, weight_decay, label_smoothing, seed, threads, tta,
+    trees`` (fit the trees member too; it starts at weight 0.5, see :func:`choose_blend`).
+    """
+    import torch
+
+    if p.get("threads"):
+        torch.set_num_threads(int(p["threads"]))
+    d = _prepare(maps, labels, int(p["size"]))
+    return _fit_rows(d, np.arange(len(d.arr)), p)
+
+
+def choose_blend(
+    model: Specialist, maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]]
+) -> dict[str, float]:
+    """Set ``model``'s trees weight to the one of :data:`BLENDS` with the best macro-F1 on these
+    (selection-split) maps; the macro-F1 of each weight."""
+    from wafersage.evaluation import stats
+
+    cnn, trees = model.members(maps)
+    if trees is None:
+        return {}
+    truth = [set(v) for v in labels]
+    ones = np.ones((1, len(truth)))
+    names, multi = model.config.classes, model.config.multi_label
+    scores = {
+        w: float(stats.macro_f1_metric(truth, decide(blended(cnn, trees, w), names, multi))(ones)[0])
+        for w in BLENDS
+    }
+    model.config.blend = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))
+    return {str(w): round(v, 4) for w, v in scores.items()}
+
+
+def out_of_fold(
+    maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any], folds: int
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(classes, CNN probabilities, trees probabilities or ``None``) of each map from a specialist
+    fitted on the other ``folds`` - 1 folds (stratified by the first label where every label has
+    ``folds`` maps, seeded)."""
+    import torch
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if p.get("threads"):
+        torch.set_num_threads(int(p["threads"]))
+    d = _prepare(maps, labels, int(p["size"]))
+    strata = d.y.argmax(1)
+    stratified = np.unique(strata, return_counts=True)[1].min() >= folds
+    split = (StratifiedKFold if stratified else KFold)(
+        n_splits=folds, shuffle=True, random_state=int(p["seed"])
+    )
+    cnn = np.zeros(d.y.shape, dtype=np.float64)
+    trees = np.zeros_like(cnn) if p["trees"] else None
+    for train_rows, held in split.split(np.zeros(len(strata)), strata):
+        model = _fit_rows(d, train_rows, p)
+        a, b = model.members(list(d.arr[held]))
+        cnn[held] = a
+        if trees is not None and b is not None:
+            trees[held] = b
+    return d.used, cnn, trees
+
+
+class OutOfFold:
+    """An :class:`~wafersage.grounding.Advisor` that answers training maps from their out-of-fold
+    probabilities (looked up by :func:`map_key`) and any other map from ``specialist``."""
+
+    def __init__(self, specialist: Specialist, table: pd.DataFrame) -> None:
+        self.specialist = specialist
+        names = specialist.config.classes
+        probs = blended(
+            table[[f"cnn:{c}" for c in names]].to_numpy(np.float64),
+            table[[f"trees:{c}" for c in names]].to_numpy(np.float64)
+            if f"trees:{names[0]}" in table
+            else None,
+            specialist.config.blend,
+        )
+        self.known = dict(zip(table["map_key"], clauses_of(probs, names), strict=True))
+
+    def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
+        keys = [map_key(m) for m in maps]
+        todo = [i for i, k in enumerate(keys) if k not in self.known]
+        fresh = dict(zip(todo, self.specialist.clauses([maps[i] for i in todo]), strict=True)) if todo else {}
+        return [fresh[i] if i in fresh else self.known[k] for i, k in enumerate(keys)]
+
+
+def oof_table(
+    wafers: Sequence[str],
+    maps: Sequence[np.ndarray],
+    names: Sequence[str],
+    cnn: np.ndarray,
+    trees: np.ndarray | None,
+) -> pd.DataFrame:
+    """The out-of-fold file's table: ``wafer_id``, ``map_key`` and a ``cnn:<class>`` (and
+    ``trees:<class>``) probability column a class."""
+    cols: dict[str, Any] = {"wafer_id": [str(w) for w in wafers], "map_key": [map_key(m) for m in maps]}
+    cols |= {f"cnn:{c}": cnn[:, i] for i, c in enumerate(names)}
+    if trees is not None:
+        cols |= {f"trees:{c}": trees[:, i] for i, c in enumerate(names)}
+    return pd.DataFrame(cols)
+
+
+def grounder_of(model_folder: str | Path, info: dict[str, Any], oof: str | Path | None = None) -> Grounder:
+    """The :class:`Grounder` a model folder was trained with (its ``wafersage.json`` is ``info``);
+    with ``oof`` (the specialist stage's out-of-fold file), training maps get their out-of-fold
+    clauses."""
+    from wafersage.errors import read_parquet
+
+    if not info.get("specialist"):
+        return Grounder(check_mode(info.get("grounding")))
+    advisor: Any = Specialist.load(Path(model_folder) / FOLDER)
+    if oof is not None:
+        advisor = OutOfFold(
+            advisor, read_parquet(oof, "specialist out-of-fold file", "run `dvc repro specialist`")
+        )
     return Grounder(check_mode(info.get("grounding")), advisor)
 
 

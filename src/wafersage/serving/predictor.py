@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.errors import WaferSageError
+from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.model_folder import base_info
+from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
+from wafersage.registry import load_pyfunc
 from wafersage.render import DEFAULT_SIZE
 
 CHAMPION = "champion"
@@ -21,9 +25,6 @@ class Predictor:
     def __init__(self, folder: str | Path, batch_size: int = 16, max_new_tokens: int = 48) -> None:
         import torch
         from transformers import AutoModelForImageTextToText
-
-        from wafersage.modeling.processor import load_processor
-        from wafersage.stages.init_model import base_info
 
         self.folder = Path(folder)
         if not (self.folder / "config.json").exists():
@@ -49,8 +50,6 @@ class Predictor:
         self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int | None = None
     ) -> list[str]:
         """Answers to ``questions`` about ``images`` (PIL images at :attr:`image_size`)."""
-        from wafersage.modeling.generate import generate_answers
-
         if len(images) != len(questions):
             raise ValueError("images and questions differ in length")
         if not questions:
@@ -93,8 +92,6 @@ def _require(model_name: str | None) -> str:
 
 def from_registry(uri: str, **kw: Any) -> Predictor:
     """The predictor inside a registered pyfunc (``models:/<name>@<alias>``)."""
-    from wafersage.registry import load_pyfunc
-
     wrapper = load_pyfunc(uri).unwrap_python_model()
     predictor = wrapper.predictor
     for k, v in kw.items():

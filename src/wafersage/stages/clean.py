@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.cleaning import (
     MIXED,
     SCORES,
@@ -302,16 +302,14 @@ def run(
         emb = embedding_2d(x, table, int(params.get("plot_points", 2000)), cfg.seed)
         page = review_html(df, table, int(params.get("review_count", 48)), render_size)
 
-        with atomic_path(out) as tmp:
-            write_labels(table, tmp)
-        with atomic_path(report_dir / "embedding.csv") as tmp:
-            emb.to_csv(tmp, index=False)
-        with atomic_path(report_dir / "embedding.png") as tmp:
-            plot_png(emb, tmp)
-        with atomic_path(report_dir / "review.html") as tmp:
-            tmp.write_text(page)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+        names = ("embedding.csv", "embedding.png", "review.html")
+        outputs = [(out, False), *((report_dir / n, False) for n in names), (metrics, False)]
+        with atomic_outputs(*outputs) as (t_labels, t_csv, t_png, t_html, t_metrics):
+            write_labels(table, t_labels)
+            emb.to_csv(t_csv, index=False)
+            plot_png(emb, t_png)
+            t_html.write_text(page)
+            t_metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
         from wafersage.params import flatten
 
         mlflow.log_metrics({k: float(v) for k, v in flatten(m).items() if isinstance(v, (int, float))})

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.attributes import wafer_attributes
 from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, render_map
+from wafersage.render import DEFAULT_SIZE, png_bytes
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
+from wafersage.vlm import VLMConfig, VLMDescriber
 
 BACKENDS = ("analytic", "openai")
 EXCLUDE_REASONS = ("unlabelled", "flagged", "no_fail_dies_with_pattern_label", "unknown_label")
@@ -107,13 +107,6 @@ def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) 
     return out
 
 
-def png_bytes(m: np.ndarray, size: int) -> bytes:
-    """The rendered map as PNG bytes (deterministic)."""
-    buf = BytesIO()
-    render_map(m, size).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
-
-
 def fallback_tag(labels: list[str], attrs: dict[str, Any]) -> str:
     """Typical/hard without the cleaning stage: hard when mixed, or when the geometry alone
     names another pattern than the label."""
@@ -148,8 +141,6 @@ def run(
 
     describer = None
     if backend == "openai":
-        from wafersage.vlm import VLMConfig, VLMDescriber
-
         describer = VLMDescriber(VLMConfig.from_dict(params.get("openai")))
 
     counts: Counter[str] = Counter()
@@ -212,11 +203,9 @@ def run(
             for k in ("requests", "cache_hits", "retries", "timeouts", "malformed", "failed", "http_errors"):
                 summary[f"openai.{k}"] = describer.counts.get(k, 0)
             summary["openai.connection_errors"] = describer.counts.get("connection_errors", 0)
-        with atomic_path(out) as tmp, open(tmp, "w") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((out, False), (metrics, False)) as (tmp, tmp_metrics):
+            tmp.write_text("".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+            tmp_metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics(
             {k.replace(".", "/"): float(v) for k, v in summary.items() if isinstance(v, int | float)}
         )

@@ -26,10 +26,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.answer_parser import parse_labels
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
-from wafersage.evaluation import unseen_phrasing
+from wafersage.evaluation import real_val, stats, unseen_phrasing
+from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
+from wafersage.evaluation.stats import per_class_f1 as class_f1
+from wafersage.params import flatten
+from wafersage.registry import item_metric, labels_of
+from wafersage.rubric import read_records
+from wafersage.score.calibration import POOL_COLUMNS
+from wafersage.score.config import load as load_reward
+from wafersage.score.judges import JudgeItem, make_judge
+from wafersage.score.rules import Item, score_items
+from wafersage.serving.images import fit
+from wafersage.taxonomy import primary_label
+from wafersage.tracking import stage_run
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -116,7 +129,6 @@ def generate(pred: Any, df: pd.DataFrame, p: dict[str, Any], what: str) -> tuple
     from tqdm.auto import tqdm
 
     from wafersage.modeling.vqa_data import pil_image
-    from wafersage.serving.images import fit
 
     images = [fit(pil_image(v), pred.image_size) for v in df["image"]]
     questions = list(df["question"].astype(str))
@@ -132,11 +144,6 @@ def score(
     df: pd.DataFrame, answers: list[str], records: dict[str, dict[str, Any]], cfg: Any, judge: Any
 ) -> pd.DataFrame:
     """Per-answer rule score, judge score/rationale and parsed type labels."""
-    from wafersage.answer_parser import parse_labels
-    from wafersage.score.judges import JudgeItem
-    from wafersage.score.rules import Item, score_items
-    from wafersage.taxonomy import primary_label
-
     rubrics = [records[w]["rubric"] for w in df["wafer_id"]]
     labels = [list(v) for v in df["labels"]]
     refs, qs = list(df["answer"].astype(str)), list(df["question"].astype(str))
@@ -166,9 +173,6 @@ def score(
 
 def model_metrics(rows: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Point estimates and bootstrap CIs of :data:`METRICS` over ``rows`` (one model)."""
-    from wafersage.evaluation import stats
-    from wafersage.registry import item_metric
-
     out: dict[str, Any] = {"n": len(rows), "n_type": int(rows["is_type"].sum())}
     ci: dict[str, Any] = {}
     for m in METRICS:
@@ -185,9 +189,6 @@ def model_metrics(rows: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
 
 def comparisons(items: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Paired bootstrap differences for each pair in :data:`COMPARISONS` whose models are present."""
-    from wafersage.evaluation import stats
-    from wafersage.registry import item_metric
-
     out: dict[str, Any] = {}
     for name, a, b in COMPARISONS:
         ra = items[items["model"] == a].set_index("item_id")
@@ -215,8 +216,6 @@ def comparisons(items: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
 def breakdown(items: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Rule and judge score (with CIs) per model x category and model x difficulty; type metrics per
     model x difficulty."""
-    from wafersage.evaluation import stats
-    from wafersage.registry import item_metric
 
     def block(rows: pd.DataFrame, metrics: tuple[str, ...]) -> dict[str, Any]:
         res: dict[str, Any] = {"n": len(rows)}
@@ -253,9 +252,6 @@ def confusion_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def per_class_f1(items: pd.DataFrame) -> pd.DataFrame:
     """One-vs-rest F1 per class and model, over type questions (classes seen in truth or answers)."""
-    from wafersage.evaluation.stats import per_class_f1 as class_f1
-    from wafersage.registry import labels_of
-
     out = []
     for model, rows in items.groupby("model", sort=False):
         t = rows[rows["is_type"] & (rows["truth"] != "")]
@@ -267,8 +263,6 @@ def per_class_f1(items: pd.DataFrame) -> pd.DataFrame:
 def pool_rows(model: str, pairs: pd.DataFrame, answers: list[str]) -> pd.DataFrame:
     """One model's answers to val ``pairs`` in the calibration pool's schema (``variant`` model,
     ``source`` model:<name>), for ``wafersage absorb`` to add to the next alignment's pool."""
-    from wafersage.score.calibration import POOL_COLUMNS
-
     df = pd.DataFrame(
         {
             "item_id": f"model:{model}:" + pairs["pair_id"].astype(str),
@@ -305,8 +299,6 @@ def pool_pairs(vqa_dir: Path, p: dict[str, Any]) -> pd.DataFrame:
 
 def flat_metrics(per_model: dict[str, Any], comps: dict[str, Any]) -> dict[str, float]:
     """Dotted scalar metrics (for MLflow)."""
-    from wafersage.params import flatten
-
     return {k: float(v) for k, v in flatten({**per_model, **comps}).items() if isinstance(v, int | float)}
 
 
@@ -326,13 +318,6 @@ def run(
     """Answer, score and report; write every output atomically; return ``metrics.json``'s content.
     ``ingest`` (the ingest params) resolves ``real_val: auto``; with a real val split and the raw
     table (``raw``), the trees baseline answers the same maps (``real_val.trees``)."""
-    from wafersage.evaluation import real_val
-    from wafersage.evaluation.report import write_report
-    from wafersage.score.config import load as load_reward
-    from wafersage.score.judges import make_judge
-    from wafersage.stages.judge import read_records
-    from wafersage.tracking import stage_run
-
     p = _checked(params)
     models = [Path(m) for m in models]
     if not models:
@@ -424,26 +409,23 @@ def run(
         images = dict(zip(df["item_id"], df["image"], strict=True))
         out = Path(out)
         texts = {
-            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
-            "breakdown.json": json.dumps(detail, indent=2, sort_keys=True) + "\n",
-            "confusion.csv": confusion_rows(items[items["model"] == names[-1]]).to_csv(index=False),
-            "per_class_f1.csv": per_class_f1(items).to_csv(index=False),
+            out / "metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+            out / "breakdown.json": json.dumps(detail, indent=2, sort_keys=True) + "\n",
+            out / "confusion.csv": confusion_rows(items[items["model"] == names[-1]]).to_csv(index=False),
+            out / "per_class_f1.csv": per_class_f1(items).to_csv(index=False),
+            Path(report): render_html(metrics, detail, items, images, names, judge.name, int(p["gallery"])),
         }
-        for name, text in texts.items():  # every output computed above; now written, each atomically
-            with atomic_path(out / name) as tmp:
-                tmp.write_text(text)
-        with atomic_path(out / "items.parquet") as tmp:
-            items.to_parquet(tmp, index=False)
-        with atomic_path(out / "real_val_answers.parquet") as tmp:
-            real_val.answer_table(real_maps, real_answers).to_parquet(tmp, index=False)
-        with atomic_path(pool) as tmp:
-            from wafersage.score.calibration import POOL_COLUMNS
-
-            pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
-            (pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS))).to_parquet(
-                tmp, index=False
-            )
-        write_report(report, metrics, detail, items, images, names, judge.name, int(p["gallery"]))
+        pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
+        tables = {
+            out / "items.parquet": items,
+            out / "real_val_answers.parquet": real_val.answer_table(real_maps, real_answers),
+            Path(pool): pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS)),
+        }
+        with atomic_outputs(*((path, False) for path in [*texts, *tables])) as temps:  # all computed above
+            for tmp, text in zip(temps[: len(texts)], texts.values(), strict=True):
+                tmp.write_text(text, encoding="utf-8")
+            for tmp, table in zip(temps[len(texts) :], tables.values(), strict=True):
+                table.to_parquet(tmp, index=False)
         real_flat = {k: metrics[k] for k in ("real_val", "unseen_phrasing") if k in metrics}
         mlflow.log_metrics(
             {

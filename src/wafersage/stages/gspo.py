@@ -39,17 +39,28 @@ import numpy as np
 import pandas as pd
 
 from wafersage.answer_parser import parse_labels
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
 from wafersage.grounding import Grounding
-from wafersage.modeling.curriculum import LEARNING, REVIEW
+from wafersage.modeling.curriculum import LEARNING, REVIEW, Layout, Schedule, flat_stage, parse_stages
+from wafersage.modeling.finetune import (
+    LORA_DEFAULTS,
+    final_model,
+    last_checkpoint,
+    lora_enabled,
+    peft_config_for,
+    run_key,
+)
 from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.model_folder import BASE_INFO, base_info
+from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
-from wafersage.modeling.vqa_data import TYPE_CATEGORY, pil_image
-from wafersage.score.reward import reward_weights
-from wafersage.stages.sft import LORA_DEFAULTS
+from wafersage.modeling.vqa_data import TYPE_CATEGORY, grounded_cells, messages, pil_image, read_split
+from wafersage.rubric import read_records
+from wafersage.score.reward import make_reward_funcs, reward_weights
+from wafersage.tracking import stage_run
 
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
@@ -140,10 +151,6 @@ def checked(params: dict[str, Any]) -> dict[str, Any]:
 def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd.DataFrame:
     """The RL prompts: review and learning splits with the reward's columns (``question``,
     ``answer``, ``rubric`` JSON, ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool``."""
-    from wafersage.modeling.curriculum import LEARNING, REVIEW
-    from wafersage.modeling.vqa_data import read_split
-    from wafersage.stages.judge import read_records
-
     records = read_records(Path(rubrics))
     frames = []
     pools = {curriculum["review_split"]: REVIEW, curriculum["learning_split"]: LEARNING}
@@ -179,8 +186,6 @@ def to_dataset(table: pd.DataFrame, grounding: Grounding) -> Any:
     """The prompt table as a ``datasets.Dataset`` in TRL's conversational vision format
     (``prompt`` messages from the SFT formatting, ``images``) plus the reward/curriculum columns."""
     from datasets import Dataset, Features, Image, List, Value
-
-    from wafersage.modeling.vqa_data import grounded_cells, messages
 
     features = Features(
         {
@@ -310,17 +315,14 @@ def build_trainer(
     ckpt: Path,
     lora: bool,
     callbacks: list | None = None,
+    oof: Path | None = None,
 ) -> Any:
-    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer`."""
+    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer` (``oof``: the
+    specialist's out-of-fold file, which grounds the training maps)."""
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from wafersage.modeling.curriculum import Layout, Schedule, flat_stage, parse_stages
     from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
-    from wafersage.modeling.processor import load_processor
-    from wafersage.score.reward import make_reward_funcs
-    from wafersage.stages.init_model import base_info
-    from wafersage.stages.sft import peft_config_for
 
     torch.set_num_threads(int(p["threads"]))
     torch.manual_seed(int(p["seed"]))
@@ -345,7 +347,7 @@ def build_trainer(
         grad_accum=int(p["gradient_accumulation_steps"]),
     )
     schedule = Schedule(table, stages, layout, int(p["seed"]))
-    grounding = grounder_of(model_dir, info)
+    grounding = grounder_of(model_dir, info, oof)
     validate = None
     if int(p["val_every"]) > 0:
         rows = val_type_rows(table, p["curriculum"], int(p["val_samples"]), int(p["seed"]))
@@ -395,15 +397,11 @@ def run(
     metrics: Path,
     checkpoints: Path = Path("checkpoints/gspo"),
     curve: Path | None = None,
+    oof: Path | None = None,
 ) -> dict[str, Any]:
     """Train, then save model + processor, the metrics and the val curve (``curve``, by default
     ``curve.csv`` beside ``metrics``; see the module docstring)."""
     from accelerate import PartialState
-
-    from wafersage.modeling.processor import load_processor
-    from wafersage.stages.init_model import BASE_INFO, base_info
-    from wafersage.stages.sft import final_model, last_checkpoint, lora_enabled, run_key
-    from wafersage.tracking import stage_run
 
     p = checked(params)
     for path in (Path(sft_dir), Path(reward_config), Path(rubrics)):
@@ -419,6 +417,8 @@ def run(
         "rubrics": Path(rubrics),
         **{f"vqa_{s}": Path(vqa_dir) / f"{s}.parquet" for s in SPLITS},
     }
+    if oof is not None:
+        inputs["specialist_oof"] = Path(oof)
     key = run_key(p, inputs)
     ckpt = Path(checkpoints) / key
     main = PartialState().is_main_process
@@ -428,7 +428,7 @@ def run(
         else nullcontext()
     )
     with tracking as mlflow:
-        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora)
+        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora, oof=oof)
         resume = last_checkpoint(ckpt)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
@@ -441,7 +441,10 @@ def run(
             mlflow.log_metrics(
                 {"final_" + k: float(v) for k, v in out_metrics.items()} | {"resumed_from_step": resumed}
             )
-            with atomic_path(out, directory=True) as tmp:
+            curve = Path(curve) if curve is not None else Path(metrics).with_name("curve.csv")
+            points = pd.DataFrame(trainer.val_curve(), columns=list(CURVE_COLUMNS)).round(4)
+            outputs = ((out, True), (metrics, False), (curve, False))
+            with atomic_outputs(*outputs) as (tmp, tmp_metrics, tmp_curve):
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 trainer.processing_class.save_pretrained(str(tmp))
@@ -454,12 +457,8 @@ def run(
                     "resumed_from_step": resumed,
                 }
                 (tmp / BASE_INFO).write_text(json.dumps(gspo_info, indent=2, sort_keys=True) + "\n")
-            with atomic_path(metrics) as tmp:
-                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                tmp_metrics.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                points.to_csv(tmp_curve, index=False)
             mlflow.log_artifact(str(metrics))
-            curve = Path(curve) if curve is not None else Path(metrics).with_name("curve.csv")
-            points = pd.DataFrame(trainer.val_curve(), columns=list(CURVE_COLUMNS)).round(4)
-            with atomic_path(curve) as tmp:
-                points.to_csv(tmp, index=False)
             mlflow.log_artifact(str(curve))
     return out_metrics

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.loaders import SOURCES, Limits, load
 from wafersage.rawtable import decode_map, write_raw
@@ -68,7 +68,6 @@ def run(
     limits = Limits.from_params(params)
     df = build_table(source, paths, params.get("synthetic", {}), limits)
     with stage_run("ingest", {**params, "source": source, "path": [str(p) for p in paths]}) as mlflow:
-        write_raw(df, out)
         counts = class_counts(df)
         summary = {
             "wafers": len(df),
@@ -77,8 +76,9 @@ def run(
             "lots": int(df["lot_id"].nunique()),
             "classes": counts,
         }
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((out, False), (metrics, False)) as (tmp_raw, tmp_metrics):
+            write_raw(df, tmp_raw)
+            tmp_metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics(
             {"wafers": summary["wafers"], "labelled": summary["labelled"], "mixed": summary["mixed"]}
         )

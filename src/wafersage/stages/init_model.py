@@ -18,13 +18,19 @@ from typing import Any
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.grounding import IMAGE, Grounder, check_mode
+from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
+from wafersage.modeling.model_folder import BASE_INFO
+from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
 from wafersage.modeling.specialist import FOLDER as SPECIALIST_FOLDER
 from wafersage.modeling.specialist import Specialist
+from wafersage.modeling.tiny_config import qwen3vl_config
+from wafersage.modeling.vision_encoder import META_FILE, load_tower_state
+from wafersage.modeling.vision_inputs import image_processor
+from wafersage.modeling.vqa_data import corpus, read_split
 from wafersage.render import check_size
+from wafersage.tracking import stage_run
 
 TINY = "tiny"
-#: Written beside the model: the base's kind and image size (read by later stages).
-BASE_INFO = "wafersage.json"
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
     "vocab_size": 1024,
@@ -59,11 +65,6 @@ def build_tiny(
     import torch
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
-    from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
-    from wafersage.modeling.processor import WaferQwen3VLProcessor
-    from wafersage.modeling.tiny_config import qwen3vl_config
-    from wafersage.modeling.vision_inputs import image_processor
-
     tokenizer = train_tokenizer(texts, int(p["vocab_size"]), int(p["min_frequency"]))
     processor = WaferQwen3VLProcessor(image_processor(image_size), tokenizer, chat_template=CHAT_TEMPLATE)
     config = qwen3vl_config(
@@ -83,8 +84,6 @@ def build_tiny(
 def load_vision_tower(model: Any, directory: Path, image_size: int) -> None:
     """Copy the pretrained wafer encoder's tower into ``model.model.visual`` (strict: no missing or
     unexpected keys, same shapes, same image size)."""
-    from wafersage.modeling.vision_encoder import META_FILE, load_tower_state
-
     state = load_tower_state(directory)
     meta_path = directory / META_FILE
     if meta_path.exists():
@@ -108,8 +107,6 @@ def load_local(base: Path, dtype: str) -> tuple[Any, Any]:
     """A local Qwen3-VL checkpoint (model + torchvision-free processor)."""
     import torch
     from transformers import AutoModelForImageTextToText
-
-    from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
 
     if not base.is_dir() or not (base / "config.json").exists():
         raise WaferSageError(base, "model.base is neither 'tiny' nor a local model folder with config.json")
@@ -137,9 +134,6 @@ def run(
     """Build or load the base model and save it (model + processor) into ``out``; with
     ``init_model.specialist: true``, a ``specialist`` folder given and a grounding mode with text,
     the specialist is shipped inside it and its clause joins every grounding line."""
-    from wafersage.modeling.vqa_data import corpus, read_split
-    from wafersage.tracking import stage_run
-
     p, m = _checked(params, model_params)
     check_size(image_size)
     base = str(m["base"])
@@ -191,11 +185,3 @@ def run(
                 advisor.save(tmp / SPECIALIST_FOLDER)
         mlflow.log_metrics({"params": n_params, "vocab_size": info["vocab_size"]})
     return info
-
-
-def base_info(model_dir: str | Path) -> dict[str, Any]:
-    """``wafersage.json`` of a model folder written by init_model (or a stage after it)."""
-    path = Path(model_dir) / BASE_INFO
-    if not path.exists():
-        raise WaferSageError(path, "not a wafersage model folder", "run `wafersage init-model` first")
-    return json.loads(path.read_text())

@@ -10,20 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
+from wafersage.rubric import read_records
 from wafersage.score.calibration import build_pool, read_absorbed
 from wafersage.score.judges import JudgeItem, make_judge
-from wafersage.stages.rubrics import read_jsonl
 from wafersage.tracking import stage_run
 
 VQA_COLUMNS = ("pair_id", "wafer_id", "rubric_id", "category", "question", "answer")
-
-
-def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    """Rubric records (``rubrics.jsonl``) by wafer id."""
-    return {r["wafer_id"]: r for r in read_jsonl(path)}
 
 
 def read_val(vqa: Path) -> pd.DataFrame:
@@ -113,11 +108,13 @@ def run(
         }
         if len(pool) == 0:
             raise WaferSageError(vqa, "calibration pool is empty")
-        with atomic_path(pool_out) as tmp:
-            pool.to_parquet(tmp, index=False)
-        with atomic_path(scores_out) as tmp:
-            scores.to_parquet(tmp, index=False)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((pool_out, False), (scores_out, False), (metrics, False)) as (
+            t_pool,
+            t_scores,
+            t_m,
+        ):
+            pool.to_parquet(t_pool, index=False)
+            scores.to_parquet(t_scores, index=False)
+            t_m.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics({k.replace(".", "/"): float(v) for k, v in summary.items()})
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.modeling.tiny_config import vision_config
 from wafersage.modeling.vision_encoder import encode_grids, multi_hot, save_encoder, table_maps
@@ -119,10 +119,9 @@ def run(
             "tower_params": n_params,
         }
         mlflow.log_metrics({k: float(v) for k, v in result.items() if isinstance(v, int | float)})
-        with atomic_path(model_dir, directory=True) as tmp:
+        with atomic_outputs((model_dir, True), (metrics, False)) as (tmp, tmp_metrics):
             tmp.mkdir(parents=True, exist_ok=True)
             save_encoder(model, tmp, image_size, {"steps": len(history), "n_train": int(train.sum())})
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+            tmp_metrics.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         mlflow.log_artifact(str(metrics))
     return result

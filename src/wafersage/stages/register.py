@@ -18,6 +18,11 @@ import pandas as pd
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
+from wafersage.rawtable import decode_map
+from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, dvc_lock_hashes
+from wafersage.render import render_map
+from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.tracking import EXPERIMENT, file_md5, stage_run
 
 DEFAULTS: dict[str, Any] = {
     "model_name": "wafersage-vlm",
@@ -42,8 +47,6 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
 
 def latest_runs(mlflow: Any, stages: tuple[str, ...] = LINKED_STAGES) -> dict[str, str]:
     """``{stage: run_id}`` of the latest finished run of each stage (by the ``wafersage.stage`` tag)."""
-    from wafersage.tracking import EXPERIMENT
-
     out = {}
     for stage in stages:
         runs = mlflow.search_runs(
@@ -60,10 +63,6 @@ def latest_runs(mlflow: Any, stages: tuple[str, ...] = LINKED_STAGES) -> dict[st
 
 def input_example(image_size: int, seed: int) -> pd.DataFrame:
     """One synthetic wafer rendered at the model's size, as base64 PNG, with a type question."""
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
-    from wafersage.synthetic import SyntheticConfig, generate
-
     row = generate(SyntheticConfig.from_dict({"n_wafers": 1, "seed": seed})).iloc[0]
     buf = io.BytesIO()
     render_map(decode_map(row["map"], row["rows"], row["cols"]), image_size).save(buf, format="PNG")
@@ -106,11 +105,9 @@ def run(
     """Log, register and alias the model in ``model_dir``; write ``out`` (name, version, URIs)."""
     from mlflow import MlflowClient
 
-    from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, dvc_lock_hashes
+    from wafersage.modeling.model_folder import base_info  # the modeling package loads transformers
     from wafersage.serving import pyfunc_model
     from wafersage.serving.pyfunc import ARTIFACT, signature
-    from wafersage.stages.init_model import base_info
-    from wafersage.tracking import file_md5, stage_run
 
     p = _checked(params)
     model_dir = Path(model_dir)

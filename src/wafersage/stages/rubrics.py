@@ -9,26 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError
+from wafersage.atomic import atomic_outputs
+from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rubric import SCHEMA_VERSION, build_rubric
 from wafersage.tracking import stage_run
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON lines; a missing file or a bad line raises one line naming the row."""
-    path = Path(path)
-    if not path.exists():
-        raise WaferSageError(path, "file not found")
-    out = []
-    with open(path) as fh:
-        for i, line in enumerate(fh):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise WaferSageError(path, "invalid JSON line", str(exc), row=i) from None
-    return out
 
 
 def run(params: dict[str, Any], descriptions: Path, out: Path, metrics: Path) -> dict[str, Any]:
@@ -65,10 +50,9 @@ def run(params: dict[str, Any], descriptions: Path, out: Path, metrics: Path) ->
             "kb_missing": counts.get("kb_missing", 0),
             **{f"mean_{k}": round(v / n, 3) for k, v in sorted(counts.items()) if k.startswith("must_")},
         }
-        with atomic_path(out) as tmp:
+        with atomic_outputs((out, False), (metrics, False)) as (tmp, tmp_metrics):
             tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            tmp_metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         mlflow.log_metrics({k.replace(".", "/"): float(v) for k, v in summary.items()})
         if lines:
             mlflow.log_dict(json.loads(lines[0])["rubric"], "sample_rubric.json")

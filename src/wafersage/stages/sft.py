@@ -10,7 +10,6 @@ data hashes. Writes ``models/sft/`` (merged model + processor) and ``reports/sft
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import nullcontext
@@ -19,22 +18,39 @@ from typing import Any
 
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
+from wafersage.modeling.finetune import (
+    LORA_DEFAULTS,
+    final_model,
+    last_checkpoint,
+    lora_enabled,
+    peft_config_for,
+    run_key,
+)
+from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.model_folder import BASE_INFO, base_info
+from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
-from wafersage.params import flatten
+from wafersage.modeling.vqa_data import (
+    ANSWER,
+    CATEGORY,
+    IMAGE,
+    LABELS,
+    QUESTION,
+    TYPE_CATEGORY,
+    WAFER,
+    pil_image,
+    read_split,
+    to_dataset,
+)
+from wafersage.rubric import read_records
+from wafersage.score.config import load as load_reward
+from wafersage.score.rules import Item, score_items
+from wafersage.tracking import stage_run
+from wafersage.type_scoring import type_scores
 
-#: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
-#: the paper's rank 16, alpha 16 on every projection of the language model.
-LORA_DEFAULTS: dict[str, Any] = {
-    "enabled": "auto",
-    "r": 16,
-    "alpha": 16,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "merge": True,
-}
 DEFAULTS: dict[str, Any] = {
     "seed": 3407,
     "threads": 0,
@@ -80,27 +96,9 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def lora_enabled(p: dict[str, Any], base: str) -> bool:
-    """LoRA on or off: ``auto`` means on for a real base, off for the tiny default."""
-    flag = p["lora"]["enabled"]
-    return base != "tiny" if flag == "auto" else bool(flag)
-
-
-def run_key(p: dict[str, Any], inputs: dict[str, Path]) -> str:
-    """Identifies a training run: same params and inputs -> same checkpoint folder."""
-    from wafersage.tracking import file_md5
-
-    h = hashlib.md5(json.dumps(flatten(p), sort_keys=True, default=str).encode())
-    for name in sorted(inputs):
-        h.update(f"{name}={file_md5(inputs[name])}".encode())
-    return h.hexdigest()[:12]
-
-
 def oversample_type(df: pd.DataFrame, times: int) -> pd.DataFrame:
     """The train split with each type-category pair repeated ``times`` times (the defect type is the
     answer the metrics score; it is one pair in ~8 per wafer)."""
-    from wafersage.modeling.vqa_data import CATEGORY, TYPE_CATEGORY
-
     if times <= 1:
         return df
     extra = df[df[CATEGORY] == TYPE_CATEGORY]
@@ -148,30 +146,20 @@ def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
     )
 
 
-def peft_config_for(p: dict[str, Any]) -> Any:
-    from peft import LoraConfig
-
-    lp = p["lora"]
-    return LoraConfig(
-        r=int(lp["r"]),
-        lora_alpha=int(lp["alpha"]),
-        lora_dropout=float(lp["dropout"]),
-        target_modules=list(lp["target_modules"]),
-        task_type="CAUSAL_LM",
-    )
-
-
 def build_trainer(
-    p: dict[str, Any], base: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, ckpt: Path, lora: bool
+    p: dict[str, Any],
+    base: Path,
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    ckpt: Path,
+    lora: bool,
+    oof: Path | None = None,
 ) -> Any:
-    """The configured ``SFTTrainer`` (model from ``base``, LoRA when asked)."""
+    """The configured ``SFTTrainer`` (model from ``base``, LoRA when asked; ``oof``: the
+    specialist's out-of-fold file, which grounds the training maps)."""
     import torch
     from transformers import AutoModelForImageTextToText, EarlyStoppingCallback
     from trl import SFTTrainer
-
-    from wafersage.modeling.processor import load_processor
-    from wafersage.modeling.vqa_data import to_dataset
-    from wafersage.stages.init_model import base_info
 
     info = base_info(base)
     processor = load_processor(base)
@@ -186,7 +174,7 @@ def build_trainer(
     callbacks = (
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
-    grounding = grounder_of(base, info)
+    grounding = grounder_of(base, info, oof)
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
@@ -198,26 +186,8 @@ def build_trainer(
     )
 
 
-def last_checkpoint(ckpt: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``ckpt`` (what a rerun resumes from)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-
-
-def final_model(trainer: Any, lora: bool, merge: bool) -> Any:
-    """The trained model to save: LoRA merged into the base when asked."""
-    model = trainer.model
-    if lora and merge:
-        model = model.merge_and_unload()
-    return model
-
-
 def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
     """Greedy answers to the test split's type questions, parsed and scored."""
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, LABELS, TYPE_CATEGORY
-    from wafersage.type_scoring import type_scores
-
     rows = _sample(test_df[test_df[CATEGORY] == TYPE_CATEGORY], int(p["type_eval_max"]), int(p["seed"]))
     if rows.empty:
         raise WaferSageError("data/vqa/test.parquet", "no type-category questions in the test split")
@@ -230,9 +200,6 @@ def type_metrics(model: Any, processor: Any, test_df: pd.DataFrame, p: dict[str,
 def _greedy_answers(model: Any, processor: Any, rows: pd.DataFrame, p: dict[str, Any]) -> list[str]:
     """Batched greedy answers of ``model`` to the questions (and images) of VQA ``rows``, grounded
     as the model was trained (``p["grounding"]``, from the model folder)."""
-    from wafersage.modeling.generate import generate_answers
-    from wafersage.modeling.vqa_data import IMAGE, QUESTION, pil_image
-
     return generate_answers(
         model,
         processor,
@@ -249,11 +216,6 @@ def rule_score(
 ) -> float:
     """Mean aligned rule score (``wafersage.score``) of greedy answers to a seeded sample of the test
     split's questions (all categories), against each wafer's rubric."""
-    from wafersage.modeling.vqa_data import ANSWER, LABELS, QUESTION, WAFER
-    from wafersage.score.config import load as load_reward
-    from wafersage.score.rules import Item, score_items
-    from wafersage.stages.judge import read_records
-
     for path in (rubrics, reward):
         if not Path(path).exists():
             raise WaferSageError(path, "rule-score input not found")
@@ -277,8 +239,6 @@ def rule_score(
 
 def sample_table(model: Any, processor: Any, df: pd.DataFrame, p: dict[str, Any]) -> dict[str, list]:
     """A few val questions with reference and generated answers (for ``mlflow.log_table``)."""
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, QUESTION, WAFER
-
     rows = _sample(df, int(p["sample_generations"]), int(p["seed"]))
     gen = _greedy_answers(model, processor, rows, p)
     return {
@@ -299,18 +259,18 @@ def run(
     checkpoints: Path = Path("checkpoints/sft"),
     rubrics: Path | None = None,
     reward: Path | None = None,
+    oof: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, score on the test split's type questions, save model + processor and metrics."""
-    from wafersage.modeling.vqa_data import read_split
-    from wafersage.stages.init_model import BASE_INFO, base_info
-    from wafersage.tracking import stage_run
-
+    """Fine-tune, score on the test split's type questions, save model + processor and metrics
+    (``oof``: the specialist's out-of-fold probabilities for the training prompts)."""
     p = _checked(params)
     info = base_info(base)
     splits = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val", "test")}
     train_df, val_df, test_df = (read_split(splits[s]) for s in ("train", "val", "test"))
     lora = lora_enabled(p, str(info.get("base")))
     inputs = {"base": Path(base), **{f"vqa_{s}": v for s, v in splits.items()}}
+    if oof is not None:
+        inputs["specialist_oof"] = Path(oof)
     key = run_key(p, inputs)  # what training depends on; the rule-score inputs only score
     scoring = {k: Path(v) for k, v in (("rubrics", rubrics), ("reward", reward)) if v is not None}
     for path in scoring.values():
@@ -329,7 +289,7 @@ def run(
         else nullcontext()
     )
     with tracking as mlflow:
-        trainer = build_trainer(p, Path(base), train_df, val_df, ckpt, lora)
+        trainer = build_trainer(p, Path(base), train_df, val_df, ckpt, lora, oof)
         resume = last_checkpoint(ckpt)
         if lora and mlflow is not None:
             trainable = sum(t.numel() for t in trainer.model.parameters() if t.requires_grad)
@@ -361,7 +321,7 @@ def run(
                 | {"type_n": float(scores["type_n"]), "resumed_from_step": float(_step_of(resume))}
             )
             mlflow.log_table(samples, artifact_file="sft/sample_generations.json")
-            with atomic_path(out, directory=True) as tmp:
+            with atomic_outputs((out, True), (metrics, False)) as (tmp, tmp_metrics):
                 tmp.mkdir(parents=True, exist_ok=True)
                 model.save_pretrained(str(tmp))
                 processor.save_pretrained(str(tmp))
@@ -374,8 +334,7 @@ def run(
                     "resumed_from_step": _step_of(resume),
                 }
                 (tmp / BASE_INFO).write_text(json.dumps(sft_info, indent=2, sort_keys=True) + "\n")
-            with atomic_path(metrics) as tmp:
-                tmp.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
+                tmp_metrics.write_text(json.dumps(out_metrics, indent=2, sort_keys=True) + "\n")
             mlflow.log_artifact(str(metrics))
     return out_metrics
 

@@ -2,9 +2,11 @@
 
 Each wafer's image (as the VLM sees it) is decoded back to off/pass/fail pixels and the specialist
 (:mod:`wafersage.modeling.specialist`) learns the wafer's labels from it; only the train split is
-used, so val and test labels never reach it. Scored on the VQA val split's wafers (the selection
-split). Writes ``models/specialist/`` (what ``init_model`` ships inside the model folder) and the
-metrics JSON.
+used, so val and test labels never reach it. The VQA val split's wafers (the selection split)
+choose the trees' weight in the blend and score it. Writes ``models/specialist/`` (what
+``init_model`` ships inside the model folder), the out-of-fold probabilities of the train wafers
+(``specialist.folds`` folds; what SFT and GSPO ground their training prompts with) and the metrics
+JSON.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.grounding import image_to_map
-from wafersage.modeling.specialist import fit
+from wafersage.modeling.specialist import choose_blend, fit, oof_table, out_of_fold
 from wafersage.modeling.vqa_data import IMAGE, LABELS, WAFER, pil_image, read_split
 from wafersage.taxonomy import NONE
 from wafersage.tracking import stage_run
@@ -35,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1.0e-4,
     "label_smoothing": 0.05,
     "tta": False,
+    "trees": True,
+    "folds": 2,
 }
 
 
@@ -45,27 +49,39 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **params}
 
 
-def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[np.ndarray, list[list[str]]]:
-    """One decoded map and label list per wafer of a VQA split (wafers without labels: ``none``)."""
+def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:
+    """The wafer ids, one decoded map and one label list per wafer of a VQA split (wafers without
+    labels: ``none``)."""
     if LABELS not in split.columns:
         raise WaferSageError(path, "VQA split lacks columns", LABELS)
     first = split.drop_duplicates(WAFER)
     maps = np.stack([image_to_map(pil_image(v)) for v in first[IMAGE]])
     labels = [[c for c in v if c != NONE] or [NONE] for v in first[LABELS].map(list)]
-    return maps, labels
+    return [str(w) for w in first[WAFER]], maps, labels
 
 
-def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path) -> dict[str, Any]:
-    """Train on the train split, score on the val split, save the specialist and its metrics."""
+def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Path) -> dict[str, Any]:
+    """Train on the train split, blend and score on the val split; save the specialist, the
+    out-of-fold table of the train wafers (empty with ``folds: 0``) and the metrics."""
     p = _params(params)
+    if int(p["folds"]) == 1 or int(p["folds"]) < 0:
+        raise WaferSageError("params.yaml", "specialist.folds must be 0 (off) or at least 2", str(p["folds"]))
     paths = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val")}
-    train_maps, train_labels = wafer_maps(read_split(paths["train"]), paths["train"])
-    val_maps, val_labels = wafer_maps(read_split(paths["val"]), paths["val"])
+    train_ids, train_maps, train_labels = wafer_maps(read_split(paths["train"]), paths["train"])
+    _, val_maps, val_labels = wafer_maps(read_split(paths["val"]), paths["val"])
     sizes = {m.shape for m in (train_maps[0], val_maps[0])}
     if len(sizes) != 1 or train_maps.shape[1] != train_maps.shape[2]:
         raise WaferSageError(vqa_dir, "VQA images must share one square size", str(sorted(sizes)))
     with stage_run("specialist", p, inputs={f"vqa_{s}": v for s, v in paths.items()}) as mlflow:
-        model = fit(train_maps, train_labels, {**p, "size": int(train_maps.shape[1])})
+        fp = {**p, "size": int(train_maps.shape[1])}
+        model = fit(train_maps, train_labels, fp)
+        blends = choose_blend(model, list(val_maps), val_labels)
+        folds = int(p["folds"])
+        if folds:
+            classes, cnn, trees = out_of_fold(train_maps, train_labels, fp, folds)
+            table = oof_table(train_ids, list(train_maps), classes, cnn, trees)
+        else:
+            table = oof_table([], [], model.config.classes, np.zeros((0, len(model.config.classes))), None)
         truth = [set(v) for v in val_labels]
         pred = model.predict(list(val_maps))
         f1 = stats.rounded(stats.ci(stats.macro_f1_metric(truth, pred), len(truth), 1000, int(p["seed"])))
@@ -79,13 +95,16 @@ def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path) -> dict
             "val_type_macro_f1": f1["value"],
             "val_type_macro_f1_ci": {"low": f1["ci_low"], "high": f1["ci_high"]},
             "val_per_class": stats.per_class_f1(truth, pred),
+            "trees_weight": model.config.blend,
+            "val_type_macro_f1_by_trees_weight": blends,
+            "oof_folds": folds,
         }
         mlflow.log_metrics(
             {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         )
-        with atomic_path(out, directory=True) as tmp:
-            model.save(tmp)
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        with atomic_outputs((out, True), (oof, False), (metrics, False)) as (t_out, t_oof, t_metrics):
+            model.save(t_out)
+            table.to_parquet(t_oof, index=False)
+            t_metrics.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         mlflow.log_artifact(str(metrics))
     return result

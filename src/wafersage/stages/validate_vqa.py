@@ -9,10 +9,9 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_path
-from wafersage.errors import WaferSageError, read_parquet
+from wafersage.errors import WaferSageError, read_jsonl, read_parquet
 from wafersage.gates import run_gate
 from wafersage.phrasing import mentions_class
-from wafersage.stages.rubrics import read_jsonl
 from wafersage.tracking import stage_run
 from wafersage.vqa import SPLITS
 

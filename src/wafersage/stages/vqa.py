@@ -12,13 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wafersage.atomic import atomic_path
+from wafersage.atomic import atomic_outputs
 from wafersage.attributes import agreement_summary, truth_agreement
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, check_size, gallery
-from wafersage.stages.describe import png_bytes
-from wafersage.stages.rubrics import read_jsonl
+from wafersage.render import DEFAULT_SIZE, check_size, gallery, png_bytes
 from wafersage.tracking import stage_run
 from wafersage.vqa import CATEGORIES, SPLITS, assign_splits, frame, qa_pairs
 
@@ -114,7 +112,7 @@ def run(
         if acc:
             summary["attribute_accuracy"] = acc
         out_dir = Path(out_dir)
-        with atomic_path(out_dir, directory=True) as tmp:
+        with atomic_outputs((out_dir, True), (metrics, False)) as (tmp, tmp_metrics):
             tmp.mkdir(parents=True, exist_ok=True)
             for s in SPLITS:
                 part = table[table["split"] == s].reset_index(drop=True)
@@ -123,8 +121,7 @@ def run(
                     tmp / f"{s}.parquet",
                     compression="zstd",
                 )
-        with atomic_path(metrics) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            tmp_metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         _log(mlflow, table, summary, df, records)
     return summary
 
