@@ -26,10 +26,10 @@ from wafersage.modeling.specialist import (
     choose_blend,
     clauses_of,
     fit,
+    fit_out_of_fold,
     grounder_of,
     map_key,
     oof_table,
-    out_of_fold,
     ship,
 )
 from wafersage.rawtable import decode_map
@@ -293,9 +293,9 @@ def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():
     rng = np.random.default_rng(0)
     labels = [[c] for c in rng.choice(["Center", "Loc", "Scratch"], size=len(maps))]
     p = {**FAST, "epochs": 1}
-    classes, cnn, trees = out_of_fold(maps, labels, p, folds=3)
-    truth = np.array([classes.index(v[0]) for v in labels])
-    in_sample = fit(maps, labels, p).members(list(maps))[1]
+    model, cnn, trees = fit_out_of_fold(maps, labels, p, folds=3)
+    truth = np.array([model.config.classes.index(v[0]) for v in labels])
+    in_sample = model.members(list(maps))[1]
     assert (in_sample.argmax(1) == truth).mean() > 0.9
     assert (trees.argmax(1) == truth).mean() < 0.5
     assert cnn.shape == trees.shape == (len(maps), 3)

@@ -25,3 +25,15 @@ def tree_classifier(seed: int = 0, **overrides: Any) -> Any:
         "random_state": seed,
     }
     return HistGradientBoostingClassifier(**(kwargs | overrides))
+
+
+def fit_trees(x: Any, y: Any, seed: int = 0) -> Any:
+    """:func:`tree_classifier` fitted on features ``x``: ``y`` one label a row, or a 0/1 matrix
+    (multi-label data: one tree model a class, one-vs-rest)."""
+    import numpy as np
+
+    if np.ndim(y) == 2:
+        from sklearn.multiclass import OneVsRestClassifier
+
+        return OneVsRestClassifier(tree_classifier(seed)).fit(x, np.asarray(y, dtype=int))
+    return tree_classifier(seed).fit(x, y)

@@ -205,12 +205,10 @@ def training_maps(raw: Path, vqa_train: Path) -> pd.DataFrame:
 
 def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[str]:
     """The trees baseline's answer for each val map: gradient-boosted trees
-    (:func:`wafersage.baselines.tree_classifier`) on the geometric features, fitted on ``train``;
+    (:func:`wafersage.baselines.fit_trees`) on the geometric features, fitted on ``train``;
     multi-label data gets one tree model a class (one-vs-rest, every class at >= 0.5, else the
     most probable). Answers name the classes so they are parsed like any model's."""
-    from sklearn.multiclass import OneVsRestClassifier
-
-    from wafersage.baselines import tree_classifier
+    from wafersage.baselines import fit_trees
     from wafersage.features import geometric_features
     from wafersage.taxonomy import CLASSES
 
@@ -219,10 +217,10 @@ def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[st
     x_train, x_val = geometric_features(train), geometric_features(maps)
     if any(len(s) > 1 for s in sets):
         y = np.array([[c in s for c in used] for s in sets], dtype=int)
-        proba = OneVsRestClassifier(tree_classifier(seed)).fit(x_train, y).predict_proba(x_val)
+        proba = fit_trees(x_train, y, seed).predict_proba(x_val)
         chosen = [[used[i] for i in np.flatnonzero(row >= 0.5)] or [used[int(row.argmax())]] for row in proba]
     else:
-        clf = tree_classifier(seed).fit(x_train, [next(iter(s)) for s in sets])
+        clf = fit_trees(x_train, [next(iter(s)) for s in sets], seed)
         chosen = [[str(c)] for c in clf.predict(x_val)]
     return [" and ".join(c) + "." for c in chosen]
 

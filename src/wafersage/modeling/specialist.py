@@ -10,7 +10,7 @@ per class; both weight classes by inverse square-root frequency and augment with
 rotations/flips of the map. Probabilities can be averaged over those eight views (``tta``).
 
 The VLM must learn how far to trust the specialist on maps the specialist never saw, so its
-training prompts carry out-of-fold probabilities (:func:`out_of_fold`, :class:`OutOfFold`): each
+training prompts carry out-of-fold probabilities (:func:`fit_out_of_fold`, :class:`OutOfFold`): each
 training map's clause comes from a specialist fitted on the other folds.
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.baselines import fit_trees
 from wafersage.encoding import FAIL, PASS
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
@@ -279,17 +280,6 @@ def _prepare(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], size: 
     return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets))
 
 
-def _fit_trees(x: np.ndarray, y: np.ndarray, multi: bool, seed: int) -> Any:
-    """Gradient-boosted trees on the raw features (one-vs-rest for multi-label data)."""
-    from wafersage.baselines import tree_classifier
-
-    if multi:
-        from sklearn.multiclass import OneVsRestClassifier
-
-        return OneVsRestClassifier(tree_classifier(seed)).fit(x, y.astype(int))
-    return tree_classifier(seed).fit(x, y.argmax(1))
-
-
 def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, int]:
     """The CNN trained on ``rows`` of ``d``: (net, feature mean, feature std, steps)."""
     import torch
@@ -332,7 +322,8 @@ def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.nda
 def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
     t0 = time.perf_counter()
     net, mean, std, steps = _fit_net(d, rows, p)
-    trees = _fit_trees(d.feats[0, rows], d.y[rows], d.multi, int(p["seed"])) if p["trees"] else None
+    y = d.y[rows] if d.multi else d.y[rows].argmax(1)
+    trees = fit_trees(d.feats[0, rows], y, int(p["seed"])) if p["trees"] else None
     config = SpecialistConfig(
         size=int(d.arr.shape[1]),
         classes=d.used,
@@ -347,16 +338,20 @@ def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
     return Specialist(config, net, trees)
 
 
+def _threads(p: dict[str, Any]) -> None:
+    import torch
+
+    if p.get("threads"):
+        torch.set_num_threads(int(p["threads"]))
+
+
 def fit(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any]) -> Specialist:
     """Train on canonical ``p['size']``-square maps and their label lists (names from the taxonomy).
 
     ``p``: ``size, width, epochs, batch_size, lr, weight_decay, label_smoothing, seed, threads, tta,
     trees`` (fit the trees member too; it starts at weight 0.5, see :func:`choose_blend`).
     """
-    import torch
-
-    if p.get("threads"):
-        torch.set_num_threads(int(p["threads"]))
+    _threads(p)
     d = _prepare(maps, labels, int(p["size"]))
     return _fit_rows(d, np.arange(len(d.arr)), p)
 
@@ -382,18 +377,17 @@ def choose_blend(
     return {str(w): round(v, 4) for w, v in scores.items()}
 
 
-def out_of_fold(
+def fit_out_of_fold(
     maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any], folds: int
-) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """(classes, CNN probabilities, trees probabilities or ``None``) of each map from a specialist
-    fitted on the other ``folds`` - 1 folds (stratified by the first label where every label has
-    ``folds`` maps, seeded)."""
-    import torch
+) -> tuple[Specialist, np.ndarray, np.ndarray | None]:
+    """:func:`fit` on every map, and each map's (CNN, trees or ``None``) probabilities over the
+    specialist's classes from a specialist fitted on the other ``folds`` - 1 folds (stratified by
+    the first label where every label has ``folds`` maps, seeded). The maps are prepared once."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    if p.get("threads"):
-        torch.set_num_threads(int(p["threads"]))
+    _threads(p)
     d = _prepare(maps, labels, int(p["size"]))
+    model = _fit_rows(d, np.arange(len(d.arr)), p)
     strata = d.y.argmax(1)
     stratified = np.unique(strata, return_counts=True)[1].min() >= folds
     split = (StratifiedKFold if stratified else KFold)(
@@ -402,12 +396,11 @@ def out_of_fold(
     cnn = np.zeros(d.y.shape, dtype=np.float64)
     trees = np.zeros_like(cnn) if p["trees"] else None
     for train_rows, held in split.split(np.zeros(len(strata)), strata):
-        model = _fit_rows(d, train_rows, p)
-        a, b = model.members(list(d.arr[held]))
+        a, b = _fit_rows(d, train_rows, p).members(list(d.arr[held]))
         cnn[held] = a
         if trees is not None and b is not None:
             trees[held] = b
-    return d.used, cnn, trees
+    return model, cnn, trees
 
 
 class OutOfFold:

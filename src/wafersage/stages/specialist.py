@@ -22,7 +22,7 @@ from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.grounding import image_to_map
-from wafersage.modeling.specialist import choose_blend, fit, oof_table, out_of_fold
+from wafersage.modeling.specialist import choose_blend, fit, fit_out_of_fold, oof_table
 from wafersage.modeling.vqa_data import IMAGE, LABELS, WAFER, pil_image, read_split
 from wafersage.taxonomy import NONE
 from wafersage.tracking import stage_run
@@ -73,15 +73,14 @@ def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Pa
     if len(sizes) != 1 or train_maps.shape[1] != train_maps.shape[2]:
         raise WaferSageError(vqa_dir, "VQA images must share one square size", str(sorted(sizes)))
     with stage_run("specialist", p, inputs={f"vqa_{s}": v for s, v in paths.items()}) as mlflow:
-        fp = {**p, "size": int(train_maps.shape[1])}
-        model = fit(train_maps, train_labels, fp)
-        blends = choose_blend(model, list(val_maps), val_labels)
-        folds = int(p["folds"])
+        fp, folds = {**p, "size": int(train_maps.shape[1])}, int(p["folds"])
         if folds:
-            classes, cnn, trees = out_of_fold(train_maps, train_labels, fp, folds)
-            table = oof_table(train_ids, list(train_maps), classes, cnn, trees)
+            model, cnn, trees = fit_out_of_fold(train_maps, train_labels, fp, folds)
+            table = oof_table(train_ids, list(train_maps), model.config.classes, cnn, trees)
         else:
+            model = fit(train_maps, train_labels, fp)
             table = oof_table([], [], model.config.classes, np.zeros((0, len(model.config.classes))), None)
+        blends = choose_blend(model, list(val_maps), val_labels)
         truth = [set(v) for v in val_labels]
         pred = model.predict(list(val_maps))
         f1 = stats.rounded(stats.ci(stats.macro_f1_metric(truth, pred), len(truth), 1000, int(p["seed"])))
