@@ -182,6 +182,36 @@ def test_type_oversampling_repeats_only_type_pairs(setup):
     assert sft.oversample_type(df, 1) is df
 
 
+def test_type_balance_shares_the_repeats_out_by_class():
+    from wafersage.errors import WaferSageError
+    from wafersage.stages import sft
+
+    labels = [["none"]] * 90 + [["Near-full"]] * 10
+    df = pd.DataFrame(
+        {
+            "category": ["type"] * 100 + ["spatial"] * 100,
+            "labels": labels * 2,
+            "answer": ["a"] * 200,
+        }
+    )
+    plain = sft.oversample_type(df, 4, 0.0)
+    sqrt = sft.oversample_type(df, 4, 0.5)
+    flat = sft.oversample_type(df, 4, 1.0)
+
+    def per_class(d: pd.DataFrame) -> dict[str, int]:
+        return d[d["category"] == "type"]["labels"].map(lambda v: v[0]).value_counts().to_dict()
+
+    assert per_class(plain) == {"none": 360, "Near-full": 40}
+    # sqrt: weights 90**-.5 and 10**-.5 share a budget of 400 -> 3.3 (rounds to 3) and 10 a pair
+    assert per_class(sqrt) == {"none": 270, "Near-full": 100}
+    assert per_class(flat) == {"none": 180, "Near-full": 200}  # 2.2 rounds to 2, 20
+    assert (sqrt["category"] == "spatial").sum() == 100  # other pairs untouched
+    # a budget of 100: none 0.56 a pair is raised to once, Near-full 5
+    assert per_class(sft.oversample_type(df, 1, 1.0)) == {"none": 90, "Near-full": 50}
+    with pytest.raises(WaferSageError, match="type_balance"):
+        sft.oversample_type(df, 4, 1.5)
+
+
 def test_lora_auto_is_on_for_a_real_base_only():
     from wafersage.modeling.finetune import lora_enabled
     from wafersage.stages import sft

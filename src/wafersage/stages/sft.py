@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 0,
     "max_steps": 300,
     "type_oversample": 1,
+    "type_balance": 0.0,
     "per_device_train_batch_size": 16,
     "gradient_accumulation_steps": 1,
     "learning_rate": 2.0e-3,
@@ -96,13 +98,28 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-def oversample_type(df: pd.DataFrame, times: int) -> pd.DataFrame:
-    """The train split with each type-category pair repeated ``times`` times (the defect type is the
-    answer the metrics score; it is one pair in ~8 per wafer)."""
-    if times <= 1:
+def oversample_type(df: pd.DataFrame, times: int, balance: float = 0.0) -> pd.DataFrame:
+    """The train split with the type-category pairs repeated ``times`` times on average (the
+    defect type is the answer the metrics score; it is one pair in ~8 per wafer).
+
+    ``balance`` shares those repeats out by label set: a pair whose label set has ``n`` type pairs
+    is repeated in proportion to ``n ** -balance`` (0: every pair ``times`` times; 0.5: classes
+    drawn in proportion to the square root of their size; 1: every class equally often), at least
+    once. Rare classes (Near-full: ~0.2% of real WM-811K maps) then reach the model often enough to
+    be named."""
+    if not 0.0 <= balance <= 1.0:
+        raise WaferSageError("params.yaml", "sft.type_balance must be in [0, 1]", str(balance))
+    if times <= 1 and balance == 0.0:
         return df
     extra = df[df[CATEGORY] == TYPE_CATEGORY]
-    return pd.concat([df, *([extra] * (times - 1))], ignore_index=True)
+    repeats = np.full(len(extra), max(1, times))
+    if balance > 0.0 and len(extra):
+        by_labels = LABELS in extra
+        group = extra[LABELS].map(lambda v: "+".join(sorted(v)) or "none") if by_labels else extra[ANSWER]
+        weight = group.map(group.value_counts()).to_numpy(dtype=float) ** -balance
+        repeats = np.maximum(1, np.rint(times * len(extra) * weight / weight.sum())).astype(int)
+    more = [extra[repeats > k] for k in range(1, int(repeats.max(initial=1)))]
+    return pd.concat([df, *more], ignore_index=True)
 
 
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -178,7 +195,9 @@ def build_trainer(
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
-        train_dataset=to_dataset(oversample_type(train_df, int(p["type_oversample"])), grounding),
+        train_dataset=to_dataset(
+            oversample_type(train_df, int(p["type_oversample"]), float(p["type_balance"])), grounding
+        ),
         eval_dataset=to_dataset(val, grounding) if has_eval else None,
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
