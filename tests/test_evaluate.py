@@ -15,6 +15,7 @@ from tiny_model import SIZE, build_tiny_model
 
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
+from wafersage.tracking import file_md5
 
 FAST = {
     "max_pairs": 30,
@@ -23,6 +24,7 @@ FAST = {
     "n_boot": 200,
     "gallery": 6,
     "pool_pairs": 12,
+    "select_pairs": 20,
 }
 
 
@@ -125,6 +127,11 @@ def test_items_pool_plots_and_breakdown(evaluated):
     val_pairs = set(pd.read_parquet(tmp / "vqa/val.parquet")["pair_id"])
     assert set(pool["pair_id"]) <= val_pairs  # the pool never sees a test pair
     assert not set(pool["pair_id"]) & set(items["item_id"])
+    chosen = pd.read_parquet(tmp / "reports/evaluate/val_items.parquet")  # promotion's evidence: val only
+    assert len(chosen) == 3 * 20 and set(chosen["item_id"]) <= val_pairs
+    assert chosen.groupby("model")["item_id"].apply(frozenset).nunique() == 1
+    assert list(chosen.columns) == list(items.columns) and chosen["reward_md5"].nunique() == 1
+    assert chosen["reward_md5"].iloc[0] == items["reward_md5"].iloc[0] == file_md5(tmp / "reward.json")
     conf = pd.read_csv(tmp / "reports/evaluate/confusion.csv")
     assert list(conf.columns) == ["actual", "predicted"] and len(conf) == int(
         items[items.model == "gspo"].is_type.sum()
@@ -377,8 +384,10 @@ def test_register_and_promote_commands_after_evaluate(evaluated):
     r = CliRunner().invoke(app, ["promote", "--dry-run"])
     assert r.exit_code == 0, r.output
     decision = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{")))
-    assert (
-        decision["promote"]
-        and decision["dry_run"]
-        and decision["challenger_value"] == pytest.approx(m["gspo"]["rule_score"], abs=1e-4)
-    )
+    from wafersage.registry import item_metric
+
+    val = pd.read_parquet(tmp / "reports/evaluate/val_items.parquet")
+    gspo = val[val["model"] == "gspo"]
+    f1 = item_metric(gspo, "type_macro_f1")(np.ones((1, len(gspo))))[0]  # on val, never test
+    assert decision["promote"] and decision["dry_run"] and decision["metric"] == "type_macro_f1"
+    assert decision["challenger_value"] == pytest.approx(f1, abs=1e-4) and decision["n_items"] == 20

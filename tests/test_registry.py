@@ -17,8 +17,11 @@ from wafersage.registry import decide
 N = 60
 
 
-def items(shift: float = 0.0, seed: int = 0, model: str = "sft", flip: int = 0) -> pd.DataFrame:
-    """Per-item evaluation rows; ``shift`` moves every rule score, ``flip`` type answers made wrong."""
+def items(
+    shift: float = 0.0, seed: int = 0, model: str = "sft", flip: int = 0, reward: str = "cfg-a"
+) -> pd.DataFrame:
+    """Per-item evaluation rows; ``shift`` moves every rule score, ``flip`` type answers made wrong,
+    ``reward`` the md5 of the reward config that scored them."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0.2, 0.7, N)
     truth = ["Center", "Donut", "Scratch"] * (N // 3)
@@ -32,6 +35,7 @@ def items(shift: float = 0.0, seed: int = 0, model: str = "sft", flip: int = 0) 
             "is_type": True,
             "truth": truth,
             "pred": pred,
+            "reward_md5": reward,
         }
     )
 
@@ -50,10 +54,21 @@ def test_better_challenger_is_promoted_worse_and_tied_are_not():
     assert f1["promote"] and f1["challenger_value"] == 1.0 and f1["champion_value"] < 0.8
 
 
+def test_a_rule_score_gate_needs_one_reward_config():
+    better = items(0.05, reward="cfg-b")
+    with pytest.raises(WaferSageError, match="different reward configs"):
+        decide(better, items(), {"metric": "rule_score"})
+    legacy = items().drop(columns="reward_md5")  # scored before the column existed: config unknown
+    with pytest.raises(WaferSageError, match="different reward configs"):
+        decide(better, legacy, {"metric": "rule_score"})
+    assert decide(items(flip=0, reward="cfg-b"), items(flip=20), {})["promote"]  # type F1: no reward
+
+
 def test_first_model_floor_and_bad_params():
     assert decide(items(), None, {})["promote"]  # no champion, no floor: promote
-    assert not decide(items(), None, {"first_floor": 0.9})["promote"]
-    assert decide(items(), None, {"first_floor": 0.2})["promote"]
+    assert not decide(items(flip=20), None, {"first_floor": 0.9})["promote"]  # type macro-F1 by default
+    assert decide(items(flip=20), None, {"first_floor": 0.2})["promote"]
+    assert not decide(items(), None, {"metric": "rule_score", "first_floor": 0.9})["promote"]
     with pytest.raises(WaferSageError, match="promote.metric"):
         decide(items(), None, {"metric": "bleu"})
     with pytest.raises(WaferSageError, match="unknown key"):
@@ -72,15 +87,22 @@ def registry_env(tmp_path, monkeypatch):
     return tmp_path, model
 
 
-def _register(root: Path, model: Path, rows: pd.DataFrame, name: str = "wafer-test") -> dict:
+def _register(
+    root: Path, model: Path, val: pd.DataFrame, test: pd.DataFrame | None = None, name: str = "wafer-test"
+) -> dict:
+    """Register ``model`` with ``val`` as its val (selection) items and ``test`` (default: the same
+    rows) as its test items."""
     from wafersage.stages import register
 
-    path = root / "items.parquet"
-    rows.to_parquet(path, index=False)
+    path, val_path = root / "items.parquet", root / "val_items.parquet"
+    (val if test is None else test).to_parquet(path, index=False)
+    val.to_parquet(val_path, index=False)
     metrics = root / "metrics.json"
-    metrics.write_text(json.dumps({"sft": {"rule_score": float(rows["rule_score"].mean())}}))
+    metrics.write_text(json.dumps({"sft": {"rule_score": float(val["rule_score"].mean())}}))
     params = {"model_name": name, "max_new_tokens": 4}
-    return register.run(params, model, path, metrics, root / "registered.json", lock=root / "dvc.lock")
+    return register.run(
+        params, model, path, val_path, metrics, root / "registered.json", lock=root / "dvc.lock"
+    )
 
 
 @pytest.mark.slow
@@ -125,15 +147,16 @@ def test_register_promote_and_load_the_champion(registry_env):
 
     assert isinstance(pred.answer([Image.new("RGB", (64, 64))], ["What defect?"])[0], str)
 
-    _register(root, model, items(-0.05))  # a worse challenger: stays out
-    d = promote("wafer-test", {})
+    rule = {"metric": "rule_score"}
+    _register(root, model, items(-0.05), test=items(0.3))  # worse on val (better on test): stays out
+    d = promote("wafer-test", rule)
     assert not d["promote"] and d["champion_version"] == 1 and d["ci_high"] < 0
     assert int(client.get_model_version_by_alias("wafer-test", "champion").version) == 1
     v2 = client.get_model_version("wafer-test", "2")
     assert v2.tags["promotion.decision"] == "rejected" and float(v2.tags["promotion.ci_low"]) < 0
 
-    _register(root, model, items(0.05))  # a better one replaces the champion
-    d = promote("wafer-test", {})
+    _register(root, model, items(0.05), test=items(-0.3))  # better on val: replaces the champion
+    d = promote("wafer-test", rule)
     assert d["promote"] and d["champion_version"] == 1
     assert int(client.get_model_version_by_alias("wafer-test", "champion").version) == 3
     assert client.get_model_version("wafer-test", "3").tags["promotion.decision"] == "promoted"

@@ -528,9 +528,12 @@ def register(
         Path | None,
         typer.Option(help="Model folder to register. Default: models/gspo if present, else models/sft."),
     ] = None,
-    items: Annotated[Path, typer.Option(help="The evaluate stage's per-item scores.")] = Path(
+    items: Annotated[Path, typer.Option(help="The evaluate stage's per-item test scores.")] = Path(
         "reports/evaluate/items.parquet"
     ),
+    val_items: Annotated[
+        Path, typer.Option(help="The evaluate stage's per-item val scores (promotion's evidence).")
+    ] = Path("reports/evaluate/val_items.parquet"),
     metrics: Annotated[Path, typer.Option(help="The evaluate stage's metrics.")] = Path(
         "reports/evaluate/metrics.json"
     ),
@@ -544,7 +547,7 @@ def register(
     from wafersage.stages import register as stage
 
     folder = model or (Path("models/gspo") if Path("models/gspo").is_dir() else Path("models/sft"))
-    r = stage.run(load_section("register", params), folder, items, metrics, out)
+    r = stage.run(load_section("register", params), folder, items, val_items, metrics, out)
     typer.echo(f"register: {r['model_name']} version {r['version']} ({r['source']}) @challenger")
 
 

@@ -3,7 +3,10 @@ per-item evaluation scores), and the promotion rule that moves alias ``champion`
 
 Promotion (``wafersage promote``): the registered model's ``challenger`` replaces the ``champion``
 only if the lower bound of the paired-bootstrap interval of ``challenger - champion`` on the gate
-metric (``promote.metric``, on the test items both were evaluated on) is above ``promote.margin``.
+metric (``promote.metric``, type macro-F1 by default, not GSPO's training reward) is above
+``promote.margin``, paired on the **val** items both were evaluated on (``evaluation/val_items.parquet``:
+selection never sees the test split). A rule-score gate needs both versions scored under one reward
+config (same ``reward_md5``).
 With no champion yet, the challenger is promoted when ``promote.first_floor`` is null, or when its
 metric reaches that floor. The decision and its numbers become tags ``promotion.*`` on the
 challenger's model version (not with ``--dry-run``, which changes nothing).
@@ -22,9 +25,10 @@ from wafersage.errors import WaferSageError, read_parquet
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 ITEMS_ARTIFACT = "evaluation/items.parquet"
+SELECTION_ARTIFACT = "evaluation/val_items.parquet"
 GATE_METRICS = ("rule_score", "judge_score", "type_macro_f1", "type_accuracy")
 PROMOTE_DEFAULTS: dict[str, Any] = {
-    "metric": "rule_score",
+    "metric": "type_macro_f1",
     "margin": 0.0,
     "n_boot": 2000,
     "confidence": 0.95,
@@ -104,10 +108,18 @@ def decide(challenger: pd.DataFrame, champion: pd.DataFrame | None, params: dict
     both = challenger.merge(champion, on="item_id", suffixes=("", "_champion"))
     if both.empty:
         raise WaferSageError(
-            ITEMS_ARTIFACT,
+            SELECTION_ARTIFACT,
             "challenger and champion share no evaluated items",
-            "rerun evaluate on one test split",
+            "evaluate both on one val split",
         )
+    if metric == "rule_score":
+        configs = {*challenger.get("reward_md5", [None]), *champion.get("reward_md5", [None])}
+        if len(configs) != 1 or None in configs:
+            raise WaferSageError(
+                SELECTION_ARTIFACT,
+                "challenger and champion were rule-scored under different reward configs",
+                "gate on type_macro_f1 or re-evaluate both with one reward config",
+            )
     champ = both[[c for c in both.columns if c.endswith("_champion")]].rename(
         columns=lambda c: c[: -len("_champion")]
     )
@@ -130,18 +142,18 @@ def decide(challenger: pd.DataFrame, champion: pd.DataFrame | None, params: dict
 
 
 def version_items(client: Any, version: Any) -> pd.DataFrame:
-    """The per-item evaluation table logged with a model version's run."""
+    """The per-item val (selection) evaluation table logged with a model version's run."""
     import mlflow
 
     if not version.run_id:
         raise WaferSageError(f"version {version.version}", "model version has no run (no evaluation items)")
     try:
-        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT)
+        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=SELECTION_ARTIFACT)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         raise WaferSageError(
-            f"run {version.run_id}", "model version lacks its evaluation items", type(exc).__name__
+            f"run {version.run_id}", "model version lacks its val evaluation items", type(exc).__name__
         ) from None
-    return read_parquet(local, "evaluation items of the model version")
+    return read_parquet(local, "val evaluation items of the model version")
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:

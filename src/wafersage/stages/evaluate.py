@@ -11,7 +11,9 @@ Outputs (``out`` = reports/evaluate): ``metrics.json`` (``<model>.<metric>``, ``
 ``gspo_vs_sft.<metric>.{diff,ci_low,ci_high}``, ``sft_vs_base...``, ``real_val.<model>.type_macro_f1``
 when a real val split is used, ``unseen_phrasing.<model>.{type_macro_f1,rule_score,ratio}`` on test
 pairs asked in held-out wordings: ``evaluation.unseen_phrasing``), ``breakdown.json``,
-``items.parquet`` (one row a model x question: what ``register``/``promote`` use as evidence),
+``items.parquet`` (one row a model x test question), ``val_items.parquet`` (the same for a sample of
+val questions: the evidence ``register`` logs and ``promote`` decides on, so selection never sees
+test),
 ``real_val_answers.parquet`` (one row a model x real val map; empty without a real val split),
 ``confusion.csv`` (the last model's type answers), ``per_class_f1.csv``.
 """
@@ -42,7 +44,7 @@ from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.score.rules import Item, score_items
 from wafersage.serving.images import fit
 from wafersage.taxonomy import primary_label
-from wafersage.tracking import stage_run
+from wafersage.tracking import file_md5, stage_run
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -54,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "confidence": 0.95,
     "gallery": 24,
     "pool_pairs": 150,
+    "select_pairs": 400,
     "real_val": "auto",
     "real_val_max": None,
     "real_val_models": ["sft", "gspo"],
@@ -68,9 +71,15 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise WaferSageError("params.yaml", "unknown key in evaluate", ", ".join(sorted(unknown)))
     p = {**DEFAULTS, **params}
-    if int(p["max_pairs"]) < 1 or int(p["n_boot"]) < 10 or int(p["pool_pairs"]) < 0:
+    if (
+        int(p["max_pairs"]) < 1
+        or int(p["n_boot"]) < 10
+        or int(p["pool_pairs"]) < 0
+        or int(p["select_pairs"]) < 1
+    ):
         raise WaferSageError(
-            "params.yaml", "evaluate.max_pairs must be >= 1, n_boot >= 10 and pool_pairs >= 0"
+            "params.yaml",
+            "evaluate.max_pairs and select_pairs must be >= 1, n_boot >= 10 and pool_pairs >= 0",
         )
     return p
 
@@ -84,15 +93,17 @@ def sample_pairs(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_index().head(n).reset_index(drop=True)
 
 
-def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, Any]) -> pd.DataFrame:
-    """The sampled test pairs with ``item_id``, truth labels and rubric attached."""
+def split_items(
+    vqa_dir: Path, split: str, n: int, records: dict[str, dict[str, Any]], p: dict[str, Any]
+) -> pd.DataFrame:
+    """A seeded sample of ``n`` pairs of a VQA split with ``item_id``, truth labels and rubric."""
     from wafersage.modeling.vqa_data import read_split
 
-    path = Path(vqa_dir) / "test.parquet"
-    df = sample_pairs(read_split(path), int(p["max_pairs"]), int(p["seed"]))
+    path = Path(vqa_dir) / f"{split}.parquet"
+    df = sample_pairs(read_split(path), n, int(p["seed"]))
     missing = sorted(set(df["wafer_id"]) - set(records))
     if missing:
-        raise WaferSageError(path, "test wafer has no rubric", missing[0])
+        raise WaferSageError(path, f"{split} wafer has no rubric", missing[0])
     if "pair_id" not in df:
         df["pair_id"] = [f"{w}#{i}" for i, w in enumerate(df["wafer_id"])]
     if "difficulty" not in df:
@@ -107,6 +118,34 @@ def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, A
             path, "duplicate pair_id", str(df.loc[df["item_id"].duplicated(), "item_id"].iloc[0])
         )
     return df
+
+
+def test_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, Any]) -> pd.DataFrame:
+    """The sampled test pairs (``max_pairs``): what every reported score is measured on."""
+    return split_items(vqa_dir, "test", int(p["max_pairs"]), records, p)
+
+
+def selection_items(vqa_dir: Path, records: dict[str, dict[str, Any]], p: dict[str, Any]) -> pd.DataFrame:
+    """The sampled val pairs (``select_pairs``): the evidence ``promote`` decides on (never test)."""
+    return split_items(vqa_dir, "val", int(p["select_pairs"]), records, p)
+
+
+def item_rows(model: str, df: pd.DataFrame, scored: pd.DataFrame, reward_md5: str) -> pd.DataFrame:
+    """One row a question of ``df`` answered by ``model``: the pair, its scores, and the md5 of the
+    reward config the rule score used."""
+    pairs = pd.DataFrame(
+        {
+            "model": model,
+            "item_id": df["item_id"],
+            "wafer_id": df["wafer_id"],
+            "rubric_id": df["rubric_id"].astype(str),
+            "category": df["category"],
+            "difficulty": df["difficulty"].astype(int),
+            "question": df["question"],
+            "reference": df["answer"],
+        }
+    )
+    return pd.concat([pairs, scored.assign(reward_md5=reward_md5)], axis=1)
 
 
 def predictor(folder: Path, p: dict[str, Any]) -> Any:
@@ -327,12 +366,14 @@ def run(
         raise WaferSageError(None, "two model folders share a name", ", ".join(names))
     records = read_records(Path(rubrics))
     df = test_items(Path(vqa_dir), records, p)
+    select_df = selection_items(Path(vqa_dir), records, p)
     unseen_df = unseen_phrasing.unseen_items(df, int(p["unseen_pairs"]), int(p["seed"]))
     unseen_answers: dict[str, list[str]] = {}
     val_pairs = pool_pairs(Path(vqa_dir), p)
     real = real_val.resolve(p["real_val"], ingest or {})
     real_maps = real_val.load_maps(real, p["real_val_max"], int(p["seed"])) if real else None
     cfg = load_reward(reward)
+    reward_md5 = file_md5(Path(reward))
     judge = make_judge(judge_params, judge_params.get("cache_dir", ".cache/judge"))
     inputs = {"vqa_test": Path(vqa_dir) / "test.parquet", "rubrics": rubrics, "reward": reward}
     inputs.update({f"model_{m.name}": m for m in models})
@@ -345,7 +386,7 @@ def run(
         {"evaluate": p, "judge": judge_params.get("judge", "reference"), "models": names},
         inputs=inputs,
     ) as mlflow:
-        frames, speed, pool_frames, real_answers = [], {}, [], {}
+        frames, select_frames, speed, pool_frames, real_answers = [], [], {}, [], {}
         real_question: str | None = None
         for folder in models:
             pred = predictor(folder, p)
@@ -357,26 +398,10 @@ def run(
             speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
             if len(unseen_df):
                 unseen_answers[folder.name] = generate(pred, unseen_df, p, "unseen phrasing")[0]
-            scored = score(df, answers, records, cfg, judge)
-            frames.append(
-                pd.concat(
-                    [
-                        pd.DataFrame(
-                            {
-                                "model": folder.name,
-                                "item_id": df["item_id"],
-                                "wafer_id": df["wafer_id"],
-                                "rubric_id": df["rubric_id"].astype(str),
-                                "category": df["category"],
-                                "difficulty": df["difficulty"].astype(int),
-                                "question": df["question"],
-                                "reference": df["answer"],
-                            }
-                        ),
-                        scored,
-                    ],
-                    axis=1,
-                )
+            frames.append(item_rows(folder.name, df, score(df, answers, records, cfg, judge), reward_md5))
+            chosen = generate(pred, select_df, p, "selection")[0]
+            select_frames.append(
+                item_rows(folder.name, select_df, score(select_df, chosen, records, cfg, judge), reward_md5)
             )
         if real_maps is not None:
             final = real_val.final_model(names)
@@ -418,6 +443,7 @@ def run(
         pool_df = pd.concat(pool_frames, ignore_index=True) if pool_frames else None
         tables = {
             out / "items.parquet": items,
+            out / "val_items.parquet": pd.concat(select_frames, ignore_index=True),
             out / "real_val_answers.parquet": real_val.answer_table(real_maps, real_answers),
             Path(pool): pool_df if pool_df is not None else pd.DataFrame(columns=list(POOL_COLUMNS)),
         }

@@ -19,7 +19,7 @@ import pandas as pd
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.rawtable import decode_map
-from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, dvc_lock_hashes
+from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, SELECTION_ARTIFACT, dvc_lock_hashes
 from wafersage.render import render_map
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.tracking import EXPERIMENT, file_md5, stage_run
@@ -98,6 +98,7 @@ def run(
     params: dict[str, Any],
     model_dir: Path,
     items: Path,
+    val_items: Path,
     metrics: Path,
     out: Path,
     lock: Path = Path("dvc.lock"),
@@ -113,17 +114,20 @@ def run(
     model_dir = Path(model_dir)
     info = base_info(model_dir)
     key = model_dir.name
-    rows = model_items(items, key)
+    logged_items = {ITEMS_ARTIFACT: model_items(items, key), SELECTION_ARTIFACT: model_items(val_items, key)}
     eval_metrics = json.loads(Path(metrics).read_text()).get(key, {}) if Path(metrics).exists() else {}
     name = str(p["model_name"])
     with stage_run(
-        "register", {"register": p, "source": key}, inputs={"model": model_dir, "items": items}
+        "register",
+        {"register": p, "source": key},
+        inputs={"model": model_dir, "items": items, "val_items": val_items},
     ) as mlflow:
         linked = latest_runs(mlflow)
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(ITEMS_ARTIFACT).name
-            rows.to_parquet(local, index=False)
-            mlflow.log_artifact(str(local), artifact_path=str(Path(ITEMS_ARTIFACT).parent))
+            for artifact, rows in logged_items.items():
+                local = Path(tmp) / Path(artifact).name
+                rows.to_parquet(local, index=False)
+                mlflow.log_artifact(str(local), artifact_path=str(Path(artifact).parent))
         flat = {k: float(v) for k, v in eval_metrics.items() if isinstance(v, int | float)}
         if flat:
             mlflow.log_metrics({f"eval_{k}": v for k, v in flat.items()})
