@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from wafersage.encoding import FAIL, OFF, PASS
-from wafersage.rawtable import new_table
+from wafersage.rawtable import decode_map, new_table
+from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.taxonomy import CLASSES
+
+#: A small die table: ``die_table_example().to_csv(DIE_TABLE_EXAMPLE, index=False)``, run in tests/
+#: after ``from factories import *`` (the same again rewrites it).
+DIE_TABLE_EXAMPLE = Path(__file__).parent / "data" / "die_table_example.csv"
+#: The synthetic wafers it holds: five small grids, two of them mixed-type, one ``none``.
+DIE_TABLE_EXAMPLE_CONFIG = SyntheticConfig(
+    n_wafers=5, seed=5, size_min=8, size_max=16, size_median=12, mixed_fraction=0.3
+)
 
 
 def disc(n: int = 32) -> np.ndarray:
@@ -45,3 +56,21 @@ def raw_table(n_per_class: int = 2, size: int = 24) -> pd.DataFrame:
             rec["labels"].append([cls])
             i += 1
     return new_table(rec)
+
+
+def die_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """A raw table as a die table: one row an on-wafer die (``lot_id, wafer_id, x, y, bin, label``),
+    bin 1 for a pass die and 2..7 (by position) for a fail die, labels joined with ``+``."""
+    parts = []
+    for rec in raw.itertuples():
+        m = decode_map(rec.map, rec.rows, rec.cols)
+        y, x = np.nonzero(m != OFF)
+        bins = np.where(m[y, x] == PASS, 1, 2 + (3 * x + y) % 6)
+        cols = {"lot_id": rec.lot_id, "wafer_id": rec.wafer_id, "x": x, "y": y, "bin": bins}
+        parts.append(pd.DataFrame({**cols, "label": "+".join(rec.labels)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def die_table_example() -> pd.DataFrame:
+    """The die table of ``DIE_TABLE_EXAMPLE``."""
+    return die_rows(generate(DIE_TABLE_EXAMPLE_CONFIG))

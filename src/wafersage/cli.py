@@ -42,7 +42,8 @@ def ingest(
         str | None,
         typer.Option(
             help="synthetic | wm811k (LSWMD.pkl) | wm811k-processed | mixedwm38 (.npz) | "
-            "mixedwm38-processed | png-folder. Default: params ingest.source."
+            "mixedwm38-processed | png-folder | die-table (CSV/Parquet, one row a die; params "
+            "ingest.die_table). Default: params ingest.source."
         ),
     ] = None,
     path: Annotated[

@@ -11,7 +11,7 @@ import pandas as pd
 
 from wafersage.atomic import atomic_outputs
 from wafersage.errors import WaferSageError
-from wafersage.loaders import SOURCES, Limits, load
+from wafersage.loaders import SOURCES, DieTableOptions, Limits, load
 from wafersage.rawtable import decode_map, write_raw
 from wafersage.render import gallery
 from wafersage.synthetic import SyntheticConfig, generate
@@ -20,17 +20,28 @@ from wafersage.tracking import file_md5, stage_run
 
 
 def build_table(
-    source: str, paths: list[Path], synthetic: dict[str, Any], limits: Limits | None = None
+    source: str,
+    paths: list[Path],
+    synthetic: dict[str, Any],
+    limits: Limits | None = None,
+    die_table: DieTableOptions | None = None,
 ) -> pd.DataFrame:
-    """The raw table for ``source``: generated, or loaded from each path (within ``limits``) and
-    concatenated."""
+    """The raw table for ``source``: generated, or loaded from each path (within ``limits``; a
+    ``die-table`` as ``die_table`` says) and concatenated."""
     if source == "synthetic":
         return generate(SyntheticConfig.from_dict(synthetic))
     if source not in SOURCES:
         raise WaferSageError("params.yaml", "unknown ingest source", f"{source!r}; choose from {SOURCES}")
     if not paths:
         raise WaferSageError("params.yaml", "ingest source needs a path", source)
-    tables = [load(source, p, limits) for p in paths]
+    if source == "die-table" and len(paths) > 1 and die_table and die_table.labels_file:
+        # each path is loaded alone, and a labels file must name only wafers of its table
+        raise WaferSageError(
+            "params.yaml",
+            "ingest.die_table.labels_file needs a single path",
+            "put the die tables in one folder",
+        )
+    tables = [load(source, p, limits, die_table) for p in paths]
     return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
 
 
@@ -66,7 +77,8 @@ def run(
         raw = params.get("path") or []
         paths = [Path(p) for p in ([raw] if isinstance(raw, str) else raw)]
     limits = Limits.from_params(params)
-    df = build_table(source, paths, params.get("synthetic", {}), limits)
+    die_table = DieTableOptions.from_params(params.get("die_table"))
+    df = build_table(source, paths, params.get("synthetic", {}), limits, die_table)
     with stage_run("ingest", {**params, "source": source, "path": [str(p) for p in paths]}) as mlflow:
         counts = class_counts(df)
         summary = {
