@@ -300,6 +300,13 @@ def test_real_val_resolution(tmp_path):
     )
     with pytest.raises(WaferSageError, match="also an ingest path"):
         resolve("auto", {"source": "wm811k-processed", "path": [str(tmp_path / "val_data.pkl.xz")]})
+    with pytest.raises(WaferSageError, match="inside an ingest folder"):  # the folder's loader reads val too
+        resolve("auto", {"source": "wm811k-processed", "path": [str(tmp_path)]})
+    with pytest.raises(WaferSageError, match="inside an ingest folder"):
+        resolve(
+            {"source": "wm811k-processed", "path": str(tmp_path / "val_data.pkl.xz")},
+            {"source": "wm811k-processed", "path": str(tmp_path)},
+        )
     with pytest.raises(WaferSageError, match="real_val.path not found"):
         resolve({"source": "wm811k", "path": str(tmp_path / "missing.pkl")}, {})
     with pytest.raises(WaferSageError, match="must be auto, off or"):

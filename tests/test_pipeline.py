@@ -26,6 +26,7 @@ TRACKED = (
     "expectations",
     "calibration",
     "src",
+    "data/inputs",
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
@@ -109,6 +110,39 @@ def test_repro_is_deterministic(pipeline_repo):
     r = _sh("dvc repro --force ingest", repo, env)
     assert r.returncode == 0, r.stderr
     assert (repo / "data/raw/wafers.parquet").read_bytes() == before
+
+
+def _changed(repo: Path, env: dict) -> set[str]:
+    """The stages ``dvc status`` finds changed."""
+    r = _sh("dvc status --json", repo, env)
+    assert r.returncode == 0, r.stderr
+    return set(json.loads(r.stdout))
+
+
+def test_a_change_re_runs_exactly_the_stages_that_depend_on_it(pipeline_repo):
+    """New data in data/inputs re-runs ingest; an sft param re-runs sft (and, through its outputs,
+    its dependants), nothing upstream."""
+    repo, env = pipeline_repo
+    assert _changed(repo, env) == set()
+    new_input = repo / "data/inputs/new.csv"
+    new_input.write_text("lot_id,wafer_id,x,y,bin\n")
+    assert _changed(repo, env) == {"ingest"}
+    new_input.unlink()
+    params = repo / "params.yaml"
+    before = params.read_text()
+    p = yaml.safe_load(before)
+    p["sft"]["learning_rate"] = float(p["sft"]["learning_rate"]) * 2
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        assert _changed(repo, env) == {"sft"}
+        dry = _sh("dvc repro --dry", repo, env)
+        ran = {line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")}
+        assert ran == {"sft"}, (
+            dry.stdout
+        )  # upstream stages are skipped; downstream follow once sft's outs change
+    finally:
+        params.write_text(before)
+    assert _changed(repo, env) == set()
 
 
 def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):

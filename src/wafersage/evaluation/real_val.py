@@ -78,6 +78,13 @@ def resolve(setting: Any, ingest: dict[str, Any]) -> RealVal | None:
         )
     if any(chosen.path.resolve() == p.resolve() for p in ingest_paths):
         raise WaferSageError(chosen.path, "evaluate.real_val is also an ingest path (train = val)")
+    folders = [p.resolve() for p in ingest_paths if p.is_dir()]
+    if any(f in chosen.path.resolve().parents for f in folders):
+        raise WaferSageError(
+            chosen.path,
+            "evaluate.real_val lies inside an ingest folder, whose every file is trained on",
+            "name the train files in ingest.path instead of their folder",
+        )
     return chosen
 
 
