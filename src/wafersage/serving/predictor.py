@@ -38,7 +38,11 @@ class Predictor:
         self.processor = load_processor(self.folder)
         try:
             self.model = AutoModelForImageTextToText.from_pretrained(
-                str(self.folder), dtype=getattr(torch, info.get("dtype", "float32")), local_files_only=True
+                str(self.folder),
+                dtype=getattr(torch, info.get("dtype", "float32")),
+                local_files_only=True,
+                use_safetensors=True,  # never a pickled .bin
+                trust_remote_code=False,
             )
         except (OSError, ValueError) as exc:
             raise WaferSageError(self.folder, "cannot load the model", str(exc).splitlines()[0]) from None
