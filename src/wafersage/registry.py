@@ -22,6 +22,10 @@ from wafersage.errors import WaferSageError, read_parquet
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 ITEMS_ARTIFACT = "evaluation/items.parquet"
+#: The pyfunc's artifact holding the ``save_pretrained`` model folder.
+MODEL_ARTIFACT = "model"
+#: Model version tag pinning the model folder's content (``model_folder.folder_sha256``).
+SHA256_TAG = "model.sha256"
 GATE_METRICS = ("rule_score", "judge_score", "type_macro_f1", "type_accuracy")
 PROMOTE_DEFAULTS: dict[str, Any] = {
     "metric": "rule_score",

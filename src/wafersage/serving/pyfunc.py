@@ -11,9 +11,9 @@ import mlflow.pyfunc
 import pandas as pd
 
 from wafersage.errors import WaferSageError
+from wafersage.registry import MODEL_ARTIFACT
 from wafersage.serving.images import model_image
 
-ARTIFACT = "model"
 INPUT_COLUMNS = ("image", "question")
 
 
@@ -37,7 +37,7 @@ class WaferVLM(mlflow.pyfunc.PythonModel):
 
         config = dict(getattr(context, "model_config", None) or {})
         self.predictor = Predictor(
-            context.artifacts[ARTIFACT],
+            context.artifacts[MODEL_ARTIFACT],
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 48)),
         )
