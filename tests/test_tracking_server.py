@@ -1,6 +1,6 @@
 """Tracking-server mode: ``mlflow server`` (sqlite backend, proxied artifact root) started on
 loopback; the register stage and ``wafersage promote`` run against it via MLFLOW_TRACKING_URI and
-the champion loads back through the server."""
+the champion loads back through the server (as the pyfunc and as ``serve`` and ``ask`` load it)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def test_register_and_promote_against_a_tracking_server(mlflow_server, monkeypat
     from mlflow import MlflowClient
 
     from wafersage.registry import load_pyfunc, promote
+    from wafersage.serving.predictor import load_predictor
     from wafersage.stages.register import input_example
 
     url, root = mlflow_server
@@ -80,6 +81,7 @@ def test_register_and_promote_against_a_tracking_server(mlflow_server, monkeypat
     assert int(client.get_model_version_by_alias("served-model", "champion").version) == 1
     out = load_pyfunc("models:/served-model@champion").predict(input_example(64, 0))
     assert isinstance(out["answer"].iloc[0], str)
+    assert load_predictor(None, "served-model").name == "sft"  # `serve`/`ask`: the checked folder
     # everything landed on the server's side: its sqlite store and its artifact root, not the cwd
     stored = list((root / "server-artifacts").rglob("*.safetensors"))
     assert stored and not (work / "mlartifacts").exists() and not (work / "mlflow.db").exists()

@@ -62,7 +62,7 @@ def load_processor(path: str | Path) -> WaferQwen3VLProcessor:
     if not path.is_dir():
         raise WaferSageError(path, "model folder does not exist")
     try:
-        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise WaferSageError(path, "cannot load the processor", str(exc).splitlines()[0]) from None
     return as_wafer_processor(processor, path)

@@ -1,8 +1,10 @@
 """A model folder (``save_pretrained`` model + processor + ``wafersage.json``) ready to answer
-questions about wafer images; or the registry's champion, resolved through MLflow."""
+questions about wafer images; or the registry's champion, downloaded through MLflow and loaded as
+data: its files checked against an allowlist and its registered SHA-256, no logged code run."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +12,10 @@ from typing import Any
 
 from wafersage.errors import WaferSageError
 from wafersage.modeling.generate import generate_answers
-from wafersage.modeling.model_folder import base_info
+from wafersage.modeling.model_folder import base_info, checked_files, folder_sha256
 from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
-from wafersage.registry import load_pyfunc
+from wafersage.registry import SHA256_TAG, download_model_folder
 from wafersage.render import DEFAULT_SIZE
 
 CHAMPION = "champion"
@@ -38,7 +40,11 @@ class Predictor:
         self.processor = load_processor(self.folder)
         try:
             self.model = AutoModelForImageTextToText.from_pretrained(
-                str(self.folder), dtype=getattr(torch, info.get("dtype", "float32")), local_files_only=True
+                str(self.folder),
+                dtype=getattr(torch, info.get("dtype", "float32")),
+                local_files_only=True,
+                use_safetensors=True,  # never a pickled .bin
+                trust_remote_code=False,
             )
         except (OSError, ValueError) as exc:
             raise WaferSageError(self.folder, "cannot load the model", str(exc).splitlines()[0]) from None
@@ -91,9 +97,35 @@ def _require(model_name: str | None) -> str:
 
 
 def from_registry(uri: str, **kw: Any) -> Predictor:
-    """The predictor inside a registered pyfunc (``models:/<name>@<alias>``)."""
-    wrapper = load_pyfunc(uri).unwrap_python_model()
-    predictor = wrapper.predictor
-    for k, v in kw.items():
-        setattr(predictor, k, int(v))
-    return predictor
+    """The model folder of the registered version ``uri`` names, loaded as data: only allowlisted
+    file kinds (``model_folder.checked_files``) whose content matches the version's ``model.sha256``
+    tag; the pyfunc's logged code is never imported. ``kw`` overrides the pyfunc's model config."""
+    with tempfile.TemporaryDirectory(prefix="wafersage-registry-") as tmp:
+        registered = download_model_folder(uri, Path(tmp))
+        checked_files(registered.folder, registered.uri)
+        _verify_sha256(registered.folder, registered.sha256, registered.uri)
+        config = _generation_config(registered.config, registered.uri)
+        return Predictor(registered.folder, **{**config, **kw})
+
+
+def _generation_config(config: dict[str, Any], source: str) -> dict[str, int]:
+    """``batch_size`` and ``max_new_tokens`` of the pyfunc's model config, as integers."""
+    try:
+        return {k: int(config[k]) for k in ("batch_size", "max_new_tokens") if k in config}
+    except (TypeError, ValueError):
+        raise WaferSageError(
+            source, "batch_size and max_new_tokens must be integers", str(config)[:100]
+        ) from None
+
+
+def _verify_sha256(folder: Path, expected: str | None, source: str) -> None:
+    """Refuse ``folder`` unless its :func:`folder_sha256` is ``expected``."""
+    if not expected:
+        raise WaferSageError(source, f"registered version has no {SHA256_TAG} tag", "register it again")
+    actual = folder_sha256(folder)
+    if actual != expected:
+        raise WaferSageError(
+            source,
+            f"model files differ from the registered {SHA256_TAG}",
+            f"{actual[:12]} != {expected[:12]}",
+        )

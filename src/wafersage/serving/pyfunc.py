@@ -1,7 +1,11 @@
 """The MLflow pyfunc flavour of a wafersage model: the ``save_pretrained`` folder (checkpoint +
 processor) is the artifact ``model``; inputs are a table of ``image`` (base64 PNG or .npy, a PNG/.npy
 data URL, or a canonical map as JSON list text; read by :func:`wafersage.serving.images.model_image`,
-like ``serve`` and ``ask``) and ``question``; the output is ``answer``."""
+like ``serve`` and ``ask``) and ``question``; the output is ``answer``.
+
+Loading the pyfunc (``mlflow.pyfunc.load_model``, ``mlflow models serve``) runs the code logged with
+it: for trusted registries only. ``serve`` and ``ask`` never load it this way (see
+:func:`wafersage.serving.predictor.from_registry`)."""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import mlflow.pyfunc
 import pandas as pd
 
 from wafersage.errors import WaferSageError
+from wafersage.registry import MODEL_ARTIFACT
 from wafersage.serving.images import model_image
 
-ARTIFACT = "model"
 INPUT_COLUMNS = ("image", "question")
 
 
@@ -37,7 +41,7 @@ class WaferVLM(mlflow.pyfunc.PythonModel):
 
         config = dict(getattr(context, "model_config", None) or {})
         self.predictor = Predictor(
-            context.artifacts[ARTIFACT],
+            context.artifacts[MODEL_ARTIFACT],
             batch_size=int(config.get("batch_size", 16)),
             max_new_tokens=int(config.get("max_new_tokens", 48)),
         )

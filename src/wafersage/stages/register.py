@@ -2,7 +2,9 @@
 artifact, a signature and an input example), linked to its training runs (their run ids, found by
 the ``wafersage.stage`` tag) and to the DVC data version (``dvc.lock`` hashes, the model folder's
 MD5), with its per-item evaluation scores as evidence for ``wafersage promote``; registered under
-``register.model_name`` with alias ``challenger``. Writes ``reports/register/registered.json``."""
+``register.model_name`` with alias ``challenger``, the model folder's SHA-256 tagged on the version
+(``ask`` and ``serve`` refuse a registered folder that no longer matches it). Writes
+``reports/register/registered.json``."""
 
 from __future__ import annotations
 
@@ -19,7 +21,14 @@ import pandas as pd
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.rawtable import decode_map
-from wafersage.registry import CHALLENGER, ITEMS_ARTIFACT, SELECTION_ARTIFACT, dvc_lock_hashes
+from wafersage.registry import (
+    CHALLENGER,
+    ITEMS_ARTIFACT,
+    MODEL_ARTIFACT,
+    SELECTION_ARTIFACT,
+    SHA256_TAG,
+    dvc_lock_hashes,
+)
 from wafersage.render import render_map
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.tracking import EXPERIMENT, file_md5, stage_run
@@ -106,9 +115,9 @@ def run(
     """Log, register and alias the model in ``model_dir``; write ``out`` (name, version, URIs)."""
     from mlflow import MlflowClient
 
-    from wafersage.modeling.model_folder import base_info  # the modeling package loads transformers
+    from wafersage.modeling.model_folder import base_info, folder_sha256  # loads transformers
     from wafersage.serving import pyfunc_model
-    from wafersage.serving.pyfunc import ARTIFACT, signature
+    from wafersage.serving.pyfunc import signature
 
     p = _checked(params)
     model_dir = Path(model_dir)
@@ -134,7 +143,7 @@ def run(
         logged = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(pyfunc_model.__file__)),
-            artifacts={ARTIFACT: str(model_dir)},
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
             signature=signature(),
             input_example=input_example(int(info.get("image_size", 96)), int(p["example_seed"])),
             pip_requirements=requirements(),
@@ -146,7 +155,12 @@ def run(
         tags = {f"wafersage.run.{s}": r for s, r in linked.items()}
         tags.update({f"dvc.{path}.md5": md5 for path, md5 in dvc_lock_hashes(lock).items()})
         tags.update(
-            {"model.md5": file_md5(model_dir), "model.source": key, "model.base": str(info.get("base"))}
+            {
+                "model.md5": file_md5(model_dir),
+                SHA256_TAG: folder_sha256(model_dir),
+                "model.source": key,
+                "model.base": str(info.get("base")),
+            }
         )
         tags.update({f"eval.{k}": str(v) for k, v in flat.items()})
         client = MlflowClient()
