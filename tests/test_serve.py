@@ -123,7 +123,22 @@ def test_concurrent_requests_are_batched_and_all_answered(server, predictor):
                 urls,
             )
         )
-    assert len(answers) == 6 and all(isinstance(a, str) for a in answers)
+    images = [render_map(with_center(30 + i), SIZE) for i in range(6)]
+    assert answers == [predictor.answer([im], [QUESTION])[0] for im in images]  # each its own answer
+
+    recorder = SlowPredictor(0.2)  # counts the batches the server forms
+    limits = ServeLimits(max_batch=8, batch_wait_ms=100, timeout_s=30)
+    body = {"model": "m", "messages": _msg(urls[0])}
+
+    async def burst(base: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(6)))
+        return [r.status_code for r in rs]
+
+    with Server(create_app(recorder, limits)) as s:
+        codes = asyncio.run(burst(s.url))
+    assert codes == [200] * 6 and sum(recorder.batches) == 6
+    assert len(recorder.batches) < 6 and max(recorder.batches) > 1, recorder.batches
 
 
 def test_npy_map_data_url_is_rendered_like_wafersage_render(server, predictor):
