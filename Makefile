@@ -9,7 +9,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install repro test test-fast lint format clean
+.PHONY: install repro test test-fast lint format clean data-check promote
 
 $(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	python3 -m venv $(VENV)
@@ -24,6 +24,18 @@ repro: install
 
 test: install
 	pytest
+
+# What the data-gates workflow runs after a data update: rebuild what the change affects through
+# every data gate (raw table, cleaned labels, VQA set); a bad file or a gate violation fails it.
+# Then the metrics against main (or HEAD). The GX data docs are in reports/validate_raw/data_docs.
+data-check:
+	dvc repro validate_vqa
+	dvc metrics diff $$(git rev-parse -q --verify main >/dev/null && echo main || echo HEAD) --all
+
+# After `dvc repro` on main: the challenger replaces the champion only if it wins on val
+# (params: promote); PROMOTE_FLAGS=--dry-run decides without moving anything (pull requests).
+promote:
+	wafersage promote $(PROMOTE_FLAGS)
 
 test-fast: install
 	pytest -m "not slow"

@@ -30,6 +30,7 @@ TRACKED = (
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
+    "Makefile",
 )
 
 
@@ -143,6 +144,45 @@ def test_a_change_re_runs_exactly_the_stages_that_depend_on_it(pipeline_repo):
     finally:
         params.write_text(before)
     assert _changed(repo, env) == set()
+
+
+def test_data_check_passes_on_the_pipeline_data_and_fails_on_a_bad_update_naming_the_rule(
+    pipeline_repo, repo_root
+):
+    """`make data-check` (what the data-gates workflow runs): clean on the reproduced data; a bad
+    die table dropped into data/inputs fails it with the loader's one-line rule, nothing written."""
+    import pandas as pd
+
+    repo, env = pipeline_repo
+    ok = _sh("make data-check", repo, env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    good = pd.read_csv(repo_root / "tests/data/die_table_example.csv")
+    unknown = good.assign(label=good["label"].where(good["wafer_id"] != good["wafer_id"].iloc[0], "Blob"))
+    bad_bin = good.astype({"bin": object})
+    bad_bin.loc[3, "bin"] = "x"
+    duplicate = pd.concat([good, good.iloc[:1]])
+    params = repo / "params.yaml"
+    before, raw = params.read_text(), (repo / "data/raw/wafers.parquet").read_bytes()
+    p = yaml.safe_load(before)
+    p["ingest"].update(source="die-table", path=["data/inputs/update.csv"])
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        for table, rule in (
+            (unknown, "row 0: unknown label ('Blob')"),
+            (bad_bin, "row 3: bin is not an integer ('x')"),
+            (duplicate, f"row {len(good)}: duplicate die"),
+        ):
+            table.to_csv(repo / "data/inputs/update.csv", index=False)
+            r = _sh("make data-check", repo, env)
+            assert r.returncode != 0 and f"data/inputs/update.csv: {rule}" in r.stdout + r.stderr, r.stderr
+            out = repo / "data/raw/wafers.parquet"  # dvc clears a stage's outs before it runs
+            assert not out.exists() or out.read_bytes() == raw  # no new or partial table
+    finally:
+        params.write_text(before)
+        (repo / "data/inputs/update.csv").unlink(missing_ok=True)
+    # dvc removed ingest's outputs before the failed runs (its metrics are not cached): rebuild them
+    assert _sh("dvc repro validate_vqa", repo, env).returncode == 0
+    assert (repo / "data/raw/wafers.parquet").read_bytes() == raw and _changed(repo, env) == set()
 
 
 def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):
