@@ -4,6 +4,7 @@ not promoted), the pyfunc loaded back from ``models:/<name>@champion`` answers, 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from tiny_model import build_tiny_model
 
 from wafersage.errors import WaferSageError
-from wafersage.registry import decide
+from wafersage.registry import decide, dvc_lock_hashes
 
 N = 60
 
@@ -88,20 +89,25 @@ def registry_env(tmp_path, monkeypatch):
 
 
 def _register(
-    root: Path, model: Path, val: pd.DataFrame, test: pd.DataFrame | None = None, name: str = "wafer-test"
+    root: Path,
+    model: Path,
+    val: pd.DataFrame,
+    test: pd.DataFrame | None = None,
+    name: str = "wafer-test",
+    metrics: dict | None = None,
 ) -> dict:
     """Register ``model`` with ``val`` as its val (selection) items and ``test`` (default: the same
-    rows) as its test items."""
+    rows) as its test items; ``metrics`` as the evaluate stage's (default: the mean rule score)."""
     from wafersage.stages import register
 
     path, val_path = root / "items.parquet", root / "val_items.parquet"
     (val if test is None else test).to_parquet(path, index=False)
     val.to_parquet(val_path, index=False)
-    metrics = root / "metrics.json"
-    metrics.write_text(json.dumps({"sft": {"rule_score": float(val["rule_score"].mean())}}))
+    metrics_path = root / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics or {"sft": {"rule_score": float(val["rule_score"].mean())}}))
     params = {"model_name": name, "max_new_tokens": 4}
     return register.run(
-        params, model, path, val_path, metrics, root / "registered.json", lock=root / "dvc.lock"
+        params, model, path, val_path, metrics_path, root / "registered.json", lock=root / "dvc.lock"
     )
 
 
@@ -171,3 +177,158 @@ def test_promote_without_a_challenger_is_a_one_line_error(tmp_path, monkeypatch)
         promote("nothing-here", {})
     with pytest.raises(WaferSageError, match="cannot load the registered model"):
         load_pyfunc("models:/nothing-here@champion")
+
+
+#: A dvc.lock: an input no stage writes (data/inputs), code (src/, pinned by git.commit instead),
+#: stage outputs (data, a report kept in git: cache: false).
+LOCK = """schema: '2.0'
+stages:
+  ingest:
+    cmd: wafersage ingest
+    deps:
+    - path: data/inputs
+      md5: in123.dir
+    - path: src/wafersage/stages/ingest.py
+      md5: code456
+    outs:
+    - path: data/raw/wafers.parquet
+      md5: raw789
+  vqa:
+    cmd: wafersage vqa
+    deps:
+    - path: data/raw/wafers.parquet
+      md5: raw789
+    outs:
+    - path: data/vqa
+      md5: abc123.dir
+    - path: reports/vqa/metrics.json
+      md5: rep000
+"""
+
+
+def _git(root: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def git_repo(tmp_path, monkeypatch):
+    """``tmp_path`` as the working directory, with no repository above it to find."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    return tmp_path
+
+
+def test_lineage_pins_the_commit_and_counts_uncommitted_code_not_what_dvc_writes(git_repo):
+    from wafersage.stages.register import lineage
+
+    root, lock = git_repo, git_repo / "dvc.lock"
+    assert dvc_lock_hashes(lock) == {} and lineage(lock) == {}
+    lock.write_text(LOCK)
+    outs = {
+        "data/raw/wafers.parquet": "raw789",
+        "data/vqa": "abc123.dir",
+        "reports/vqa/metrics.json": "rep000",
+    }
+    assert dvc_lock_hashes(lock, inputs=False) == outs
+    assert dvc_lock_hashes(lock) == {**outs, "data/inputs": "in123.dir"}
+    data_tags = {f"dvc.{k}.md5": v for k, v in dvc_lock_hashes(lock).items()}
+    assert lineage(lock) == data_tags  # not a git repository: no git tags, no failure
+
+    (root / "reports" / "vqa").mkdir(parents=True)
+    (root / "reports" / "vqa" / "metrics.json").write_text("{}")
+    (root / "train.py").write_text("steps = 1\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "pipeline")
+    head = _git(root, "rev-parse", "HEAD")
+    assert lineage(lock) == {**data_tags, "git.commit": head, "git.dirty": "false"}
+
+    lock.write_text(LOCK.replace("abc123", "def456"))  # what `dvc repro` writes is no change
+    (root / "reports" / "vqa" / "metrics.json").write_text('{"n": 1}')
+    (root / "data" / "vqa").mkdir(parents=True)
+    (root / "data" / "vqa" / "train.parquet").write_text("x")
+    (root / "data" / ".gitignore").write_text("/raw\n")
+    assert lineage(lock)["git.dirty"] == "false"
+    (root / "train.py").write_text("steps = 2\n")  # changed code
+    assert lineage(lock)["git.dirty"] == "true"
+    _git(root, "checkout", "train.py")
+    (root / "extra.py").write_text("")  # new, uncommitted code
+    assert lineage(lock)["git.dirty"] == "true"
+
+
+@pytest.mark.slow
+def test_a_version_carries_its_card_lineage_params_requirements_and_code(registry_env):
+    from importlib import metadata
+
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+    from test_model_card import COUNTS, METRICS
+
+    import wafersage
+    from wafersage.model_card import model_card
+    from wafersage.modeling.model_folder import base_info, folder_sha256, plain_files
+    from wafersage.registry import download_model_folder
+
+    root, model = registry_env
+    params = {
+        "ingest": {"source": "wm811k", "path": "data/inputs/train.pkl.xz"},
+        "sft": {"max_steps": 3, "lora": {"r": 8}},
+        "gspo": {"curriculum": {"stages": [{"name": "easy", "steps": 2}]}},
+        "register": {"model_name": "ignored"},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "reports" / "ingest").mkdir(parents=True)
+    (root / "reports" / "ingest" / "metrics.json").write_text(json.dumps(COUNTS))
+    (root / "dvc.lock").write_text(LOCK)
+    (root / ".gitignore").write_text("*\n")  # what the test writes stays untracked
+    _git(root, "init", "-q")
+    _git(root, "add", "-f", "dvc.lock", ".gitignore")
+    _git(root, "commit", "-qm", "pipeline")
+    head = _git(root, "rev-parse", "HEAD")
+
+    r = _register(root, model, items(), metrics=METRICS)
+    v = MlflowClient().get_model_version("wafer-test", str(r["version"]))
+    assert (v.tags["git.commit"], v.tags["git.dirty"]) == (head, "false")
+    assert v.tags["dvc.data/inputs.md5"] == "in123.dir" and v.tags["dvc.data/vqa.md5"] == "abc123.dir"
+    assert "dvc.src/wafersage/stages/ingest.py.md5" not in v.tags
+    assert v.tags["wafersage.version"] == wafersage.__version__ and v.tags["eval.type_macro_f1"] == "0.8291"
+    sections = {k: params[k] for k in ("ingest", "sft", "gspo")}
+    lineage = {k: t for k, t in v.tags.items() if k.startswith(("git.", "dvc."))}
+    card = model_card(
+        METRICS,
+        "sft",
+        name="wafer-test",
+        info=base_info(model),
+        params=sections,
+        data_counts=COUNTS,
+        lineage=lineage,
+    )
+    assert v.description == card
+    assert "| type macro-F1 | 0.829 [0.803, 0.853] |" in card and f"git commit `{head}`, working" in card
+
+    folder = download_model_folder(r["uri"], root / "download")
+    assert (folder.folder / "README.md").read_text() == card
+    assert plain_files(folder.folder) == sorted([*plain_files(model), "README.md"])
+    assert folder.sha256 == v.tags["model.sha256"] == folder_sha256(folder.folder)
+
+    logged = yaml.safe_load(
+        Path(mlflow.artifacts.download_artifacts(run_id=r["run_id"], artifact_path="params.yaml")).read_text()
+    )
+    assert logged == sections  # the model's sections as params.yaml has them, register's left out
+
+    info = mlflow.models.get_model_info(r["uri"])
+    assert info.flavors["python_function"]["code"] == "code"
+    reqs = Path(mlflow.artifacts.download_artifacts(f"{r['uri']}/requirements.txt")).read_text().split()
+    for name in ("skops", "scikit-learn", "safetensors", "torch", "transformers"):
+        assert f"{name}=={metadata.version(name)}" in reqs
+    assert not [line for line in reqs if line.startswith("wafersage")]
+    code = Path(mlflow.artifacts.download_artifacts(f"{r['uri']}/code", dst_path=str(root / "code")))
+    source = Path(wafersage.__file__).parent
+    assert plain_files(code / "wafersage") == [
+        f for f in plain_files(source) if "__pycache__" not in f and not f.endswith(".pyc")
+    ]
+    assert (code / "wafersage" / "serving" / "pyfunc.py").read_text() == (
+        source / "serving" / "pyfunc.py"
+    ).read_text()

@@ -108,10 +108,12 @@ def test_changed_weights_and_a_missing_pin_are_refused(registry):
     from safetensors.torch import load_file, save_file
 
     uri, store = fresh_version(registry)
+    logged = store / "artifacts" / "sft"  # the model folder with its card, README.md
     assert MlflowClient().get_model_version(NAME, uri.rsplit("/", 1)[1]).tags[SHA256_TAG] == folder_sha256(
-        registry[1]
+        logged
     )
-    weights = store / "artifacts" / "sft" / "model.safetensors"
+    assert plain_files(logged) == sorted([*TINY_FILES, "README.md"])
+    weights = logged / "model.safetensors"
     state = load_file(str(weights))
     first = sorted(state)[0]
     state[first] = state[first] + torch.ones_like(state[first])  # still a valid safetensors file

@@ -548,7 +548,8 @@ def register(
     from wafersage.stages import register as stage
 
     folder = model or (Path("models/gspo") if Path("models/gspo").is_dir() else Path("models/sft"))
-    r = stage.run(load_section("register", params), folder, items, val_items, metrics, out)
+    section = load_section("register", params)
+    r = stage.run(section, folder, items, val_items, metrics, out, params_file=params)
     typer.echo(f"register: {r['model_name']} version {r['version']} ({r['source']}) @challenger")
 
 

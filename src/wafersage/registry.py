@@ -276,16 +276,18 @@ def promote(model_name: str, params: dict[str, Any], dry_run: bool = False) -> d
     return decision
 
 
-def dvc_lock_hashes(lock: Path) -> dict[str, str]:
-    """``{path: md5}`` of every stage output recorded in ``dvc.lock`` (empty when absent)."""
+def dvc_lock_hashes(lock: Path, inputs: bool = True) -> dict[str, str]:
+    """``{path: md5}`` from ``dvc.lock`` (empty when absent): every stage's outputs and, with
+    ``inputs``, the dependencies no stage writes (the pipeline's inputs: dvc-added data, expectation
+    suites, the calibration folder), bar the package's source under ``src/``, which ``git.commit``
+    pins."""
     import yaml
 
     if not Path(lock).exists():
         return {}
-    data = yaml.safe_load(Path(lock).read_text()) or {}
-    out: dict[str, str] = {}
-    for stage in (data.get("stages") or {}).values():
-        for o in stage.get("outs") or []:
-            if "md5" in o:
-                out[str(o["path"])] = str(o["md5"])
-    return out
+    stages = ((yaml.safe_load(Path(lock).read_text()) or {}).get("stages") or {}).values()
+    outs = {str(o["path"]): str(o["md5"]) for s in stages for o in s.get("outs") or [] if "md5" in o}
+    if not inputs:
+        return outs
+    deps = {str(d["path"]): str(d["md5"]) for s in stages for d in s.get("deps") or [] if "md5" in d}
+    return {**outs, **{k: v for k, v in deps.items() if k not in outs and not k.startswith("src/")}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,26 @@ def file_md5(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of ``git <args>`` in the working directory; None without git or outside a repository."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """HEAD's commit of the repository holding the working directory (None outside one)."""
+    return (_git("rev-parse", "HEAD") or "").strip() or None
+
+
+def git_dirty(exclude: Iterable[str] = ()) -> bool | None:
+    """Whether the working directory differs from HEAD: changed, staged or untracked files (ignored
+    ones aside), but for the paths ``exclude`` names (git pathspecs); None outside a repository."""
+    spec = [f":(exclude){p}" for p in exclude]
+    out = _git("status", "--porcelain", "--untracked-files=all", "--", ".", *spec)
+    return None if out is None else bool(out.strip())
 
 
 def setup() -> Any:
@@ -71,7 +85,7 @@ def stage_run(
     mlflow = setup()
     with mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None):
         mlflow.set_tag("wafersage.stage", stage)
-        commit = _git_commit()
+        commit = git_commit()
         if commit:
             mlflow.set_tag("git.commit", commit)
         flat = {k: ("null" if v is None else str(v))[:500] for k, v in flatten(params).items()}
