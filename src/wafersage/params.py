@@ -13,7 +13,8 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The ``section`` mapping of params.yaml (empty when the file is absent)."""
+    """The ``section`` mapping of params.yaml (empty when the file is absent), with the preset of
+    the file's ``profile`` merged over it (:func:`with_profile`)."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -24,7 +25,33 @@ def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, A
     value = data.get(section, {})
     if not isinstance(value, dict):
         raise WaferSageError(path, f"section '{section}' must be a mapping")
-    return value
+    return with_profile(data, section, value, path)
+
+
+def with_profile(
+    data: dict[str, Any], section: str, value: dict[str, Any], path: str | Path
+) -> dict[str, Any]:
+    """``value`` (params ``section``) with ``profiles[profile][section]`` merged over it: mappings key
+    by key, anything else (lists included) replaced whole. No ``profile``: ``value`` as it is."""
+    name = data.get("profile")
+    if name is None:
+        return value
+    presets = data.get("profiles") or {}
+    if not isinstance(presets, dict) or name not in presets:
+        raise WaferSageError(
+            path, "profile must name a preset of profiles", f"{name!r}; have {sorted(presets)}"
+        )
+    preset = presets[name] or {}
+    if not isinstance(preset, dict) or not isinstance(preset.get(section, {}), dict):
+        raise WaferSageError(path, f"profiles.{name} must map sections to mappings", repr(preset)[:80])
+    return _merged(value, preset.get(section) or {})
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
