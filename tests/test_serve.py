@@ -128,15 +128,8 @@ def test_concurrent_requests_are_batched_and_all_answered(server, predictor):
 
     recorder = SlowPredictor(0.2)  # counts the batches the server forms
     limits = ServeLimits(max_batch=8, batch_wait_ms=100, timeout_s=30)
-    body = {"model": "m", "messages": _msg(urls[0])}
-
-    async def burst(base: str) -> list[int]:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(6)))
-        return [r.status_code for r in rs]
-
     with Server(create_app(recorder, limits)) as s:
-        codes = asyncio.run(burst(s.url))
+        codes = asyncio.run(_burst(s.url, {"model": "m", "messages": _msg(urls[0])}, 6))
     assert codes == [200] * 6 and sum(recorder.batches) == 6
     assert len(recorder.batches) < 6 and max(recorder.batches) > 1, recorder.batches
 
@@ -201,6 +194,13 @@ def test_malformed_json_oversized_body_and_image_are_4xx_and_server_survives(ser
     assert httpx.get(server.url + "/health").status_code == 200
 
 
+async def _burst(base: str, body: dict, n: int) -> list[int]:
+    """The status codes of ``n`` identical chat requests sent at once."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(n)))
+    return [r.status_code for r in rs]
+
+
 class SlowPredictor:
     """A stand-in model that takes ``delay`` seconds a batch (to fill the queue)."""
 
@@ -223,14 +223,8 @@ def test_full_queue_is_429_and_slow_answers_time_out_with_504():
     limits = ServeLimits(max_pending=2, max_batch=1, batch_wait_ms=0, timeout_s=5)
     url = png_data_url(render_map(with_center(30), SIZE))
     body = {"model": "m", "messages": _msg(url)}
-
-    async def burst(base: str) -> list[int]:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(8)))
-        return [r.status_code for r in rs]
-
     with Server(create_app(slow, limits)) as s:
-        codes = asyncio.run(burst(s.url))
+        codes = asyncio.run(_burst(s.url, body, 8))
     assert codes.count(200) >= 2 and codes.count(429) >= 1 and set(codes) <= {200, 429}, codes
     with Server(create_app(SlowPredictor(2.0), ServeLimits(timeout_s=0.3))) as s:
         r = httpx.post(s.url + "/v1/chat/completions", json=body, timeout=30)
