@@ -6,7 +6,10 @@ alive after.
         [--model DIR] [--token T]
 
 With ``--token`` the server requires ``Authorization: Bearer T`` and the client sends it (plus a
-check that a request without it gets 401).
+check that a request without it gets 401). ``--compare-token T --rounds R`` serves the same model
+twice in one process, without and with the token, and sends the load to them in R alternating
+chunks (each first in every other round, after an uncounted warm-up chunk each), so both see the
+same machine noise; it prints both and their p50/p99 ratio.
 
 Without ``--model`` a tiny untrained model is built in a temp folder (same architecture as the
 default pipeline's, 96-px images); the server runs in-process (uvicorn thread) and the client is
@@ -83,6 +86,62 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
+def start(app, port: int, limits) -> tuple:
+    """A uvicorn server for ``app`` on loopback ``port`` in a thread, once it is up."""
+    import uvicorn
+
+    from wafersage.serving.app import server_config
+
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, limits, log_level="error"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, th
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compare(pred, limits, good: dict, a: argparse.Namespace) -> None:
+    """The same load on a server without and one with a token, in alternating chunks."""
+    from wafersage.serving.app import create_app
+
+    servers = {}
+    for name, token in (("no token", None), ("token", a.compare_token)):
+        port = free_port()
+        servers[name] = (start(create_app(pred, limits, api_key=token), port, limits), port, token)
+    lat: dict[str, list[float]] = {k: [] for k in servers}
+    fivexx = Counter()
+    chunk = a.requests // a.rounds
+    for _, port, token in servers.values():  # warm-up, not counted
+        asyncio.run(load(f"http://127.0.0.1:{port}", chunk, a.concurrency, 0.0, good, a.seed, token))
+    for r in range(a.rounds):  # each server goes first in every other round
+        for name in sorted(servers, reverse=bool(r % 2)):
+            _, port, token = servers[name]
+            res = asyncio.run(
+                load(f"http://127.0.0.1:{port}", chunk, a.concurrency, a.bad, good, a.seed + r, token)
+            )
+            lat[name] += res["lat"]["good"]
+            fivexx[name] += sum(v for (_, c), v in res["codes"].items() if c >= 500)
+    for (server, th), _, _ in servers.values():
+        server.should_exit = True
+        th.join(10)
+    print(f"{a.rounds} alternating rounds of {chunk} requests, concurrency {a.concurrency}, {a.bad:.0%} bad")
+    print("| server | good answers | p50 ms | p99 ms | 5xx |\n|---|---:|---:|---:|---:|")
+    for name, xs in lat.items():
+        p50, p99 = 1000 * pct(xs, 0.5), 1000 * pct(xs, 0.99)
+        print(f"| {name} | {len(xs)} | {p50:.0f} | {p99:.0f} | {fivexx[name]} |")
+    p50 = pct(lat["token"], 0.5) / pct(lat["no token"], 0.5)
+    p99 = pct(lat["token"], 0.99) / pct(lat["no token"], 0.99)
+    print(f"\ntoken / no token: p50 {p50:.3f}x, p99 {p99:.3f}x")
+    if sum(fivexx.values()):
+        sys.exit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=2000)
@@ -93,12 +152,12 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--token", default=None, help="bearer token the server requires and the client sends")
+    ap.add_argument("--compare-token", default=None, help="token of a second server compared in one run")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating chunks of the comparison")
     a = ap.parse_args()
 
-    import uvicorn
-
     from wafersage.render import render_map
-    from wafersage.serving.app import ServeLimits, create_app, server_config
+    from wafersage.serving.app import ServeLimits, create_app
     from wafersage.serving.images import png_data_url
     from wafersage.serving.predictor import Predictor
     from wafersage.synthetic import SyntheticConfig, generate
@@ -117,15 +176,11 @@ def main() -> None:
         {"type": "image_url", "image_url": {"url": png_data_url(img)}},
         {"type": "text", "text": "What type of defect pattern is visible on this wafer map?"}]}]}  # fmt: skip
     limits = ServeLimits(max_tokens=a.max_tokens, max_batch=a.max_batch, max_pending=256, timeout_s=120)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(pred, limits, api_key=a.token)
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, limits, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    while not server.started:
-        time.sleep(0.05)
+    port = free_port()
+    if a.compare_token:
+        compare(pred, limits, good, a)
+        return
+    server, th = start(create_app(pred, limits, api_key=a.token), port, limits)
     # baseline in the same run: one request at a time (no batching possible)
     url = f"http://127.0.0.1:{port}"
     unauth = httpx.post(url + "/v1/chat/completions", json=good, timeout=60).status_code
