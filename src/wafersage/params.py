@@ -1,4 +1,4 @@
-"""params.yaml access: each stage reads only its own section."""
+"""params.yaml access: each stage reads only its own section, typed by :mod:`wafersage.config`."""
 
 from __future__ import annotations
 
@@ -7,24 +7,33 @@ from typing import Any
 
 import yaml
 
+from wafersage.config import SECTIONS, validated
 from wafersage.errors import WaferSageError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The ``section`` mapping of params.yaml (empty when the file is absent)."""
+    """The ``section`` of params.yaml, validated, with every default filled in (all defaults
+    when the file or the section is absent). A bad value, an unknown key or an unknown section
+    anywhere in the file's top level is a one-line :class:`WaferSageError`."""
     path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise WaferSageError(path, "params file is not valid YAML", str(exc).splitlines()[0]) from None
-    value = data.get(section, {})
+    data: Any = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise WaferSageError(path, "params file is not valid YAML", str(exc).splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise WaferSageError(path, "params file must be a mapping of sections")
+    unknown = sorted(str(k) for k in set(data) - set(SECTIONS))
+    if unknown:
+        raise WaferSageError(path, "invalid params", "; ".join(f"{k}: unknown section" for k in unknown))
+    value = data.get(section)
+    value = {} if value is None else value
     if not isinstance(value, dict):
         raise WaferSageError(path, f"section '{section}' must be a mapping")
-    return value
+    return validated(section, value, path)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
