@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_path
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.rawtable import decode_map
 from wafersage.registry import (
@@ -33,25 +34,9 @@ from wafersage.render import render_map
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.tracking import EXPERIMENT, file_md5, stage_run
 
-DEFAULTS: dict[str, Any] = {
-    "model_name": "wafersage-vlm",
-    "example_seed": 0,
-    "max_new_tokens": 48,
-    "batch_size": 16,
-}
 #: Training-graph stages whose latest run ids are tagged on the model version.
 LINKED_STAGES = ("pretrain_vision", "init_model", "sft", "gspo", "align", "evaluate")
 REQUIREMENTS = ("torch", "transformers", "mlflow", "pandas", "pillow", "numpy")
-
-
-def _checked(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in register", ", ".join(sorted(unknown)))
-    p = {**DEFAULTS, **params}
-    if not str(p["model_name"]).strip():
-        raise WaferSageError("params.yaml", "register.model_name is empty")
-    return p
 
 
 def latest_runs(mlflow: Any, stages: tuple[str, ...] = LINKED_STAGES) -> dict[str, str]:
@@ -119,7 +104,7 @@ def run(
     from wafersage.serving import pyfunc_model
     from wafersage.serving.pyfunc import signature
 
-    p = _checked(params)
+    p = validated("register", params)
     model_dir = Path(model_dir)
     info = base_info(model_dir)
     key = model_dir.name
