@@ -116,6 +116,7 @@ def main() -> int:
 
     from transformers import Qwen3VLForConditionalGeneration
 
+    from wafersage.config import validated
     from wafersage.modeling.curriculum import Layout, Schedule, parse_stages
     from wafersage.modeling.finetune import peft_config_for
     from wafersage.modeling.gspo_trainer import CurriculumGRPOTrainer
@@ -144,7 +145,8 @@ def main() -> int:
     static = rollout_tokens_per_s(model, processor, image, g, new, static=True)
     vllm = vllm_tokens_per_s(model, processor, g, new) if gpu else "n/a (CPU)"
 
-    p = gspo.checked(
+    p = validated(
+        "gspo",
         {
             "num_generations": g,
             "per_device_train_batch_size": g,
@@ -154,7 +156,7 @@ def main() -> int:
             "beta": 0.0,
             "lora": {"enabled": True},
             "curriculum": {"stages": [{"difficulties": [1, 2, 3], "steps": args.steps}]},
-        }
+        },
     )
     with tempfile.TemporaryDirectory() as tmp:
         save(HARDENED, Path(tmp) / "reward.json")

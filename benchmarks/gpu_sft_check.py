@@ -115,6 +115,7 @@ def main() -> int:
     from transformers import Qwen3VLForConditionalGeneration
     from trl import SFTTrainer
 
+    from wafersage.config import validated
     from wafersage.modeling.chat import token_ids
     from wafersage.modeling.finetune import peft_config_for
     from wafersage.modeling.tiny_config import qwen3vl_config
@@ -136,7 +137,8 @@ def main() -> int:
     n_params = sum(p.numel() for p in model.parameters())
     # the answer is long enough that every sequence fills max_length (truncated there)
     data = _dataset(2 * args.steps + 2, image_size, answer_words=max_length)
-    p = sft._checked(
+    p = validated(
+        "sft",
         {
             "max_steps": args.steps,
             "per_device_train_batch_size": 2,
@@ -149,7 +151,7 @@ def main() -> int:
             "gradient_checkpointing": big,
             "optim": "adamw_torch",
             "lora": {"enabled": True, "r": 16, "alpha": 16},
-        }
+        },
     )
     with tempfile.TemporaryDirectory() as tmp:
         targs = sft._training_args(p, Path(tmp), has_eval=False)

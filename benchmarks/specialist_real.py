@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from wafersage.answer_parser import parse_labels
+from wafersage.config import validated
 from wafersage.evaluation import real_val, stats
 from wafersage.grounding import image_to_map
 from wafersage.loaders import load
 from wafersage.modeling.specialist import fit
 from wafersage.rawtable import decode_map
 from wafersage.render import render_map
-from wafersage.stages.specialist import DEFAULTS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wm811k"
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--train", nargs="+", default=["train_29_split.pkl.xz"])
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=int(DEFAULTS["epochs"]))
+    ap.add_argument("--epochs", type=int, default=int(validated("specialist")["epochs"]))
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -58,7 +58,9 @@ def main() -> None:
     val = labelled(load("wm811k-processed", args.data / "val_data.pkl.xz"))
     t0 = time.perf_counter()
     model = fit(
-        seen(train, args.size), list(train["labels"]), {**DEFAULTS, "epochs": args.epochs, "size": args.size}
+        seen(train, args.size),
+        list(train["labels"]),
+        {**validated("specialist"), "epochs": args.epochs, "size": args.size},
     )
     fit_s = time.perf_counter() - t0
     answers = {

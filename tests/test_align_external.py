@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.score import config as cfgmod
 from wafersage.score.external import read_external
@@ -187,7 +188,7 @@ def test_duplicate_item_and_missing_file_are_refused(tmp_path, external_file) ->
         _run(tmp_path, external=str(tmp_path / "absent.jsonl"))
     with pytest.raises(WaferSageError, match="needs align.external"):
         _run(tmp_path, fit_on="external")
-    with pytest.raises(WaferSageError, match="fit_on must be reference or external"):
+    with pytest.raises(WaferSageError, match="align.fit_on: input should be 'reference' or 'external'"):
         _run(tmp_path, external=str(external_file), fit_on="both")
     assert _outputs(tmp_path) == []
 
@@ -205,7 +206,7 @@ def _permute(grades: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
 
 def test_fit_never_reads_heldout_grades(external_file) -> None:
     ext = read_external(external_file)
-    params = {**FAST, "seed": 0}
+    params = validated("align", {**FAST, "seed": 0})
     held = align.heldout_mask(pd.Series(ext.wafer_ids), 0.5, 0)
     assert held.any() and not held.all()
     best, report = align.external_alignment(ext, params)
@@ -295,7 +296,7 @@ def test_real_llm_graded_file_external_fit_beats_paper_default() -> None:
     if not REAL.is_file():
         pytest.skip(f"LLM-graded calibration file not found at {REAL}")
     ext = read_external(REAL)
-    _, report = align.external_alignment(ext, {"seed": 0, "n_trials": 60, "n_boot": 1000})
+    _, report = align.external_alignment(ext, validated("align", {"seed": 0, "n_trials": 60, "n_boot": 1000}))
     assert report["items"]["total"] == len(ext) >= 100
     assert report["spearman_heldout"] >= report["spearman_heldout_paper_default"]
     model = report["model_answers"]

@@ -117,6 +117,6 @@ def test_timeouts_and_http_errors_are_counted(server, raw, tmp_path):
 def test_unknown_openai_param_is_one_line_error(server, raw, tmp_path):
     from wafersage.errors import WaferSageError
 
-    with pytest.raises(WaferSageError, match="unknown describe.openai parameter"):
+    with pytest.raises(WaferSageError, match=r"describe.openai.temprature: unknown key"):
         _run(_params(server, tmp_path, temprature=0.1), raw, tmp_path)
     assert not (tmp_path / "d.jsonl").exists()

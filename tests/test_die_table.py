@@ -329,7 +329,7 @@ def _ingest_cli(
     [
         (HEAD + GOOD + "L1,W1,0,0,1,Loc\n", "", "dies.csv: row 2: duplicate die"),
         (HEAD + GOOD + "L1,W1,x,0,1,Loc\n", "", "dies.csv: row 2: x is not an integer"),
-        (HEAD + GOOD, "  die_table: {pass_bin: [1]}\n", "params.yaml: unknown key in ingest.die_table"),
+        (HEAD + GOOD, "  die_table: {pass_bin: [1]}\n", "(ingest.die_table.pass_bin: unknown key)"),
     ],
     ids=["duplicate-die", "bad-coordinate", "unknown-key"],
 )

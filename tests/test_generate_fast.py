@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import torch
 
+from wafersage.config import validated
 from wafersage.modeling import greedy
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.greedy import PromptEncoder, greedy_ids, is_plain_greedy
 from wafersage.rawtable import decode_map
 from wafersage.render import render_map
-from wafersage.stages.init_model import DEFAULTS, build_tiny
+from wafersage.stages.init_model import build_tiny
 from wafersage.synthetic import SyntheticConfig, generate
 
 SIZE = 64
@@ -27,6 +28,8 @@ QUESTIONS = [
 #: Answers of different lengths, so greedy rows end at eos on different steps.
 ANSWERS = ["Center.", "Edge-Ring.", "In one zone near the edge of the wafer.", "No defect pattern."]
 CORPUS = [*QUESTIONS, *ANSWERS] * 10
+#: init_model params of the tiny model these tests build.
+TINY_PARAMS = validated("init_model", {"vocab_size": 300, "min_frequency": 1})
 
 
 def _images(n: int, seed: int = 0) -> list[Any]:
@@ -64,7 +67,9 @@ def _teach(model: Any, processor: Any, images: list[Any], steps: int = 25) -> No
 @pytest.fixture(scope="module")
 def tiny() -> tuple[Any, Any]:
     """A tiny Qwen3-VL taught a few steps (so its answers end at eos, at different lengths)."""
-    model, processor = build_tiny(CORPUS, {**DEFAULTS, "vocab_size": 300, "min_frequency": 1}, {}, SIZE)
+    model, processor = build_tiny(
+        CORPUS, validated("init_model", {"vocab_size": 300, "min_frequency": 1}), {}, SIZE
+    )
     _teach(model, processor, _images(12, seed=1))
     return model, processor
 
@@ -73,7 +78,9 @@ def tiny() -> tuple[Any, Any]:
 def chaotic() -> tuple[Any, Any]:
     """An untrained tiny Qwen3-VL with its weight matrices scaled up: small logit margins that
     any change in the inputs or positions flips (it never emits eos, see :func:`_mid_token`)."""
-    model, processor = build_tiny(CORPUS, {**DEFAULTS, "vocab_size": 300, "min_frequency": 1}, {}, SIZE)
+    model, processor = build_tiny(
+        CORPUS, validated("init_model", {"vocab_size": 300, "min_frequency": 1}), {}, SIZE
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim == 2 and "embed" not in name:
@@ -244,7 +251,9 @@ def test_a_lora_wrapped_model_and_training_after_answering():
     the model still trains after :func:`generate_answers` (no inference tensors left behind)."""
     from peft import LoraConfig, get_peft_model
 
-    model, processor = build_tiny(CORPUS, {**DEFAULTS, "vocab_size": 300, "min_frequency": 1}, {}, SIZE)
+    model, processor = build_tiny(
+        CORPUS, validated("init_model", {"vocab_size": 300, "min_frequency": 1}), {}, SIZE
+    )
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():  # LoRA starts as a no-op: give it weights that change the answers
         for name, param in model.named_parameters():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from gspo_data import write_inputs
 
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.modeling.curriculum import (
     LEARNING,
@@ -104,24 +105,27 @@ def test_sampler_has_trl_repeat_layout_and_layout_maps_steps() -> None:
 
 
 def test_bad_params_are_one_line_errors() -> None:
-    from wafersage.stages import gspo
 
-    with pytest.raises(WaferSageError, match="never test"):
-        gspo.checked({"curriculum": {"learning_split": "test"}})
-    with pytest.raises(WaferSageError, match="unknown key"):
-        gspo.checked({"max_prompt_length": 128})
+    with pytest.raises(
+        WaferSageError, match="gspo.curriculum.learning_split: input should be 'train' or 'val'"
+    ):
+        validated("gspo", {"curriculum": {"learning_split": "test"}})
+    with pytest.raises(WaferSageError, match="gspo.max_prompt_length: unknown key"):
+        validated("gspo", {"max_prompt_length": 128})
     with pytest.raises(WaferSageError, match="difficulties"):
         parse_stages([{"difficulties": [4], "steps": 1}])
     with pytest.raises(WaferSageError, match="no prompts"):
         t = _table().assign(difficulty=1)
         Schedule(t, parse_stages([{"difficulties": [3], "steps": 1}]), Layout(4, 1, 1), seed=0)
     with pytest.raises(WaferSageError, match="differ"):
-        gspo.checked({"curriculum": {"learning_split": "train"}})
+        validated("gspo", {"curriculum": {"learning_split": "train"}})
     with pytest.raises(WaferSageError, match="type_reward_weight"):
-        gspo.checked({"type_reward_weight": -1})
+        validated("gspo", {"type_reward_weight": -1})
     with pytest.raises(WaferSageError, match="val_every"):
-        gspo.checked({"val_every": -1})
-    p = gspo.checked({})
+        validated("gspo", {"val_every": -1})
+    with pytest.raises(WaferSageError, match="must divide by num_generations"):
+        validated("gspo", {"per_device_train_batch_size": 6, "num_generations": 4})
+    p = validated("gspo", {})
     assert p["importance_sampling_level"] == "sequence" and p["loss_type"] == "grpo"
     assert (p["epsilon"], p["epsilon_high"]) == (3e-4, 4e-4)
 
@@ -142,10 +146,10 @@ def test_grpo_config_weights_the_type_term() -> None:
 
     assert reward.TYPE_CATEGORY == vqa_data.TYPE_CATEGORY
     n = len(reward.reward_weights(1.0))
-    args = gspo.grpo_config(gspo.checked({"type_reward_weight": 2.0}), Path("unused"), n, 3)
+    args = gspo.grpo_config(validated("gspo", {"type_reward_weight": 2.0}), Path("unused"), n, 3)
     assert args.reward_weights == [1.0, 0.0, 0.0, 0.0, 0.0, 2.0]
     with pytest.raises(ValueError, match="reward weights"):
-        gspo.grpo_config(gspo.checked({}), Path("unused"), n - 1, 3)
+        gspo.grpo_config(validated("gspo", {}), Path("unused"), n - 1, 3)
 
 
 def test_type_macro_f1_and_the_fixed_val_sample() -> None:
@@ -162,7 +166,7 @@ def test_type_macro_f1_and_the_fixed_val_sample() -> None:
             "labels": [["Loc"]] * (n - 1) + [[]],
         }
     )
-    cur = gspo.checked({})["curriculum"]
+    cur = validated("gspo", {})["curriculum"]
     rows = gspo.val_type_rows(table, cur, 5, seed=0)
     assert len(rows) == 5 and (rows["pool"] == LEARNING).all() and (rows["category"] == "type").all()
     assert rows.index.equals(gspo.val_type_rows(table, cur, 5, seed=0).index)
@@ -226,7 +230,12 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     vqa, rubrics = write_inputs(root, n_wafers=12, size=SIZE)
     init_model.run(
-        {"vision_init": "off", "vocab_size": 400}, {}, vqa / "train.parquet", Path("x"), root / "sft", SIZE
+        {"vision_init": "off", "vocab_size": 400, "grounding": "image"},
+        {},
+        vqa / "train.parquet",
+        Path("x"),
+        root / "sft",
+        SIZE,
     )
     save(HARDENED, root / "reward_config.json")
     return {"sft": root / "sft", "vqa": vqa, "rubrics": rubrics, "reward": root / "reward_config.json"}
@@ -235,7 +244,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def _trainer(setup, ckpt: Path, params: dict | None = None, callbacks=None):
     from wafersage.stages import gspo
 
-    p = gspo.checked(params or FAST)
+    p = validated("gspo", params or FAST)
     table = gspo.prompt_table(setup["vqa"], setup["rubrics"], p["curriculum"])
     return gspo.build_trainer(p, setup["sft"], table, setup["reward"], ckpt, False, callbacks), table
 

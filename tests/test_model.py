@@ -206,7 +206,7 @@ def test_local_base_goes_through_the_same_path(base_dir, vqa_dir, tmp_path):
         ("missing_vqa", "VQA split not found"),
         ("empty_vqa", "VQA split is empty"),
         ("missing_base", "neither 'tiny' nor a local model folder"),
-        ("bad_dtype", "model.dtype must be one of"),
+        ("bad_dtype", "model.dtype: input should be 'float32'"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(case, rule, tmp_path, vqa_dir):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from vqa_tables import write_vqa
 
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 
 SIZE = 64
@@ -74,7 +75,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 def _val_loss_of(base: Path, vqa: Path, tmp: Path) -> float:
     from wafersage.stages import sft
 
-    p = sft._checked(FAST)
+    p = validated("sft", FAST)
     val = pd.read_parquet(vqa / "val.parquet")
     trainer = sft.build_trainer(p, base, pd.read_parquet(vqa / "train.parquet"), val, tmp / "ck0", False)
     return float(trainer.evaluate()["eval_loss"])
@@ -159,7 +160,7 @@ def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
     from wafersage.stages import sft
 
     base, vqa = setup
-    p = sft._checked({**FAST, "lora": {"enabled": True, "r": 4, "alpha": 8}})
+    p = validated("sft", {**FAST, "lora": {"enabled": True, "r": 4, "alpha": 8}})
     df = pd.read_parquet(vqa / "train.parquet")
     trainer = sft.build_trainer(p, base, df, df.iloc[:4], tmp_path / "ck", True)
     trainable = [n for n, t in trainer.model.named_parameters() if t.requires_grad]
@@ -214,12 +215,11 @@ def test_type_balance_shares_the_repeats_out_by_class():
 
 def test_lora_auto_is_on_for_a_real_base_only():
     from wafersage.modeling.finetune import lora_enabled
-    from wafersage.stages import sft
 
-    p = sft._checked({})
+    p = validated("sft", {})
     assert lora_enabled(p, "tiny") is False
     assert lora_enabled(p, "/models/Qwen3-VL-4B-Instruct") is True
-    assert lora_enabled(sft._checked({"lora": {"enabled": False}}), "/m") is False
+    assert lora_enabled(validated("sft", {"lora": {"enabled": False}}), "/m") is False
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_lora_auto_is_on_for_a_real_base_only():
         ("missing_split", "VQA split not found"),
         ("empty_split", "VQA split is empty"),
         ("missing_base", "not a wafersage model folder"),
-        ("bad_param", "unknown key in sft"),
+        ("bad_param", r"invalid params \(sft.epochs: unknown key\)"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(case, rule, setup, tmp_path):

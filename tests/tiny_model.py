@@ -16,10 +16,11 @@ CORPUS = [
 
 def build_tiny_model(folder: Path, size: int = SIZE, stage: str = "base", seed: int = 3407) -> Path:
     """Write an untrained tiny Qwen3-VL model folder (same ``seed``: same weights)."""
+    from wafersage.config import validated
     from wafersage.modeling.model_folder import BASE_INFO
-    from wafersage.stages.init_model import DEFAULTS, build_tiny
+    from wafersage.stages.init_model import build_tiny
 
-    p = {**DEFAULTS, "vocab_size": 300, "min_frequency": 1, "seed": seed}
+    p = validated("init_model", {"vocab_size": 300, "min_frequency": 1, "seed": seed})
     model, processor = build_tiny(CORPUS, p, {}, size)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))

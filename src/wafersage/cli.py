@@ -29,11 +29,10 @@ Params = Annotated[Path, typer.Option(help="params.yaml to read this stage's sec
 
 
 def render_size(params: Path) -> int:
-    """``render.size`` from params.yaml (the render module's default when unset)."""
+    """``render.size`` from params.yaml."""
     from wafersage.params import load_section
-    from wafersage.render import DEFAULT_SIZE
 
-    return int(load_section("render", params).get("size", DEFAULT_SIZE))
+    return int(load_section("render", params)["size"])
 
 
 @app.command()
@@ -84,7 +83,7 @@ def _validate_raw(
     from wafersage.stages import validate_raw as stage
 
     p = load_section("validate_raw", params)
-    summary = stage.run(p, raw, suite or Path(p.get("suite", "expectations/raw.json")), report, docs)
+    summary = stage.run(p, raw, suite or Path(p["suite"]), report, docs)
     typer.echo(f"validate_raw: {summary['wafers']} wafers passed {summary['expectations']} expectations")
 
 
@@ -107,7 +106,7 @@ def _pretrain_vision(
     from wafersage.stages import pretrain_vision as stage
 
     size = render_size(params)
-    tiny = load_section("model", params).get("tiny") or {}
+    tiny = load_section("model", params)["tiny"]
     m = stage.run(load_section("pretrain_vision", params), raw, out, metrics, image_size=size, tiny=tiny)
     typer.echo(
         f"pretrain_vision: {m['steps']} steps in {m['train_wall_s']:.0f} s, linear probe macro-F1 "
@@ -235,7 +234,7 @@ def _validate_vqa(
     from wafersage.stages import validate_vqa as stage
 
     p = load_section("validate_vqa", params)
-    s = stage.run(p, vqa_dir, rubrics, suite or Path(p.get("suite", "expectations/vqa.json")), report, docs)
+    s = stage.run(p, vqa_dir, rubrics, suite or Path(p["suite"]), report, docs)
     typer.echo(f"validate_vqa: {s['pairs']} pairs passed {s['expectations']} expectations")
 
 
@@ -564,7 +563,7 @@ def promote(
     from wafersage.params import load_section
     from wafersage.registry import promote as run_promote
 
-    name = str(load_section("register", params).get("model_name", "wafersage-vlm"))
+    name = load_section("register", params)["model_name"]
     d = run_promote(name, load_section("promote", params), dry_run=dry_run)
     typer.echo(json.dumps(d, sort_keys=True, default=str))
     verdict = "promoted" if d["promote"] else "not promoted"
@@ -602,7 +601,7 @@ def ask(
     from wafersage.serving.predictor import load_predictor
 
     map_files(map_path)  # a wrong path fails before the model loads
-    name = load_section("register", params).get("model_name", "wafersage-vlm")
+    name = load_section("register", params)["model_name"]
     predictor = load_predictor(model, name, batch_size=batch_size, max_new_tokens=max_new_tokens)
     records = run_ask(map_path, question, predictor, out)
     if out is None:
@@ -639,26 +638,24 @@ def serve(
     from wafersage.serving.app import serve as run_server
     from wafersage.serving.predictor import load_predictor
 
-    p = dict(load_section("serve", params))
-    host, port = host or str(p.pop("host", "127.0.0.1")), port or int(p.pop("port", 8000))
-    p.pop("host", None), p.pop("port", None)
-    batch = int(p.pop("generation_batch_size", 8))
-    key_env = str(p.pop("api_key_env", "WAFERSAGE_SERVE_API_KEY"))
-    docs = bool(p.pop("docs", False))
+    p = load_section("serve", params)
+    host, port, key_env = host or p["host"], port or p["port"], p["api_key_env"]
     api_key = os.environ.get(key_env, "").strip() or None
-    limits = ServeLimits.from_params(p)
+    limits = ServeLimits(**{k: p[k] for k in ServeLimits.model_fields})
     refusal = bind_refusal(host, api_key, key_env, insecure_no_auth)
     if refusal:
         typer.echo(f"wafersage: error: {refusal}", err=True)
         raise typer.Exit(2)
     if api_key is None and insecure_no_auth:
         typer.echo(f"serve: WARNING: no authentication on {host} (--insecure-no-auth)", err=True)
-    name = load_section("register", params).get("model_name", "wafersage-vlm")
-    predictor = load_predictor(model, name, batch_size=batch, max_new_tokens=limits.max_tokens)
+    name = load_section("register", params)["model_name"]
+    predictor = load_predictor(
+        model, name, batch_size=p["generation_batch_size"], max_new_tokens=limits.max_tokens
+    )
     model_id = str(model) if model and str(model).startswith("models:/") else f"wafersage-{predictor.name}"
     auth = f"bearer token from ${key_env}" if api_key else "no authentication"
     typer.echo(f"serve: {model_id} on http://{host}:{port}/v1 (health: /health; {auth})", err=True)
-    server_app = create_app(predictor, limits, model_id=model_id, api_key=api_key, docs=docs)
+    server_app = create_app(predictor, limits, model_id=model_id, api_key=api_key, docs=p["docs"])
     run_server(server_app, host, port, limits)
 
 
@@ -676,6 +673,14 @@ def render(
 
     written = render_path(src, dst, size if size is not None else render_size(params))
     typer.echo(f"render: {len(written)} image(s) -> {dst}")
+
+
+@app.command("params-schema")
+def params_schema() -> None:
+    """Print the JSON schema of params.yaml (committed as params.schema.json, which editors read)."""
+    from wafersage.config import schema_json
+
+    typer.echo(schema_json(), nl=False)
 
 
 #: The exit status of a refused input (a ``WaferSageError``): 2, as for a usage error.

@@ -1,4 +1,4 @@
-"""params.yaml access: each stage reads only its own section."""
+"""params.yaml access: each stage reads only its own section, typed by :mod:`wafersage.config`."""
 
 from __future__ import annotations
 
@@ -7,25 +7,34 @@ from typing import Any
 
 import yaml
 
+from wafersage.config import PROFILE_KEYS, SECTIONS, validated
 from wafersage.errors import WaferSageError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The ``section`` mapping of params.yaml (empty when the file is absent), with the preset of
-    the file's ``profile`` merged over it (:func:`with_profile`)."""
+    """The ``section`` of params.yaml with the preset of the file's ``profile`` merged over it
+    (:func:`with_profile`), validated, with every default filled in (all defaults when the file or
+    the section is absent). A bad value, an unknown key or an unknown section anywhere in the
+    file's top level is a one-line :class:`WaferSageError`."""
     path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise WaferSageError(path, "params file is not valid YAML", str(exc).splitlines()[0]) from None
-    value = data.get(section, {})
+    data: Any = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise WaferSageError(path, "params file is not valid YAML", str(exc).splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise WaferSageError(path, "params file must be a mapping of sections")
+    unknown = sorted(str(k) for k in set(data) - set(SECTIONS) - set(PROFILE_KEYS))
+    if unknown:
+        raise WaferSageError(path, "invalid params", "; ".join(f"{k}: unknown section" for k in unknown))
+    value = data.get(section)
+    value = {} if value is None else value
     if not isinstance(value, dict):
         raise WaferSageError(path, f"section '{section}' must be a mapping")
-    return with_profile(data, section, value, path)
+    return validated(section, with_profile(data, section, value, path), path)
 
 
 def with_profile(

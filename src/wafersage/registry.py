@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.config import GATE_METRICS, validated
 from wafersage.errors import WaferSageError, read_parquet
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -32,15 +33,6 @@ SELECTION_ARTIFACT = "evaluation/val_items.parquet"
 MODEL_ARTIFACT = "model"
 #: Model version tag pinning the model folder's content (``model_folder.folder_sha256``).
 SHA256_TAG = "model.sha256"
-GATE_METRICS = ("rule_score", "judge_score", "type_macro_f1", "type_accuracy")
-PROMOTE_DEFAULTS: dict[str, Any] = {
-    "metric": "type_macro_f1",
-    "margin": 0.0,
-    "n_boot": 2000,
-    "confidence": 0.95,
-    "seed": 0,
-    "first_floor": None,
-}
 
 
 def load_pyfunc(uri: str) -> Any:
@@ -154,24 +146,11 @@ def item_metric(items: pd.DataFrame, name: str) -> Any:
     raise WaferSageError("params.yaml", "promote.metric must be one of " + "/".join(GATE_METRICS), name)
 
 
-def checked_promote(params: dict[str, Any]) -> dict[str, Any]:
-    """The promote section with defaults; unknown keys and metrics are errors."""
-    unknown = set(params) - set(PROMOTE_DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in promote", ", ".join(sorted(unknown)))
-    p = {**PROMOTE_DEFAULTS, **params}
-    if p["metric"] not in GATE_METRICS:
-        raise WaferSageError(
-            "params.yaml", "promote.metric must be one of " + "/".join(GATE_METRICS), p["metric"]
-        )
-    return p
-
-
 def decide(challenger: pd.DataFrame, champion: pd.DataFrame | None, params: dict[str, Any]) -> dict[str, Any]:
     """The promotion decision from the two versions' per-item evaluation tables (``item_id`` keyed)."""
     from wafersage.evaluation import stats
 
-    p = checked_promote(params)
+    p = validated("promote", params)
     metric, margin = p["metric"], float(p["margin"])
     conf, n_boot, seed = float(p["confidence"]), int(p["n_boot"]), int(p["seed"])
     value = stats.ci(item_metric(challenger, metric), len(challenger), n_boot, seed, conf)

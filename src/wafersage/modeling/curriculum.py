@@ -55,7 +55,7 @@ def parse_stages(raw: Sequence[dict]) -> list[Stage]:
             raise WaferSageError(
                 "params.yaml", "curriculum stage needs steps >= 1 and 0 <= review_fraction <= 1", row=i
             )
-        out.append(Stage(str(s.get("name", f"stage{i}")), diffs, int(s["steps"]), frac))
+        out.append(Stage(str(s.get("name") or f"stage{i}"), diffs, int(s["steps"]), frac))
     return out
 
 

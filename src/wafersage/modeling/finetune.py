@@ -1,4 +1,4 @@
-"""What the fine-tuning stages (SFT, GSPO) share: LoRA settings and the PEFT config built from them,
+"""What the fine-tuning stages (SFT, GSPO) share: the PEFT config built from their ``lora`` params,
 the run key that names a training run's checkpoint folder, resuming from the newest complete
 checkpoint and the model to save at the end."""
 
@@ -16,17 +16,6 @@ from wafersage.params import flatten
 from wafersage.tracking import file_md5
 
 log = logging.getLogger(__name__)
-
-#: LoRA for a real base (``enabled: auto``: on for a local checkpoint, off for the tiny default);
-#: the paper's rank 16, alpha 16 on every projection of the language model.
-LORA_DEFAULTS: dict[str, Any] = {
-    "enabled": "auto",
-    "r": 16,
-    "alpha": 16,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "merge": True,
-}
 
 
 def lora_enabled(p: dict[str, Any], base: str) -> bool:

@@ -9,36 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wafersage.errors import WaferSageError
+from wafersage.config import TinyParams, checked
 
 if TYPE_CHECKING:
     from transformers import Qwen3VLConfig, Qwen3VLVisionConfig
 
-#: Defaults of ``model.tiny`` (params.yaml overrides any of them).
-TINY_DEFAULTS: dict[str, Any] = {
-    "vision": {
-        "depth": 4,
-        "hidden_size": 96,
-        "num_heads": 4,
-        "intermediate_size": 192,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "num_position_embeddings": 144,
-        "deepstack_visual_indexes": [1, 2],
-    },
-    "text": {
-        "num_hidden_layers": 4,
-        "hidden_size": 128,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 32,
-        "intermediate_size": 384,
-        "max_position_embeddings": 2048,
-        "rope_theta": 10000.0,
-        "mrope_section": [6, 5, 5],
-    },
-}
 #: Placeholders for the ids init_model sets from its tokenizer.
 PLACEHOLDER_VOCAB = 256
 PLACEHOLDER_TOKEN_IDS = {
@@ -50,11 +25,8 @@ PLACEHOLDER_TOKEN_IDS = {
 
 
 def _merged(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    section = section or {}
-    unknown = set(section) - set(TINY_DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in model.tiny", ", ".join(sorted(unknown)))
-    return {k: {**v, **(section.get(k) or {})} for k, v in TINY_DEFAULTS.items()}
+    """``model.tiny`` (overrides of :class:`wafersage.config.TinyParams`' defaults), checked."""
+    return checked(TinyParams, section, "model.tiny", "params.yaml").model_dump()
 
 
 def vision_config(tiny: dict[str, Any] | None = None) -> Qwen3VLVisionConfig:
@@ -62,17 +34,7 @@ def vision_config(tiny: dict[str, Any] | None = None) -> Qwen3VLVisionConfig:
     from transformers import Qwen3VLVisionConfig
 
     cfg = _merged(tiny)
-    v, t = cfg["vision"], cfg["text"]
-    if v["hidden_size"] % v["num_heads"]:
-        raise WaferSageError("params.yaml", "model.tiny.vision.hidden_size must divide by num_heads")
-    if any(not 0 <= i < v["depth"] for i in v["deepstack_visual_indexes"]):
-        raise WaferSageError("params.yaml", "model.tiny.vision.deepstack_visual_indexes must be < depth")
-    if len(v["deepstack_visual_indexes"]) > t["num_hidden_layers"]:
-        raise WaferSageError("params.yaml", "more deepstack indexes than text layers")
-    return Qwen3VLVisionConfig(
-        **{**v, "deepstack_visual_indexes": list(v["deepstack_visual_indexes"])},
-        out_hidden_size=t["hidden_size"],
-    )
+    return Qwen3VLVisionConfig(**cfg["vision"], out_hidden_size=cfg["text"]["hidden_size"])
 
 
 def qwen3vl_config(
@@ -85,14 +47,6 @@ def qwen3vl_config(
     from transformers import Qwen3VLConfig
 
     t = _merged(tiny)["text"]
-    if t["hidden_size"] != t["num_attention_heads"] * t["head_dim"]:
-        raise WaferSageError(
-            "params.yaml", "model.tiny.text.hidden_size must be num_attention_heads * head_dim"
-        )
-    if sum(t["mrope_section"]) * 2 != t["head_dim"]:
-        raise WaferSageError(
-            "params.yaml", "model.tiny.text.mrope_section must sum to head_dim/2", f"{t['mrope_section']}"
-        )
     ids = {**PLACEHOLDER_TOKEN_IDS, **(token_ids or {})}
     text = {k: v for k, v in t.items() if k not in ("rope_theta", "mrope_section")}
     text["rope_parameters"] = {

@@ -14,27 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from wafersage.config import validated
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.modeling.vision_encoder import batch_inputs, build_encoder, gce_loss, nt_xent
-
-#: Defaults of params.yaml ``pretrain_vision`` (the stage's section overrides them).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "threads": 1,
-    "batch_size": 64,
-    "max_steps": 400,
-    "max_train_s": 240,
-    "lr": 0.002,
-    "weight_decay": 0.05,
-    "warmup_steps": 20,
-    "gce_q": 0.7,
-    "supervised_weight": 1.0,
-    "ssl_weight": 0.5,
-    "ssl_temperature": 0.2,
-    "speckle": 0.01,
-    "balance_power": 0.0,
-}
 
 
 def speckle(grids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -57,11 +40,10 @@ def sampling_weights(targets: np.ndarray, power: float) -> np.ndarray | None:
 
 
 def check_trainable(n: int, targets: np.ndarray, p: dict[str, Any], file: Any) -> None:
-    """Refuse inputs the objective cannot learn from, with one line."""
+    """Refuse inputs the objective cannot learn from, with one line (``p``: validated params,
+    whose loss weights are >= 0 and not both 0)."""
     if n == 0:
         raise WaferSageError(file, "no wafers to pretrain the vision encoder on")
-    if p["supervised_weight"] < 0 or p["ssl_weight"] < 0 or p["supervised_weight"] + p["ssl_weight"] <= 0:
-        raise WaferSageError("params.yaml", "pretrain_vision loss weights must be >= 0 and not both 0")
     if p["ssl_weight"] == 0 and not targets.any():
         raise WaferSageError(
             file, "all wafers are unlabelled but pretrain_vision.ssl_weight is 0", "nothing to learn from"
@@ -82,7 +64,7 @@ def train_encoder(
     batches with weights ``1 / count(label set) ** power`` (for imbalanced data such as WM-811K)."""
     import torch
 
-    p = {**TRAIN_DEFAULTS, **params}
+    p = validated("pretrain_vision", params)
     check_trainable(len(grids), targets, p, None)
     torch.set_num_threads(int(p["threads"]))
     seed = int(p["seed"])

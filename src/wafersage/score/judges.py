@@ -362,21 +362,16 @@ class OpenAIJudge:
 
 
 def make_judge(params: Mapping[str, Any], cache_dir: str | Path) -> Judge:
-    """The judge named by ``params["judge"]`` (``reference`` or ``openai``)."""
-    kind = params.get("judge", "reference")
-    if kind == "reference":
+    """The judge named by the validated ``judge`` params (``reference`` or ``openai``)."""
+    if params["judge"] == "reference":
         return ReferenceJudge()
-    if kind == "openai":
-        o = params.get("openai") or {}
-        return OpenAIJudge(
-            base_url=o["base_url"],
-            model=o["model"],
-            cache_dir=cache_dir,
-            api_key_env=o.get("api_key_env", "WAFERSAGE_JUDGE_API_KEY"),
-            timeout_s=float(o.get("timeout_s", 60)),
-            retries=int(o.get("retries", 2)),
-            send_image=bool(o.get("send_image", True)),
-        )
-    from wafersage.errors import WaferSageError
-
-    raise WaferSageError("params.yaml", "unknown judge", str(kind))
+    o = params["openai"]
+    return OpenAIJudge(
+        base_url=o["base_url"],
+        model=o["model"],
+        cache_dir=cache_dir,
+        api_key_env=o["api_key_env"],
+        timeout_s=float(o["timeout_s"]),
+        retries=int(o["retries"]),
+        send_image=bool(o["send_image"]),
+    )

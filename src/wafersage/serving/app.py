@@ -40,38 +40,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from wafersage.config import ServeLimits
 from wafersage.errors import WaferSageError
 from wafersage.serving.images import model_image
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """Request limits and queueing of the server (params.yaml ``serve``)."""
-
-    max_body_bytes: int = 2_000_000
-    max_image_side: int = 1024
-    max_question_chars: int = 2000
-    max_tokens: int = 64
-    max_pending: int = 64
-    max_batch: int = 8
-    batch_wait_ms: float = 5.0
-    timeout_s: float = 60.0
-    max_json_depth: int = 64
-    read_timeout_s: float = 30.0
-    header_timeout_s: float = 10.0
-    keep_alive_s: float = 5.0
-    max_header_bytes: int = 16_384
-    max_connections: int = 256
-
-    @classmethod
-    def from_params(cls, p: dict[str, Any]) -> ServeLimits:
-        """Limits from a params section (unknown keys are an error)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(p) - known
-        if unknown:
-            raise WaferSageError("params.yaml", "unknown key in serve", ", ".join(sorted(unknown)))
-        return cls(**p)
-
 
 log = logging.getLogger("wafersage.serving")
 

@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.evaluation import stats
 from wafersage.params import flatten
@@ -53,7 +54,6 @@ from wafersage.score.rules import Features, Item, _reference_view, combine, feat
 from wafersage.tracking import file_md5, stage_run
 
 THRESHOLDS: tuple[float, ...] = (80.0, 88.0, 94.0, 100.0)
-FIT_ON: tuple[str, ...] = ("reference", "external")
 REFERENCE_JUDGE_NOTE = (
     "judge_score here is the pipeline's judge stage; the default reference judge is an analytic proxy "
     "sharing the rule score's vocabulary, so agreement with it is an upper bound: see external.* "
@@ -160,14 +160,14 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     y = np.asarray(judge, dtype=float)[fit]
     sampler = optuna.samplers.TPESampler(
-        seed=int(params.get("seed", 0)), n_startup_trials=int(params.get("n_startup_trials", 10))
+        seed=int(params["seed"]), n_startup_trials=int(params["n_startup_trials"])
     )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for start in (HARDENED, PAPER_DEFAULT):
         study.enqueue_trial(_as_params(start))
     study.optimize(
         lambda t: _spearman(scorer.scores(suggest(t), fit), y),
-        n_trials=int(params.get("n_trials", 60)),
+        n_trials=int(params["n_trials"]),
         callbacks=callbacks or [],
     )
     best = suggest(optuna.trial.FixedTrial(study.best_params))
@@ -256,9 +256,10 @@ def external_alignment(
 ) -> tuple[ScoreConfig, dict[str, Any]]:
     """Fit the rule score on the external items' fit half (split by wafer) and report on the
     held-out half: ``(externally fitted config, the external.* metrics)``. Comparisons on the same
-    held-out items: ``reference_fitted`` (when given), ``PAPER_DEFAULT``, ``HARDENED``."""
-    seed = int(params.get("seed", 0))
-    held = heldout_mask(pd.Series(ext.wafer_ids), float(params.get("heldout_fraction", 0.5)), seed)
+    held-out items: ``reference_fitted`` (when given), ``PAPER_DEFAULT``, ``HARDENED``. ``params``:
+    the validated ``align`` section."""
+    seed = int(params["seed"])
+    held = heldout_mask(pd.Series(ext.wafer_ids), float(params["heldout_fraction"]), seed)
     if held.all() or not held.any():
         raise WaferSageError(ext.path, "a fold of the external items is empty", "need more wafers")
     fit = ~held
@@ -268,7 +269,7 @@ def external_alignment(
     if reference_fitted is not None:
         configs["reference_fitted"] = reference_fitted
     configs.update({"paper_default": PAPER_DEFAULT, "hardened": HARDENED})
-    n_boot = int(params.get("n_boot", 1000))
+    n_boot = int(params["n_boot"])
     model = ext.sources == "model"
     report: dict[str, Any] = {
         "spearman_fit": _r(fit_value),
@@ -323,16 +324,6 @@ def throughput(items: list[Item], config: ScoreConfig, batch: int, seed: int, re
     return float(np.median(rates))
 
 
-def _fit_on(params: dict[str, Any]) -> tuple[str, Path | None]:
-    fit_on = str(params.get("fit_on") or "reference")
-    if fit_on not in FIT_ON:
-        raise WaferSageError("params.yaml", "align.fit_on must be reference or external", fit_on)
-    ext = params.get("external")
-    if fit_on == "external" and not ext:
-        raise WaferSageError("params.yaml", "align.fit_on: external needs align.external (a graded file)")
-    return fit_on, Path(ext) if ext else None
-
-
 def run(
     params: dict[str, Any],
     pool_path: Path,
@@ -344,7 +335,9 @@ def run(
 ) -> dict[str, Any]:
     """Search, evaluate on the held-out fold, write the reward config, metrics and scatter data
     (and, with ``align.external``, fit and measure against the external judge too)."""
-    fit_on, ext_path = _fit_on(params)
+    params = validated("align", params)
+    fit_on = params["fit_on"]
+    ext_path = Path(params["external"]) if params["external"] else None
     ext = read_external(ext_path) if ext_path is not None else None  # bad input: nothing written
     pool = read_parquet(pool_path, "calibration pool", "run `dvc repro judge` first")
     judged = read_parquet(scores_path, "judge scores", "run `dvc repro judge` first")
@@ -358,8 +351,8 @@ def run(
         for r in df.itertuples()
     ]
     judge = df["score"].to_numpy(float)
-    seed = int(params.get("seed", 0))
-    held = heldout_mask(df["wafer_id"], float(params.get("heldout_fraction", 0.5)), seed)
+    seed = int(params["seed"])
+    held = heldout_mask(df["wafer_id"], float(params["heldout_fraction"]), seed)
     if held.all() or not held.any():
         raise WaferSageError(pool_path, "a fold is empty", "need more wafers in the pool")
     fit = ~held
@@ -394,11 +387,11 @@ def run(
             "dead_group_rate": dead_group_rate(
                 all_scores,
                 df["pair_id"].to_numpy(),
-                int(params.get("group_size", 8)),
-                int(params.get("dead_groups", 200)),
+                int(params["group_size"]),
+                int(params["dead_groups"]),
                 seed,
             ),
-            "rule_scores_per_s": throughput(items, best, int(params.get("throughput_batch", 1024)), seed),
+            "rule_scores_per_s": throughput(items, best, int(params["throughput_batch"]), seed),
         }
         result = {k: round(v, 4) for k, v in result.items()}
         meta: dict[str, Any] = {

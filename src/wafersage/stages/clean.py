@@ -27,6 +27,7 @@ from wafersage.cleaning import (
     cleanlab_flags,
     detection_scores,
 )
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
 from wafersage.gates import run_gate
@@ -269,11 +270,12 @@ def run(
     render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Featurise, clean, gate and write the label table, metrics, plot data and review page."""
+    params = validated("clean", params)
     cfg = CleanConfig.from_dict(params)
     df = read_raw(raw, columns=READ_COLUMNS).reset_index(drop=True)
-    embedding = str(params.get("embedding", "none"))
-    suite = Path(params.get("suite", "expectations/clean.json"))
-    class_suite = Path(params.get("class_suite", "expectations/clean_classes.json"))
+    embedding = str(params["embedding"])
+    suite = Path(params["suite"])
+    class_suite = Path(params["class_suite"])
     inputs: dict[str, str | Path] = {"raw": raw}
     if embedding == "vision" and vision is not None:
         inputs["vision"] = vision
@@ -282,7 +284,7 @@ def run(
         res = clean_labels(x, df["labels"], cfg, file=str(raw))
         table = label_table(df, res)
         m = metrics_of(df, table, res)
-        wafer_frame, class_frame = gate_frames(df, table, m["per_class"], params.get("min_kept_per_class", 0))
+        wafer_frame, class_frame = gate_frames(df, table, m["per_class"], params["min_kept_per_class"])
         docs = report_dir / "data_docs"
         g1 = run_gate("clean_labels", wafer_frame, suite, docs)
         g2 = run_gate("clean_classes", class_frame, class_suite, None)
@@ -299,8 +301,8 @@ def run(
                 )
             raise WaferSageError(out, "clean label gate failed", detail)
         m["gate"] = {"success": True, "expectations": g1.evaluated + g2.evaluated}
-        emb = embedding_2d(x, table, int(params.get("plot_points", 2000)), cfg.seed)
-        page = review_html(df, table, int(params.get("review_count", 48)), render_size)
+        emb = embedding_2d(x, table, int(params["plot_points"]), cfg.seed)
+        page = review_html(df, table, int(params["review_count"]), render_size)
 
         names = ("embedding.csv", "embedding.png", "review.html")
         outputs = [(out, False), *((report_dir / n, False) for n in names), (metrics, False)]

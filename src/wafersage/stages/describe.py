@@ -19,6 +19,7 @@ import pandas as pd
 
 from wafersage.atomic import atomic_outputs
 from wafersage.attributes import wafer_attributes
+from wafersage.config import validated
 from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
@@ -28,7 +29,6 @@ from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
 from wafersage.vlm import VLMConfig, VLMDescriber
 
-BACKENDS = ("analytic", "openai")
 EXCLUDE_REASONS = ("unlabelled", "flagged", "no_fail_dies_with_pattern_label", "unknown_label")
 
 
@@ -124,24 +124,17 @@ def run(
     render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Describe every usable wafer; write ``out`` (JSON lines) and ``metrics`` atomically."""
-    backend = params.get("backend", "analytic")
-    if backend not in BACKENDS:
-        raise WaferSageError(
-            "params.yaml", "unknown describe.backend", f"{backend!r}; choose from {BACKENDS}"
-        )
-    flagged = params.get("flagged", "exclude")
-    if flagged not in ("exclude", "keep"):
-        raise WaferSageError("params.yaml", "describe.flagged must be exclude or keep", str(flagged))
-    labels_from = params.get("labels_from", "clean")
-    seed = int(params.get("seed", 0))
-    kb = load_knowledge_base(params.get("knowledge_base"))
+    params = validated("describe", params)
+    backend, flagged, labels_from = params["backend"], params["flagged"], params["labels_from"]
+    seed = int(params["seed"])
+    kb = load_knowledge_base(params["knowledge_base"])
     df = read_raw(raw)
     clean_df = read_clean(Path(clean)) if labels_from == "clean" and clean is not None else None
     plan = resolve_labels(df, clean_df, flagged)
 
     describer = None
     if backend == "openai":
-        describer = VLMDescriber(VLMConfig.from_dict(params.get("openai")))
+        describer = VLMDescriber(VLMConfig.from_dict(params["openai"]))
 
     counts: Counter[str] = Counter()
     records = []

@@ -30,6 +30,7 @@ import pandas as pd
 
 from wafersage.answer_parser import parse_labels
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val, stats, unseen_phrasing
 from wafersage.evaluation.report import render_html
@@ -46,42 +47,8 @@ from wafersage.serving.images import fit
 from wafersage.taxonomy import primary_label
 from wafersage.tracking import file_md5, stage_run
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "threads": 1,
-    "max_pairs": 200,
-    "generation_batch_size": 32,
-    "max_new_tokens": 40,
-    "n_boot": 1000,
-    "confidence": 0.95,
-    "gallery": 24,
-    "pool_pairs": 150,
-    "select_pairs": 400,
-    "real_val": "auto",
-    "real_val_max": None,
-    "real_val_models": ["sft", "gspo"],
-    "unseen_pairs": 200,
-}
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
 NO_LABEL = "(no class named)"
-
-
-def _checked(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in evaluate", ", ".join(sorted(unknown)))
-    p = {**DEFAULTS, **params}
-    if (
-        int(p["max_pairs"]) < 1
-        or int(p["n_boot"]) < 10
-        or int(p["pool_pairs"]) < 0
-        or int(p["select_pairs"]) < 1
-    ):
-        raise WaferSageError(
-            "params.yaml",
-            "evaluate.max_pairs and select_pairs must be >= 1, n_boot >= 10 and pool_pairs >= 0",
-        )
-    return p
 
 
 def sample_pairs(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -357,7 +324,8 @@ def run(
     """Answer, score and report; write every output atomically; return ``metrics.json``'s content.
     ``ingest`` (the ingest params) resolves ``real_val: auto``; with a real val split and the raw
     table (``raw``), the trees baseline answers the same maps (``real_val.trees``)."""
-    p = _checked(params)
+    p = validated("evaluate", params)
+    judge_params = validated("judge", judge_params)
     models = [Path(m) for m in models]
     if not models:
         raise WaferSageError("models/", "no model folder to evaluate", "run `dvc repro sft` first")
@@ -374,7 +342,7 @@ def run(
     real_maps = real_val.load_maps(real, p["real_val_max"], int(p["seed"])) if real else None
     cfg = load_reward(reward)
     reward_md5 = file_md5(Path(reward))
-    judge = make_judge(judge_params, judge_params.get("cache_dir", ".cache/judge"))
+    judge = make_judge(judge_params, judge_params["cache_dir"])
     inputs = {"vqa_test": Path(vqa_dir) / "test.parquet", "rubrics": rubrics, "reward": reward}
     inputs.update({f"model_{m.name}": m for m in models})
     if real is not None:
@@ -383,7 +351,7 @@ def run(
             inputs["raw"] = Path(raw)
     with stage_run(
         "evaluate",
-        {"evaluate": p, "judge": judge_params.get("judge", "reference"), "models": names},
+        {"evaluate": p, "judge": judge_params["judge"], "models": names},
         inputs=inputs,
     ) as mlflow:
         frames, select_frames, speed, pool_frames, real_answers = [], [], {}, [], {}

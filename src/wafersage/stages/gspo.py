@@ -40,12 +40,12 @@ import pandas as pd
 
 from wafersage.answer_parser import parse_labels
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
 from wafersage.grounding import Grounding
 from wafersage.modeling.curriculum import LEARNING, REVIEW, Layout, Schedule, flat_stage, parse_stages
 from wafersage.modeling.finetune import (
-    LORA_DEFAULTS,
     final_model,
     last_checkpoint,
     lora_enabled,
@@ -62,90 +62,13 @@ from wafersage.rubric import read_records
 from wafersage.score.reward import make_reward_funcs, reward_weights
 from wafersage.tracking import stage_run
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 3407,
-    "threads": 1,
-    "importance_sampling_level": "sequence",
-    "loss_type": "grpo",
-    "epsilon": 3.0e-4,
-    "epsilon_high": 4.0e-4,
-    "beta": 0.02,
-    "num_generations": 4,
-    "per_device_train_batch_size": 16,
-    "gradient_accumulation_steps": 1,
-    "steps_per_generation": 1,
-    "num_iterations": 1,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "max_completion_length": 48,
-    "learning_rate": 5.0e-5,
-    "lr_scheduler_type": "constant",
-    "warmup_steps": 0,
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "optim": "adamw_torch",
-    "scale_rewards": "group",
-    "multi_objective_aggregation": "sum_then_normalize",
-    "mask_truncated_completions": False,
-    "logging_steps": 1,
-    "save_steps": 10,
-    "save_total_limit": 2,
-    "table_every": 10,
-    "type_reward_weight": 1.0,
-    "val_every": 10,
-    "val_samples": 32,
-    "bf16": False,
-    "gradient_checkpointing": False,
-    "use_vllm": False,
-    "vllm_mode": "colocate",
-    "vllm_server_base_url": None,
-    "vllm_gpu_memory_utilization": 0.3,
-    "lora": LORA_DEFAULTS,
-    "curriculum": {
-        "enabled": True,
-        "review_split": "train",
-        "learning_split": "val",
-        "stages": [
-            {"name": "easy", "difficulties": [1], "steps": 10, "review_fraction": 0.5},
-            {"name": "medium", "difficulties": [1, 2], "steps": 10, "review_fraction": 0.5},
-            {"name": "hard", "difficulties": [2, 3], "steps": 10, "review_fraction": 0.5},
-        ],
-    },
-}
 #: reports/gspo/metrics.json, exactly these keys.
 METRIC_KEYS = ("dead_group_rate", "reward_mean_first", "reward_mean_last", "train_wall_s", "steps")
-NESTED = ("lora", "curriculum")
 SPLITS = ("train", "val")  # the test split is never read by this stage
 #: The validation score of the curve (MLflow metric and reports/gspo/curve.csv column).
 VAL_METRIC = "val_type_macro_f1"
 #: reports/gspo/curve.csv, these columns (train_reward empty at step 0).
 CURVE_COLUMNS = ("step", "train_reward", VAL_METRIC)
-
-
-def checked(params: dict[str, Any]) -> dict[str, Any]:
-    """``gspo`` params merged over :data:`DEFAULTS`; unknown keys and bad values are one-line errors."""
-    unknown = set(params) - set(DEFAULTS)
-    for k in NESTED:
-        unknown |= {f"{k}.{x}" for x in set(params.get(k) or {}) - set(DEFAULTS[k])}
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in gspo", ", ".join(sorted(unknown)))
-    p = {**DEFAULTS, **params, **{k: {**DEFAULTS[k], **(params.get(k) or {})} for k in NESTED}}
-    cur = p["curriculum"]
-    if {cur["review_split"], cur["learning_split"]} - set(SPLITS):
-        raise WaferSageError("params.yaml", "gspo curriculum splits must be train or val (never test)")
-    if cur["review_split"] == cur["learning_split"]:
-        raise WaferSageError("params.yaml", "gspo curriculum review and learning splits must differ")
-    if p["importance_sampling_level"] not in ("sequence", "token"):
-        raise WaferSageError("params.yaml", "gspo.importance_sampling_level must be sequence or token")
-    if int(p["per_device_train_batch_size"]) % int(p["num_generations"]):
-        raise WaferSageError("params.yaml", "gspo.per_device_train_batch_size must divide by num_generations")
-    if p["lora"]["enabled"] not in ("auto", True, False):
-        raise WaferSageError("params.yaml", "gspo.lora.enabled must be auto, true or false")
-    if float(p["type_reward_weight"]) < 0:
-        raise WaferSageError("params.yaml", "gspo.type_reward_weight must be >= 0")
-    if int(p["val_every"]) < 0 or int(p["val_samples"]) < 1:
-        raise WaferSageError("params.yaml", "gspo.val_every must be >= 0 (0: off) and val_samples >= 1")
-    return p
 
 
 def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd.DataFrame:
@@ -403,7 +326,7 @@ def run(
     ``curve.csv`` beside ``metrics``; see the module docstring)."""
     from accelerate import PartialState
 
-    p = checked(params)
+    p = validated("gspo", params)
     for path in (Path(sft_dir), Path(reward_config), Path(rubrics)):
         if not path.exists():
             raise WaferSageError(path, "gspo input not found", "run `dvc repro sft align` first")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.loaders import SOURCES, DieTableOptions, Limits, load
 from wafersage.rawtable import decode_map, write_raw
@@ -72,13 +73,14 @@ def run(
     paths: list[Path] | None = None,
 ) -> pd.DataFrame:
     """Build the raw table, write it and its metrics atomically, and track the run."""
-    source = source or params.get("source", "synthetic")
+    params = validated("ingest", params)
+    source = source or params["source"]
     if paths is None:
-        raw = params.get("path") or []
+        raw = params["path"] or []
         paths = [Path(p) for p in ([raw] if isinstance(raw, str) else raw)]
     limits = Limits.from_params(params)
-    die_table = DieTableOptions.from_params(params.get("die_table"))
-    df = build_table(source, paths, params.get("synthetic", {}), limits, die_table)
+    die_table = DieTableOptions.from_params(params["die_table"])
+    df = build_table(source, paths, params["synthetic"], limits, die_table)
     with stage_run("ingest", {**params, "source": source, "path": [str(p) for p in paths]}) as mlflow:
         counts = class_counts(df)
         summary = {

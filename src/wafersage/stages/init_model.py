@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.atomic import atomic_path
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
-from wafersage.grounding import IMAGE, Grounder, check_mode
+from wafersage.grounding import IMAGE, Grounder
 from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
 from wafersage.modeling.model_folder import BASE_INFO
 from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
@@ -31,31 +32,6 @@ from wafersage.render import check_size
 from wafersage.tracking import stage_run
 
 TINY = "tiny"
-DEFAULTS: dict[str, Any] = {
-    "seed": 3407,
-    "vocab_size": 1024,
-    "min_frequency": 2,
-    "vision_init": "models/vision",
-    "grounding": "image",
-    "specialist": True,
-}
-MODEL_DEFAULTS: dict[str, Any] = {"base": TINY, "dtype": "float32", "tiny": {}}
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _checked(params: dict[str, Any], model: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    unknown = (set(params) - set(DEFAULTS)) | {f"model.{k}" for k in set(model) - set(MODEL_DEFAULTS)}
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in init_model/model", ", ".join(sorted(unknown)))
-    p, m = {**DEFAULTS, **params}, {**MODEL_DEFAULTS, **model}
-    p["grounding"] = check_mode(p["grounding"])
-    if not isinstance(p["specialist"], bool):
-        raise WaferSageError(
-            "params.yaml", "init_model.specialist must be true or false", str(p["specialist"])
-        )
-    if m["dtype"] not in DTYPES:
-        raise WaferSageError("params.yaml", "model.dtype must be one of " + "/".join(DTYPES), str(m["dtype"]))
-    return p, m
 
 
 def build_tiny(
@@ -134,7 +110,7 @@ def run(
     """Build or load the base model and save it (model + processor) into ``out``; with
     ``init_model.specialist: true``, a ``specialist`` folder given and a grounding mode with text,
     the specialist is shipped inside it and its clause joins every grounding line."""
-    p, m = _checked(params, model_params)
+    p, m = validated("init_model", params), validated("model", model_params)
     check_size(image_size)
     base = str(m["base"])
     vision_init = p["vision_init"]

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rubric import read_records
@@ -69,20 +70,21 @@ def run(
 ) -> dict[str, Any]:
     """Write the pool (synthetic variants plus the model outputs absorbed into ``absorbed``) and the
     judge scores (``item_id, judge, score, rationale``) atomically."""
+    params = validated("judge", params)
     records = read_records(rubrics)
     val = read_val(vqa)
     unknown = sorted(set(val["wafer_id"]) - set(records))
     if unknown:
         raise WaferSageError(vqa, "VQA wafer has no rubric", unknown[0])
-    kb = load_knowledge_base(params.get("knowledge_base"))
+    kb = load_knowledge_base(params["knowledge_base"])
     extra, n_stale = read_absorbed(absorbed, set(val["pair_id"].astype(str)), set(records))
     with stage_run("judge", params, inputs={"vqa": vqa, "rubrics": rubrics}) as mlflow:
-        pool = build_pool(val, records, kb, int(params.get("n_pairs", 150)), int(params.get("seed", 0)))
+        pool = build_pool(val, records, kb, int(params["n_pairs"]), int(params["seed"]))
         pool = pd.concat([pool, extra[~extra["item_id"].isin(pool["item_id"])]], ignore_index=True)
         images = {}
-        if "image" in val.columns and params.get("judge", "reference") != "reference":
+        if "image" in val.columns and params["judge"] != "reference":
             images = {p: _png(i) for p, i in zip(val["pair_id"], val["image"], strict=True)}
-        judge = make_judge(params, params.get("cache_dir", ".cache/judge"))
+        judge = make_judge(params, params["cache_dir"])
         verdicts = judge.judge(judge_items(pool, records, images))
         scores = pd.DataFrame(
             {

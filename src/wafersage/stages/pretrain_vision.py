@@ -17,18 +17,16 @@ import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.modeling.tiny_config import vision_config
 from wafersage.modeling.vision_encoder import encode_grids, multi_hot, save_encoder, table_maps
 from wafersage.modeling.vision_inputs import MERGE_SIZE, resample_batch, visual_tokens
-from wafersage.modeling.vision_train import TRAIN_DEFAULTS, check_trainable, probe_scores, train_encoder
+from wafersage.modeling.vision_train import check_trainable, probe_scores, train_encoder
 from wafersage.rawtable import read_raw
 from wafersage.render import check_size
 from wafersage.taxonomy import CLASS_INDEX, primary_label
 from wafersage.tracking import stage_run
-
-#: Defaults for the stage's own keys (besides the training ones).
-STAGE_DEFAULTS: dict[str, Any] = {"holdout_fraction": 0.2, "knn_k": 10, "embed_batch_size": 256}
 
 
 def holdout_split(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
@@ -59,13 +57,6 @@ def scoring_labels(df: pd.DataFrame) -> np.ndarray:
     return single_class(pd.Series(truth, index=df.index, dtype=object))
 
 
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(TRAIN_DEFAULTS) - set(STAGE_DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in pretrain_vision", ", ".join(sorted(unknown)))
-    return {**TRAIN_DEFAULTS, **STAGE_DEFAULTS, **params}
-
-
 def run(
     params: dict[str, Any],
     raw: Path,
@@ -75,7 +66,7 @@ def run(
     tiny: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pretrain, score and save the encoder; return the metrics."""
-    p = _params(params)
+    p = validated("pretrain_vision", params)
     check_size(image_size)
     cfg = vision_config(tiny)
     unit = cfg.patch_size * MERGE_SIZE

@@ -25,6 +25,7 @@ import yaml
 
 import wafersage
 from wafersage.atomic import atomic_path
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.model_card import CARD_FILE, COMMIT_TAG, DIRTY_TAG, model_card
 from wafersage.params import load_section
@@ -41,12 +42,6 @@ from wafersage.render import render_map
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.tracking import EXPERIMENT, file_md5, git_commit, git_dirty, stage_run
 
-DEFAULTS: dict[str, Any] = {
-    "model_name": "wafersage-vlm",
-    "example_seed": 0,
-    "max_new_tokens": 48,
-    "batch_size": 16,
-}
 #: Training-graph stages whose latest run ids are tagged on the model version.
 LINKED_STAGES = ("pretrain_vision", "init_model", "sft", "gspo", "align", "evaluate")
 #: Distributions the served model imports as it loads (the import closure of
@@ -79,16 +74,6 @@ PARAMS_ARTIFACT = "params.yaml"
 DVC_WRITES = (".gitignore", "*/.gitignore")
 #: The longest model version description MLflow's SQL stores hold.
 DESCRIPTION_MAX = 5000
-
-
-def _checked(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in register", ", ".join(sorted(unknown)))
-    p = {**DEFAULTS, **params}
-    if not str(p["model_name"]).strip():
-        raise WaferSageError("params.yaml", "register.model_name is empty")
-    return p
 
 
 def latest_runs(mlflow: Any, stages: tuple[str, ...] = LINKED_STAGES) -> dict[str, str]:
@@ -208,7 +193,7 @@ def run(
     from wafersage.serving import pyfunc_model
     from wafersage.serving.pyfunc import signature
 
-    p = _checked(params)
+    p = validated("register", params)
     model_dir = Path(model_dir)
     info = base_info(model_dir)
     key = model_dir.name

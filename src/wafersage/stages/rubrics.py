@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rubric import SCHEMA_VERSION, build_rubric
@@ -18,8 +19,9 @@ from wafersage.tracking import stage_run
 
 def run(params: dict[str, Any], descriptions: Path, out: Path, metrics: Path) -> dict[str, Any]:
     """Build and validate every rubric; write ``out`` and ``metrics`` atomically."""
-    kb = load_knowledge_base(params.get("knowledge_base"))
-    summary_variant = params.get("summary_variant", "full")
+    params = validated("rubrics", params)
+    kb = load_knowledge_base(params["knowledge_base"])
+    summary_variant = params["summary_variant"]
     recs = read_jsonl(descriptions)
     counts: Counter[str] = Counter()
     lines = []

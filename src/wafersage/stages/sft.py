@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.modeling.finetune import (
-    LORA_DEFAULTS,
     final_model,
     last_checkpoint,
     lora_enabled,
@@ -52,50 +52,8 @@ from wafersage.score.rules import Item, score_items
 from wafersage.tracking import stage_run
 from wafersage.type_scoring import type_scores
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 3407,
-    "threads": 0,
-    "max_steps": 300,
-    "type_oversample": 1,
-    "type_balance": 0.0,
-    "per_device_train_batch_size": 16,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 2.0e-3,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 20,
-    "weight_decay": 0.0,
-    "optim": "adamw_torch",
-    "max_length": 256,
-    "logging_steps": 10,
-    "eval_steps": 100,
-    "eval_max_samples": 256,
-    "per_device_eval_batch_size": 32,
-    "early_stopping_patience": 3,
-    "save_total_limit": 2,
-    "gradient_checkpointing": False,
-    "bf16": False,
-    "type_eval_max": 400,
-    "rule_eval_max": 200,
-    "generation_batch_size": 32,
-    "max_new_tokens": 32,
-    "sample_generations": 16,
-    "lora": LORA_DEFAULTS,
-}
 #: reports/sft/metrics.json (``rule_score`` when the rubrics and the aligned reward config are given).
 METRIC_KEYS = ("type_macro_f1", "type_accuracy", "rule_score", "val_loss", "train_wall_s", "steps")
-
-
-def _checked(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    unknown |= {f"lora.{k}" for k in set(params.get("lora") or {}) - set(DEFAULTS["lora"])}
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in sft", ", ".join(sorted(unknown)))
-    p = {**DEFAULTS, **params, "lora": {**DEFAULTS["lora"], **(params.get("lora") or {})}}
-    if int(p["max_steps"]) < 1 or int(p["eval_steps"]) < 1:
-        raise WaferSageError("params.yaml", "sft.max_steps and sft.eval_steps must be >= 1")
-    if p["lora"]["enabled"] not in ("auto", True, False):
-        raise WaferSageError("params.yaml", "sft.lora.enabled must be auto, true or false")
-    return p
 
 
 def oversample_type(df: pd.DataFrame, times: int, balance: float = 0.0) -> pd.DataFrame:
@@ -282,7 +240,7 @@ def run(
 ) -> dict[str, Any]:
     """Fine-tune, score on the test split's type questions, save model + processor and metrics
     (``oof``: the specialist's out-of-fold probabilities for the training prompts)."""
-    p = _checked(params)
+    p = validated("sft", params)
     info = base_info(base)
     splits = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val", "test")}
     train_df, val_df, test_df = (read_split(splits[s]) for s in ("train", "val", "test"))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.atomic import atomic_outputs
+from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.grounding import image_to_map
@@ -26,27 +27,6 @@ from wafersage.modeling.specialist import choose_blend, fit, fit_out_of_fold, oo
 from wafersage.modeling.vqa_data import IMAGE, LABELS, WAFER, pil_image, read_split
 from wafersage.taxonomy import NONE
 from wafersage.tracking import stage_run
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "threads": 1,
-    "width": 16,
-    "epochs": 10,
-    "batch_size": 128,
-    "lr": 3.0e-3,
-    "weight_decay": 1.0e-4,
-    "label_smoothing": 0.05,
-    "tta": False,
-    "trees": True,
-    "folds": 2,
-}
-
-
-def _params(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise WaferSageError("params.yaml", "unknown key in specialist", ", ".join(sorted(unknown)))
-    return {**DEFAULTS, **params}
 
 
 def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:
@@ -63,9 +43,7 @@ def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[list[str], np.ndarray, 
 def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Path) -> dict[str, Any]:
     """Train on the train split, blend and score on the val split; save the specialist, the
     out-of-fold table of the train wafers (empty with ``folds: 0``) and the metrics."""
-    p = _params(params)
-    if int(p["folds"]) == 1 or int(p["folds"]) < 0:
-        raise WaferSageError("params.yaml", "specialist.folds must be 0 (off) or at least 2", str(p["folds"]))
+    p = validated("specialist", params)
     paths = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val")}
     train_ids, train_maps, train_labels = wafer_maps(read_split(paths["train"]), paths["train"])
     _, val_maps, val_labels = wafer_maps(read_split(paths["val"]), paths["val"])

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from wafersage.atomic import atomic_outputs
 from wafersage.attributes import agreement_summary, truth_agreement
+from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, check_size, gallery, png_bytes
@@ -69,12 +70,9 @@ def run(
     render_size: int = DEFAULT_SIZE,
 ) -> dict[str, Any]:
     """Synthesize, split and write the VQA tables and metrics atomically."""
-    seed = int(params.get("seed", 0))
-    ratios = {
-        s: float(params.get("split", {}).get(s, d)) for s, d in zip(SPLITS, (0.8, 0.1, 0.1), strict=True)
-    }
-    if any(v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
-        raise WaferSageError("params.yaml", "vqa.split ratios must be >= 0 and sum > 0", str(ratios))
+    params = validated("vqa", params)
+    seed = int(params["seed"])
+    ratios = {s: float(params["split"][s]) for s in SPLITS}
     check_size(render_size)
     records = read_jsonl(rubrics)
     if not records:
