@@ -16,7 +16,8 @@ from fast_params import fast_params
 from wafersage.cli import ERROR_EXIT, main
 from wafersage.config import PROFILE_KEYS, SECTIONS, schema_json, validated
 from wafersage.errors import WaferSageError
-from wafersage.params import flatten, load_section
+from wafersage.params import load_section
+from wafersage.tracking import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -58,7 +59,7 @@ def test_params_yaml_has_every_section_and_sets_exactly_the_defaults():
     file documents the defaults and changes none, so the two cannot drift apart."""
     assert list(STAGE_PARAMS) == list(SECTIONS)
     for section, model in SECTIONS.items():
-        got, default = flatten(validated(section, PARAMS[section])), flatten(model().model_dump())
+        got, default = flatten(validated(section, PARAMS[section])), flatten(model().model_dump(mode="json"))
         assert {k: v for k, v in got.items() if default.get(k) != v} == {}, section
 
 

@@ -391,7 +391,7 @@ def test_register_and_promote_commands_after_evaluate(evaluated):
     r = CliRunner().invoke(app, ["promote", "--dry-run"])
     assert r.exit_code == 0, r.output
     decision = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{")))
-    from wafersage.registry import item_metric
+    from wafersage.promotion import item_metric
 
     val = pd.read_parquet(tmp / "reports/evaluate/val_items.parquet")
     gspo = val[val["model"] == "gspo"]

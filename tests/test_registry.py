@@ -13,7 +13,8 @@ import pytest
 from tiny_model import build_tiny_model
 
 from wafersage.errors import WaferSageError
-from wafersage.registry import decide, dvc_lock_hashes
+from wafersage.promotion import decide
+from wafersage.registry import dvc_lock_hashes
 
 N = 60
 
@@ -116,7 +117,8 @@ def test_register_promote_and_load_the_champion(registry_env):
     import mlflow
     from mlflow import MlflowClient
 
-    from wafersage.registry import load_pyfunc, promote
+    from wafersage.promotion import promote
+    from wafersage.registry import load_pyfunc
     from wafersage.stages.register import input_example
     from wafersage.tracking import stage_run
 
@@ -169,7 +171,8 @@ def test_register_promote_and_load_the_champion(registry_env):
 
 
 def test_promote_without_a_challenger_is_a_one_line_error(tmp_path, monkeypatch):
-    from wafersage.registry import load_pyfunc, promote
+    from wafersage.promotion import promote
+    from wafersage.registry import load_pyfunc
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -275,7 +278,7 @@ def test_a_version_carries_its_card_lineage_params_requirements_and_code(registr
     params = {
         "ingest": {"source": "wm811k", "path": "data/inputs/train.pkl.xz"},
         "sft": {"max_steps": 3, "lora": {"r": 8}},
-        "gspo": {"curriculum": {"stages": [{"name": "easy", "steps": 2}]}},
+        "gspo": {"curriculum": {"stages": [{"name": "easy", "difficulties": [1], "steps": 2}]}},
         "register": {"model_name": "ignored"},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -294,7 +297,12 @@ def test_a_version_carries_its_card_lineage_params_requirements_and_code(registr
     assert v.tags["dvc.data/inputs.md5"] == "in123.dir" and v.tags["dvc.data/vqa.md5"] == "abc123.dir"
     assert "dvc.src/wafersage/stages/ingest.py.md5" not in v.tags
     assert v.tags["wafersage.version"] == wafersage.__version__ and v.tags["eval.type_macro_f1"] == "0.8291"
-    sections = {k: params[k] for k in ("ingest", "sft", "gspo")}
+    from wafersage.params import load_section
+    from wafersage.stages.register import MODEL_SECTIONS
+
+    # the model's sections as the stages read them: validated, defaults filled in, register's left out
+    sections = {k: load_section(k, root / "params.yaml") for k in MODEL_SECTIONS}
+    assert sections["gspo"]["curriculum"]["stages"][0]["steps"] == 2 and sections["sft"]["lora"]["r"] == 8
     lineage = {k: t for k, t in v.tags.items() if k.startswith(("git.", "dvc."))}
     card = model_card(
         METRICS,
@@ -316,7 +324,7 @@ def test_a_version_carries_its_card_lineage_params_requirements_and_code(registr
     logged = yaml.safe_load(
         Path(mlflow.artifacts.download_artifacts(run_id=r["run_id"], artifact_path="params.yaml")).read_text()
     )
-    assert logged == sections  # the model's sections as params.yaml has them, register's left out
+    assert logged == sections
 
     info = mlflow.models.get_model_info(r["uri"])
     assert info.flavors["python_function"]["code"] == "code"

@@ -561,7 +561,7 @@ def promote(
     import json
 
     from wafersage.params import load_section
-    from wafersage.registry import promote as run_promote
+    from wafersage.promotion import promote as run_promote
 
     name = load_section("register", params)["model_name"]
     d = run_promote(name, load_section("promote", params), dry_run=dry_run)

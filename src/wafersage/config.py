@@ -696,8 +696,9 @@ def checked(model: type[Section], values: Mapping[str, Any] | None, where: str, 
 def validated(
     section: str, values: Mapping[str, Any] | None = None, file: str | Path = "params.yaml"
 ) -> dict[str, Any]:
-    """The ``section`` of params.yaml checked, as a plain dict with every default filled in."""
-    return checked(SECTIONS[section], values, section, file).model_dump()
+    """The ``section`` of params.yaml checked, as a plain dict with every default filled in (JSON
+    types, as the YAML file would give them: lists, strings)."""
+    return checked(SECTIONS[section], values, section, file).model_dump(mode="json")
 
 
 def schema_json() -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.environment import apply_defaults
-from wafersage.params import flatten
 
 apply_defaults()
 
@@ -95,3 +94,15 @@ def stage_run(
             if Path(p).exists():
                 mlflow.set_tag(f"data.{name}.md5", file_md5(p))
         yield mlflow
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted keys (for MLflow)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

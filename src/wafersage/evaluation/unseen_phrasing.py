@@ -22,7 +22,7 @@ from wafersage.answer_parser import parse_labels
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.phrasing import mentions_class
-from wafersage.registry import item_metric
+from wafersage.promotion import item_metric
 from wafersage.score.rules import Item, score_items
 from wafersage.taxonomy import NONE, primary_label
 from wafersage.vqa import CLAIM_FIELDS, QUESTION_KINDS, parse_question

@@ -12,8 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from wafersage.params import flatten
-from wafersage.tracking import file_md5
+from wafersage.tracking import file_md5, flatten
 
 log = logging.getLogger(__name__)
 

@@ -45,13 +45,12 @@ from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.evaluation import stats
-from wafersage.params import flatten
 from wafersage.rubric import read_records
 from wafersage.score import config as cfgmod
 from wafersage.score.config import HARDENED, PAPER_DEFAULT, ScoreConfig
 from wafersage.score.external import ExternalSet, read_external
 from wafersage.score.rules import Features, Item, _reference_view, combine, features, score_items
-from wafersage.tracking import file_md5, stage_run
+from wafersage.tracking import file_md5, flatten, stage_run
 
 THRESHOLDS: tuple[float, ...] = (80.0, 88.0, 94.0, 100.0)
 REFERENCE_JUDGE_NOTE = (

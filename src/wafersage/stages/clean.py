@@ -312,7 +312,7 @@ def run(
             plot_png(emb, t_png)
             t_html.write_text(page)
             t_metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-        from wafersage.params import flatten
+        from wafersage.tracking import flatten
 
         mlflow.log_metrics({k: float(v) for k, v in flatten(m).items() if isinstance(v, (int, float))})
         for p in (report_dir / "review.html", report_dir / "embedding.png", metrics):

@@ -36,8 +36,7 @@ from wafersage.evaluation import real_val, stats, unseen_phrasing
 from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
 from wafersage.evaluation.stats import per_class_f1 as class_f1
-from wafersage.params import flatten
-from wafersage.registry import item_metric, labels_of
+from wafersage.promotion import item_metric, labels_of
 from wafersage.rubric import read_records
 from wafersage.score.calibration import POOL_COLUMNS
 from wafersage.score.config import load as load_reward
@@ -45,7 +44,7 @@ from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.score.rules import Item, score_items
 from wafersage.serving.images import fit
 from wafersage.taxonomy import primary_label
-from wafersage.tracking import file_md5, stage_run
+from wafersage.tracking import file_md5, flatten, stage_run
 
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
 NO_LABEL = "(no class named)"
