@@ -81,6 +81,7 @@ def test_the_committed_schema_is_current_and_params_yaml_names_it():
 
 def test_the_schema_accepts_params_yaml_and_the_fast_params_and_refuses_a_typo():
     import jsonschema
+
     schema = json.loads(schema_json())
     jsonschema.validate(PARAMS, schema)
     jsonschema.validate(fast_params(ROOT / "params.yaml"), schema)
