@@ -279,3 +279,20 @@ def test_ask_on_a_folder_answers_like_the_real_val_path(tmp_path, predictor):
     for a, b in zip(val.images, via_ask.images, strict=True):
         np.testing.assert_array_equal(a, b)
     assert [r["answer"] for r in records] == answers
+
+
+def test_a_png_with_a_broken_chunk_is_a_one_line_error():
+    """PIL reports some damaged chunks as SyntaxError: that must be the image's one-line error (a
+    400 in serve), not an exception escaping to a 500. Two bytes of this PNG, found by seeded
+    mutation, damage the IDAT data and the IEND chunk's type."""
+    from wafersage.errors import WaferSageError
+    from wafersage.render import render_map
+    from wafersage.serving.images import decode_bytes
+
+    buf = io.BytesIO()
+    render_map(np.ones((20, 20), dtype=np.uint8), 64).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert len(data) == 156 and data[148:152] == b"IEND"
+    data[131], data[149] = 90, 19
+    with pytest.raises(WaferSageError, match="image data is truncated or corrupt \\(SyntaxError\\)"):
+        decode_bytes(bytes(data), "image_url", 64)

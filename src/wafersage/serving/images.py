@@ -134,7 +134,7 @@ def decode_bytes(data: bytes, source: str, size: int, max_side: int = MAX_SIDE) 
         raise WaferSageError(source, f"image too large (max {max_side} px a side)", f"{w}x{h}")
     try:
         img.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL: broken chunk
         raise WaferSageError(source, "image data is truncated or corrupt", type(exc).__name__) from None
     return _from_pil(img, source, size)
 
