@@ -34,13 +34,6 @@ VARIANTS = {
 }
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
 def _overrides(sets: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in sets:
@@ -163,11 +156,11 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.work / 'mlflow.db'}")
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from wafersage.params import load_section
+    from wafersage.params import load_section, merged
     from wafersage.rubric import read_records
     from wafersage.stages import gspo
 
-    base = _merge(load_section("gspo", args.params), _overrides(args.set))
+    base = merged(load_section("gspo", args.params), _overrides(args.set))
     records = read_records(args.rubrics)
     df = test_sample(args.vqa, args.n_test, args.n_type, args.seed)
     is_type = (df["category"] == "type").to_numpy()
@@ -183,7 +176,7 @@ def main() -> None:
         "variants": {},
     }
     for name in args.variants:
-        params = _merge(base, VARIANTS[name])
+        params = merged(base, VARIANTS[name])
         out = args.work / name
         t = time.perf_counter()
         m = gspo.run(

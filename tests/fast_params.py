@@ -6,11 +6,12 @@ that silently does nothing."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from wafersage.params import merged
 
 FAST = Path(__file__).with_name("params_fast.yaml")
 
@@ -40,21 +41,10 @@ def stale_keys(base: Any, overrides: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` over a deep copy of ``base``."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def fast_params(params_yaml: Path) -> dict[str, Any]:
     """params.yaml with the fast overrides applied (refused when an override is stale)."""
     base, overrides = load(params_yaml), load(FAST)
     stale = stale_keys(base, overrides)
     if stale:
         raise KeyError(f"{FAST.name} overrides keys params.yaml does not have: {', '.join(stale)}")
-    return merge(base, overrides)
+    return merged(base, overrides)

@@ -3,7 +3,9 @@ overrides exists in params.yaml, and the merge keeps every other default."""
 
 import pytest
 import yaml
-from fast_params import FAST, fast_params, load, merge, stale_keys
+from fast_params import FAST, fast_params, load, stale_keys
+
+from wafersage.params import merged
 
 
 def test_every_override_names_a_key_of_params_yaml(repo_root):
@@ -33,7 +35,7 @@ def test_a_stale_override_is_found_and_refused(tmp_path, monkeypatch):
     }
     assert stale_keys(base, overrides) == ["sft.max_step", "sft.lora.rank", "gone", "gspo.stages[0].step"]
     assert stale_keys(base, {"sft": {"max_steps": {"nested": 1}}}) == ["sft.max_steps"]
-    assert merge(base, {"sft": {"lora": {"r": 4}}}) == {**base, "sft": {"max_steps": 10, "lora": {"r": 4}}}
+    assert merged(base, {"sft": {"lora": {"r": 4}}}) == {**base, "sft": {"max_steps": 10, "lora": {"r": 4}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(base))
     monkeypatch.setattr("fast_params.FAST", tmp_path / "fast.yaml")
     (tmp_path / "fast.yaml").write_text(yaml.safe_dump({"sft": {"max_step": 1}}))

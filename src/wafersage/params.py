@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,15 @@ def with_profile(
     preset = presets[name] or {}
     if not isinstance(preset, dict) or not isinstance(preset.get(section, {}), dict):
         raise WaferSageError(path, f"profiles.{name} must map sections to mappings", repr(preset)[:80])
-    return _merged(value, preset.get(section) or {})
+    return merged(value, preset.get(section) or {})
 
 
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` over a deep copy of ``base``: mappings key by key, any other value (lists included)
+    replaced whole."""
+    out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        )
     return out
