@@ -36,6 +36,12 @@ def test_the_real_profile_lengthens_gspo_and_leaves_the_rest(tmp_path, repo_root
 def test_an_unknown_profile_is_a_one_line_error(tmp_path, repo_root):
     with pytest.raises(WaferSageError, match="profile must name a preset of profiles.*'fab'"):
         load_section("gspo", _params(tmp_path, repo_root, "fab"))
+    path = _params(tmp_path, repo_root, "real")
+    data = yaml.safe_load(path.read_text())
+    data["profiles"]["real"]["gspo"] = [1, 2]  # a preset section that is no mapping
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(WaferSageError, match="profiles.real must map sections to mappings"):
+        load_section("gspo", path)
 
 
 def test_every_stage_reading_a_preset_section_depends_on_the_profile(repo_root):
