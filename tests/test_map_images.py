@@ -158,6 +158,12 @@ def test_a_map_file_is_read_like_ingest_reads_it(tmp_path):
     np.testing.assert_array_equal(pixels(model_image(tmp_path / "a.npy", SIZE)), want)
 
 
+def _npy_declaring(shape: str) -> bytes:
+    """``.npy`` bytes whose header declares ``shape`` (as text) over 64 bytes of data."""
+    header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
+
+
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
@@ -166,6 +172,8 @@ def test_a_map_file_is_read_like_ingest_reads_it(tmp_path):
         pytest.param(png_bytes(Image.new("L", (2, 2), 1)), "map dimensions out of range", id="gray-2x2"),
         pytest.param(npy_bytes(np.full((8, 8), 7, dtype=np.uint8)), "map value outside encoding", id="npy-7"),
         pytest.param(b"\x89PNG\r\n\x1a\nnot really", "not a readable image", id="not-a-png"),
+        pytest.param(_npy_declaring("(10000000, 10000000)"), "array too large", id="npy-10e7-square"),
+        pytest.param(_npy_declaring("(8, 8"), "not a readable .npy array", id="npy-header-unclosed-tuple"),
     ],
 )
 def test_bad_maps_are_one_line_errors(value, rule):

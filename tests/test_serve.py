@@ -542,3 +542,28 @@ def test_keep_alive_connection_trickling_a_second_head_is_closed():
         t = time.time()
         sock.sendall(b"GET /health HTTP/1.1\r\n")  # then nothing more
         assert sock.recv(65536) == b"" and time.time() - t < 3  # closed long before keep-alive
+
+
+def test_fuzzed_requests_get_an_answer_or_a_4xx_never_a_5xx(monkeypatch):
+    """300 seeded fuzz requests through the app: 200 exactly when the parser accepts the request,
+    otherwise a 4xx OpenAI error body; the server answers /health afterwards."""
+    import importlib
+
+    from fastapi.testclient import TestClient
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    fuzz = importlib.import_module("fuzz_requests")
+    rng, seeds = np.random.default_rng(11), fuzz.image_seeds()
+    predictor = RecordingPredictor()
+    statuses = []
+    with TestClient(create_app(predictor, fuzz.LIMITS)) as c:
+        for i in range(300):
+            body = fuzz.case_body(rng, fuzz.STRATEGIES[i % len(fuzz.STRATEGIES)], seeds)
+            r = c.post(CHAT, content=body, headers={"content-type": "application/json"})
+            expected_ok = fuzz.run_case(body) == "ok"
+            assert (r.status_code == 200) == expected_ok, (i, r.status_code, r.text[:200])
+            if not expected_ok:
+                assert 400 <= r.status_code < 500 and r.json()["error"]["message"], (i, r.text[:200])
+            statuses.append(r.status_code)
+        assert c.get("/health").json()["served"] == statuses.count(200)
+    assert 30 <= statuses.count(200) <= 150 and len(predictor.calls) >= 1

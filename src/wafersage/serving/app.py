@@ -325,6 +325,17 @@ def parse_chat_request(body: bytes, limits: ServeLimits) -> tuple[str, Any, int]
     return question, url, max_tokens
 
 
+def chat_inputs(body: bytes, limits: ServeLimits, image_size: int) -> tuple[str, Any, int]:
+    """``(question, model image, max_tokens)`` of a chat request body: everything the endpoint does
+    before the model, or a :class:`RequestError` 4xx."""
+    question, url, max_tokens = parse_chat_request(body, limits)
+    try:
+        image = model_image(url, image_size, "image_url", limits.max_image_side)
+    except WaferSageError as exc:
+        raise RequestError(400, "invalid_image", str(exc), "messages") from None
+    return question, image, max_tokens
+
+
 def completion(model_id: str, answer: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` object."""
     return {
@@ -397,11 +408,7 @@ def create_app(
     async def chat(request: Request) -> JSONResponse:
         try:
             body = await read_body(request, limits.max_body_bytes, limits.read_timeout_s)
-            question, url, max_tokens = parse_chat_request(body, limits)
-            try:
-                image = model_image(url, predictor.image_size, "image_url", limits.max_image_side)
-            except WaferSageError as exc:
-                raise RequestError(400, "invalid_image", str(exc), "messages") from None
+            question, image, max_tokens = chat_inputs(body, limits, predictor.image_size)
             answer = await batcher.submit(image, question, max_tokens)
         except RequestError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.param)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from wafersage.errors import WaferSageError
 from wafersage.loaders import PNG_ENCODINGS
-from wafersage.rawtable import check_map
+from wafersage.rawtable import check_map, npy_header
 from wafersage.render import render_map
 
 #: Largest image side accepted (pixels) and largest decoded image (pixels) - decompression bombs.
@@ -120,9 +120,12 @@ def _from_pil(image: Image.Image, source: str, size: int) -> Image.Image:
 def decode_bytes(data: bytes, source: str, size: int, max_side: int = MAX_SIDE) -> Image.Image:
     """PNG/JPEG or ``.npy`` bytes -> the model's image (dimension limits checked before decoding)."""
     if data.startswith(NPY_MAGIC):
+        fh = io.BytesIO(data)
+        npy_header(fh, source, max_side * max_side * 8)  # shape and dtype checked before allocating
+        fh.seek(0)
         try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError) as exc:
+            arr = np.load(fh, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
             raise WaferSageError(source, "not a readable .npy array", str(exc).splitlines()[0]) from None
         return _map_image(arr, source, size)
     try:
