@@ -18,6 +18,7 @@ from pandas.core.internals.managers import BlockManager
 from wafersage.environment import apply_defaults
 
 apply_defaults()
+os.environ.setdefault("WAFERSAGE_LOG_LEVEL", "WARNING")  # quiet stages and bars unless asked for
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from wafersage import progress
 from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
 
@@ -26,6 +27,21 @@ app = typer.Typer(
 )
 
 Params = Annotated[Path, typer.Option(help="params.yaml to read this stage's section from.")]
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help=f"{' | '.join(progress.LEVELS)}: log records and progress bars (bars at INFO and below). "
+            f"Default: ${progress.LEVEL_ENV}, else INFO.",
+        ),
+    ] = None,
+) -> None:
+    """Options every command shares."""
+    progress.configure(log_level)
 
 
 def render_size(params: Path) -> int:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
+from wafersage.progress import progress
 from wafersage.taxonomy import NONE
 
 #: Ingest sources whose maps carry real labels (``png-folder`` and ``synthetic`` do not count).
@@ -105,8 +106,6 @@ def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
 def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
     """Every map rendered at the model's image size, answered by ``pred`` (a serving
     ``Predictor``, batched); the question asked."""
-    from tqdm.auto import tqdm
-
     from wafersage.rawtable import decode_map
     from wafersage.render import render_map
     from wafersage.vqa import Q_TYPE
@@ -115,7 +114,7 @@ def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str]
     bs = int(p["generation_batch_size"])
     out: list[str] = []
     cells = list(zip(maps["map"], maps["rows"], maps["cols"], strict=True))
-    for s in tqdm(range(0, len(cells), bs), desc=f"real val {pred.folder.name}", unit="batch"):
+    for s in progress(range(0, len(cells), bs), f"real val {pred.folder.name}", unit="batch"):
         images = [render_map(decode_map(b, r, c), pred.image_size) for b, r, c in cells[s : s + bs]]
         out.extend(pred.answer(images, [question] * len(images)))
     return out, question

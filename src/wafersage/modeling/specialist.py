@@ -33,6 +33,7 @@ from wafersage.encoding import FAIL, PASS
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
 from wafersage.grounding import Grounder, check_mode
+from wafersage.progress import progress
 from wafersage.taxonomy import CLASSES
 
 FOLDER = "specialist"
@@ -301,7 +302,7 @@ def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.nda
     gen = torch.Generator().manual_seed(int(p["seed"]))
     smooth = float(p["label_smoothing"])
     net.train()
-    for _ in range(int(p["epochs"])):
+    for _ in progress(range(int(p["epochs"])), f"specialist ({len(rows)} maps)", unit="epoch"):
         perm = torch.randperm(len(rows), generator=gen)
         for s in range(steps_per_epoch):
             idx = perm[s * bs : (s + 1) * bs]

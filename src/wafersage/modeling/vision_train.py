@@ -18,6 +18,7 @@ from wafersage.config import validated
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.modeling.vision_encoder import batch_inputs, build_encoder, gce_loss, nt_xent
+from wafersage.progress import progress
 
 
 def speckle(grids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +86,7 @@ def train_encoder(
     y_all = torch.from_numpy(targets.astype(np.float32))
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    for step in range(steps):
+    for step in progress(range(steps), "pretrain vision", unit="step"):
         if weights is not None:
             idx = np.sort(rng.choice(n, bs, replace=False, p=weights))
         else:

@@ -36,6 +36,7 @@ from wafersage.evaluation import real_val, stats, unseen_phrasing
 from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
 from wafersage.evaluation.stats import per_class_f1 as class_f1
+from wafersage.progress import progress
 from wafersage.promotion import item_metric, labels_of
 from wafersage.rubric import read_records
 from wafersage.score.calibration import POOL_COLUMNS
@@ -131,8 +132,6 @@ def predictor(folder: Path, p: dict[str, Any]) -> Any:
 def generate(pred: Any, df: pd.DataFrame, p: dict[str, Any], what: str) -> tuple[list[str], float]:
     """Greedy answers of ``pred`` (a :class:`~wafersage.serving.predictor.Predictor`) to every row
     (batched, with a progress bar) and the seconds it took."""
-    from tqdm.auto import tqdm
-
     from wafersage.modeling.vqa_data import pil_image
 
     images = [fit(pil_image(v), pred.image_size) for v in df["image"]]
@@ -140,7 +139,7 @@ def generate(pred: Any, df: pd.DataFrame, p: dict[str, Any], what: str) -> tuple
     bs = int(p["generation_batch_size"])
     answers: list[str] = []
     t0 = time.perf_counter()
-    for s in tqdm(range(0, len(df), bs), desc=f"{what} {pred.folder.name}", unit="batch"):
+    for s in progress(range(0, len(df), bs), f"{what} {pred.folder.name}", unit="batch"):
         answers.extend(pred.answer(images[s : s + bs], questions[s : s + bs]))
     return answers, time.perf_counter() - t0
 

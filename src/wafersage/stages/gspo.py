@@ -58,6 +58,7 @@ from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
 from wafersage.modeling.vqa_data import TYPE_CATEGORY, grounded_cells, messages, pil_image, read_split
+from wafersage.progress import bars_enabled
 from wafersage.rubric import read_records
 from wafersage.score.reward import make_reward_funcs, reward_weights
 from wafersage.tracking import stage_run
@@ -225,7 +226,7 @@ def grpo_config(p: dict[str, Any], out: Path, n_rewards: int, max_steps: int) ->
         report_to=["mlflow"],
         log_completions=False,
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=not bars_enabled(),
         **vllm,
     )
 

@@ -46,6 +46,7 @@ from wafersage.modeling.vqa_data import (
     read_split,
     to_dataset,
 )
+from wafersage.progress import bars_enabled
 from wafersage.rubric import read_records
 from wafersage.score.config import load as load_reward
 from wafersage.score.rules import Item, score_items
@@ -117,7 +118,7 @@ def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
         greater_is_better=False,
         report_to=["mlflow"],
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=not bars_enabled(),
     )
 
 
