@@ -340,3 +340,50 @@ def test_a_version_carries_its_card_lineage_params_requirements_and_code(registr
     assert (code / "wafersage" / "serving" / "pyfunc.py").read_text() == (
         source / "serving" / "pyfunc.py"
     ).read_text()
+
+
+@pytest.mark.slow
+def test_a_registered_version_answers_in_a_fresh_virtualenv(registry_env):
+    """`mlflow models predict` on ``models:/<name>@challenger`` in a new virtualenv holding only the
+    version's logged requirements (no wafersage: its code travels as the model's code_paths)."""
+    import os
+    import sys
+
+    root, model = registry_env
+    r = _register(root, model, items())
+    import mlflow
+
+    reqs = Path(mlflow.artifacts.download_artifacts(f"{r['uri']}/requirements.txt", dst_path=str(root / "r")))
+    example = Path(mlflow.artifacts.download_artifacts(f"{r['uri']}/serving_input_example.json"))
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", "-r", str(reqs)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"the logged requirements could not be installed here: {install.stderr[-300:]}")
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", str(root)),
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
+    bare = [str(venv / "bin/python"), "-c", "import wafersage"]
+    out = subprocess.run(bare, capture_output=True, text=True, env=env, cwd=root)
+    assert out.returncode != 0  # the package is not installed: the model must bring its own code
+    predict = [str(venv / "bin/mlflow"), "models", "predict", "-m", "models:/wafer-test@challenger"]
+    out = subprocess.run(
+        [*predict, "--env-manager", "local", "-i", str(example), "-t", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answers = json.loads(out.stdout.strip().splitlines()[-1])["predictions"]
+    assert len(answers) == 1 and isinstance(answers[0]["answer"], str)
