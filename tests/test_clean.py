@@ -199,7 +199,8 @@ def test_stage_writes_table_metrics_plot_and_review(stage_env):
     assert table.loc[23, "kept_labels"].tolist() == ["Center"]
     assert "data:image/png;base64," in (tmp / "reports/review.html").read_text()
     emb = pd.read_csv(tmp / "reports/embedding.csv")
-    assert list(emb.columns) == ["wafer_id", "x", "y", "label", "verdict"] and len(emb) == 60
+    assert list(emb.columns) == ["wafer_id", "x", "y", "label", "verdict"]
+    assert len(emb) == 60 - m["test_as_given"] and m["test_as_given"] > 0  # test wafers are not cleaned
     assert m["kept_fraction"] == written["kept_fraction"]
 
 

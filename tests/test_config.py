@@ -115,7 +115,7 @@ def test_an_unknown_key_of_a_nested_mapping_is_one_line_naming_it(mapping, tmp_p
         ("gspo.curriculum.stages[1].steps", 0, "gspo.curriculum.stages[1].steps: input should be greater"),
         ("clean.weights.knn", "much", "clean.weights.knn: input should be a valid number"),
         ("ingest.source", "wm911k", "ingest.source: input should be 'synthetic', 'wm811k'"),
-        ("vqa.split", {"train": 0, "val": 0, "test": 0}, "vqa.split: the ratios must sum to more than 0"),
+        ("split", {"train": 0, "val": 0.5, "test": 0.5}, "split: train must be more than 0"),
         ("evaluate.real_val", "on", "evaluate.real_val: input should be 'auto', 'off' or False"),
         ("promote.metric", "bleu", "promote.metric: input should be 'rule_score'"),
         ("register.model_name", " ", "register.model_name: must not be empty"),

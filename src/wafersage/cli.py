@@ -107,23 +107,49 @@ app.command("validate-raw")(_validate_raw)
 app.command("validate_raw", hidden=True)(_validate_raw)
 
 
+Splits = Annotated[Path, typer.Option(help="The split stage's table (wafer_id -> train/val/test).")]
+SPLITS_PATH = Path("data/split/splits.parquet")
+
+
+@app.command()
+def split(
+    raw: Annotated[Path, typer.Option(help="Raw table (after the validate_raw gate).")] = Path(
+        "data/raw/wafers.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="wafer_id, lot_id, split (Parquet).")] = SPLITS_PATH,
+    metrics: Annotated[Path, typer.Option(help="Wafers, lots and labels per split (JSON).")] = Path(
+        "reports/split/metrics.json"
+    ),
+    params: Params = Path("params.yaml"),
+) -> None:
+    """Every wafer to train / val / test, once (by lot, stratified by label); later stages obey it."""
+    from wafersage.params import load_section
+    from wafersage.stages import split as stage
+
+    m = stage.run(load_section("split", params), raw, out, metrics)
+    counts = ", ".join(f"{s} {m[s]['wafers']}" for s in ("train", "val", "test"))
+    typer.echo(f"split: {m['wafers']} wafers: {counts} -> {out}")
+
+
 def _pretrain_vision(
     raw: Annotated[Path, typer.Option(help="Raw table (after the validate_raw gate).")] = Path(
         "data/raw/wafers.parquet"
     ),
+    splits: Splits = SPLITS_PATH,
     out: Annotated[Path, typer.Option(help="Encoder folder (vision tower + head).")] = Path("models/vision"),
     metrics: Annotated[Path, typer.Option(help="Probe / k-NN macro-F1 and wall time (JSON).")] = Path(
         "reports/vision/metrics.json"
     ),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Pretrain the wafer vision encoder (the VLM's vision tower) on the raw maps."""
+    """Pretrain the wafer vision encoder (the VLM's vision tower) on the train split's maps."""
     from wafersage.params import load_section
     from wafersage.stages import pretrain_vision as stage
 
     size = render_size(params)
     tiny = load_section("model", params)["tiny"]
-    m = stage.run(load_section("pretrain_vision", params), raw, out, metrics, image_size=size, tiny=tiny)
+    p = load_section("pretrain_vision", params)
+    m = stage.run(p, raw, out, metrics, image_size=size, tiny=tiny, splits=splits)
     typer.echo(
         f"pretrain_vision: {m['steps']} steps in {m['train_wall_s']:.0f} s, linear probe macro-F1 "
         f"{m['linear_probe_macro_f1']}, k-NN {m['knn_macro_f1']} -> {out}"
@@ -142,6 +168,7 @@ def clean(
     vision: Annotated[Path, typer.Option(help="Encoder (used when clean.embedding: vision).")] = Path(
         "models/vision"
     ),
+    splits: Splits = SPLITS_PATH,
     out: Annotated[Path, typer.Option(help="Cleaned label table (Parquet).")] = Path(
         "data/clean/labels.parquet"
     ),
@@ -158,7 +185,8 @@ def clean(
     from wafersage.stages import clean as stage
 
     size = render_size(params)
-    m = stage.run(load_section("clean", params), raw, out, metrics, reports, vision=vision, render_size=size)
+    p = load_section("clean", params)
+    m = stage.run(p, raw, out, metrics, reports, vision=vision, render_size=size, splits=splits)
     for note in m["notes"]:
         typer.echo(f"clean: note: {note}")
     typer.echo(
@@ -173,6 +201,7 @@ def describe(
     clean: Annotated[
         Path, typer.Option(help="Cleaned labels (used when describe.labels_from is clean).")
     ] = Path("data/clean/labels.parquet"),
+    splits: Splits = SPLITS_PATH,
     out: Annotated[Path, typer.Option(help="Attributes and descriptions (JSON lines).")] = Path(
         "data/describe/descriptions.jsonl"
     ),
@@ -185,7 +214,7 @@ def describe(
 
     p = load_section("describe", params)
     size = render_size(params)
-    s = stage.run(p, raw, clean, out, metrics, render_size=size)
+    s = stage.run(p, raw, clean, out, metrics, render_size=size, splits=splits)
     typer.echo(f"describe: {s['wafers']} of {s['wafers_in']} wafers described ({s['backend']}) -> {out}")
 
 
@@ -214,18 +243,19 @@ def vqa(
     raw: Annotated[Path, typer.Option(help="Raw table (maps for the images).")] = Path(
         "data/raw/wafers.parquet"
     ),
+    splits: Splits = SPLITS_PATH,
     out: Annotated[Path, typer.Option(help="Folder of train/val/test Parquet tables.")] = Path("data/vqa"),
     metrics: Annotated[Path, typer.Option(help="Counts and attribute accuracy (JSON).")] = Path(
         "reports/vqa/metrics.json"
     ),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Rubric-guided QA pairs with rendered maps, split by lot/wafer without leakage."""
+    """Rubric-guided QA pairs with rendered maps, in the split stage's train/val/test tables."""
     from wafersage.params import load_section
     from wafersage.stages import vqa as stage
 
     size = render_size(params)
-    s = stage.run(load_section("vqa", params), rubrics, raw, out, metrics, render_size=size)
+    s = stage.run(load_section("vqa", params), rubrics, raw, out, metrics, render_size=size, splits=splits)
     typer.echo(f"vqa: {s['pairs']} pairs over {s['wafers']} wafers -> {out}")
 
 

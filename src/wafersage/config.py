@@ -99,6 +99,23 @@ class ValidateRawParams(Section):
     suite: str = "expectations/raw.json"
 
 
+class SplitParams(Section):
+    """``split``: every wafer to train/val/test once (by lot where lots exist, else by wafer),
+    gated by ``suite``."""
+
+    train: float = Field(0.8, ge=0)
+    val: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+    seed: int = 0
+    suite: str = "expectations/split.json"
+
+    @model_validator(mode="after")
+    def _positive(self) -> SplitParams:
+        if self.train <= 0:
+            raise ValueError("train must be more than 0")
+        return self
+
+
 class ValidateVqaParams(Section):
     """``validate_vqa``: the Great Expectations suite of the VQA gate."""
 
@@ -119,7 +136,6 @@ class PretrainVisionParams(Section):
 
     seed: int = 0
     threads: int = 1
-    holdout_fraction: float = Field(0.2, ge=0, lt=1)
     batch_size: int = Field(64, ge=1)
     max_steps: int = Field(300, ge=1)
     max_train_s: float = Field(600, gt=0)
@@ -212,25 +228,10 @@ class RubricsParams(Section):
     summary_variant: Literal[VARIANTS] = "full"
 
 
-class VqaSplit(Section):
-    """``vqa.split``: the train/val/test ratios (by lot where lots exist, else by wafer)."""
-
-    train: float = Field(0.8, ge=0)
-    val: float = Field(0.1, ge=0)
-    test: float = Field(0.1, ge=0)
-
-    @model_validator(mode="after")
-    def _positive(self) -> VqaSplit:
-        if self.train + self.val + self.test <= 0:
-            raise ValueError("the ratios must sum to more than 0")
-        return self
-
-
 class VqaParams(Section):
-    """``vqa``: QA synthesis and the split."""
+    """``vqa``: QA synthesis (the split comes from the ``split`` stage)."""
 
     seed: int = 0
-    split: VqaSplit = Field(default_factory=VqaSplit)
 
 
 # judge and reward ------------------------------------------------------------------------------
@@ -600,6 +601,7 @@ class ParamsFile(Section):
     profiles: dict[str, dict[str, dict[str, Any]] | None] = Field(default_factory=dict)
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_raw: ValidateRawParams = Field(default_factory=ValidateRawParams)
+    split: SplitParams = Field(default_factory=SplitParams)
     render: RenderParams = Field(default_factory=RenderParams)
     pretrain_vision: PretrainVisionParams = Field(default_factory=PretrainVisionParams)
     clean: CleanParams = Field(default_factory=CleanParams)

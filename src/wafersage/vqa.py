@@ -36,7 +36,6 @@ from wafersage.phrasing import (
 from wafersage.taxonomy import NONE
 
 CATEGORIES: tuple[str, ...] = ("type", "spatial", "morphology", "root_cause", "consistency")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 COLUMNS: tuple[str, ...] = (
     "pair_id",
     "wafer_id",
@@ -612,31 +611,6 @@ def _correct(false_claim: str, rec: dict[str, Any]) -> str:
     if "concentrated" in false_claim:
         return f"The failing dies are concentrated in {_zone_phrase(sp['zone'])}."
     return f"The failing dies form {DISTRIBUTION_PHRASES.get(sp['distribution'], ['no structure'])[1]}."
-
-
-def assign_splits(
-    wafer_ids: list[str], lot_ids: list[str | None], ratios: dict[str, float], seed: int
-) -> dict[str, str]:
-    """wafer id -> split; whole lots go to one split (wafers without a lot are their own group).
-    Groups are shuffled with ``seed`` and each goes to the split furthest below its target."""
-    groups: dict[str, list[str]] = {}
-    for w, lot in zip(wafer_ids, lot_ids, strict=True):
-        groups.setdefault(f"lot:{lot}" if lot else f"wafer:{w}", []).append(w)
-    keys = sorted(groups)
-    rng = np.random.default_rng(seed)
-    keys = [keys[i] for i in rng.permutation(len(keys))]
-    total = sum(ratios.values())
-    target = {s: ratios.get(s, 0.0) / total * len(wafer_ids) for s in SPLITS}
-    have = dict.fromkeys(SPLITS, 0)
-    out: dict[str, str] = {}
-    for i, k in enumerate(keys):
-        # the first groups seed each non-empty split, so small sets still get val and test
-        empty = [s for s in SPLITS if have[s] == 0 and target[s] > 0]
-        split = empty[0] if empty and i < 3 else max(SPLITS, key=lambda s: target[s] - have[s])
-        for w in groups[k]:
-            out[w] = split
-        have[split] += len(groups[k])
-    return out
 
 
 def image_struct(png: bytes) -> dict[str, Any]:

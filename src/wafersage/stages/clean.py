@@ -1,8 +1,10 @@
 """clean: find wrong labels in the raw table and write the cleaned label table.
 
-Features are the geometric ones (:mod:`wafersage.features`), plus the pretrained vision
-encoder's embedding when ``clean.embedding: vision``. Scores and verdicts come from
-:mod:`wafersage.cleaning`; the outputs pass a Great Expectations gate before anything is written.
+The cleaner fits and flags on the train and val splits of the split stage; test-split wafers pass
+through with their labels as given. Features are the geometric ones (:mod:`wafersage.features`),
+plus the pretrained vision encoder's embedding when ``clean.embedding: vision``. Scores and verdicts
+come from :mod:`wafersage.cleaning`; the outputs pass a Great Expectations gate before anything is
+written.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from wafersage.features import geometric_features
 from wafersage.gates import run_gate
 from wafersage.rawtable import read_raw
 from wafersage.render import DEFAULT_SIZE
+from wafersage.splits import TRAINABLE, wafer_splits
 from wafersage.taxonomy import CLASSES
 from wafersage.tracking import stage_run
 
@@ -103,6 +106,27 @@ def label_table(df: pd.DataFrame, res: CleanResult) -> pd.DataFrame:
         }
     )
     return out
+
+
+def as_given_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Label-table rows for wafers the cleaner does not touch (the test split): kept as given,
+    verdict ``keep``, no scores, tag ``test``."""
+    given = df["labels"].map(list).tolist()
+    nan = np.full(len(df), np.nan)
+    return pd.DataFrame(
+        {
+            "wafer_id": df["wafer_id"].astype(str).to_numpy(),
+            "given_labels": given,
+            "kept_labels": given,
+            "verdict": "keep",
+            "noise_score": nan,
+            **{f"score_{s}": nan for s in SCORES},
+            "suggested_label": pd.array([None] * len(df), dtype=object),
+            "suggestion_confidence": nan,
+            "cluster_id": np.full(len(df), -1, dtype=np.int64),
+            "tag": "test",
+        }
+    )
 
 
 def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -268,23 +292,34 @@ def run(
     report_dir: Path,
     vision: Path | None = None,
     render_size: int = DEFAULT_SIZE,
+    splits: Path | None = None,
 ) -> dict[str, Any]:
-    """Featurise, clean, gate and write the label table, metrics, plot data and review page."""
+    """Featurise, clean, gate and write the label table, metrics, plot data and review page. The
+    cleaner fits and flags on the train and val splits; test wafers are written as given."""
     params = validated("clean", params)
     cfg = CleanConfig.from_dict(params)
-    df = read_raw(raw, columns=READ_COLUMNS).reset_index(drop=True)
+    everything = read_raw(raw, columns=(*READ_COLUMNS, "lot_id")).reset_index(drop=True)
+    fit = np.isin(wafer_splits(everything, splits), TRAINABLE)
+    df, held_out = everything[fit].reset_index(drop=True), everything[~fit]
     embedding = str(params["embedding"])
     suite = Path(params["suite"])
     class_suite = Path(params["class_suite"])
     inputs: dict[str, str | Path] = {"raw": raw}
     if embedding == "vision" and vision is not None:
         inputs["vision"] = vision
+    if splits is not None:
+        inputs["splits"] = splits
     with stage_run("clean", params, inputs=inputs) as mlflow:
         x = features_of(df, embedding, vision, raw)
         res = clean_labels(x, df["labels"], cfg, file=str(raw))
-        table = label_table(df, res)
-        m = metrics_of(df, table, res)
-        wafer_frame, class_frame = gate_frames(df, table, m["per_class"], params["min_kept_per_class"])
+        fitted = label_table(df, res)
+        m = metrics_of(df, fitted, res)
+        m["test_as_given"] = len(held_out)
+        table = pd.concat([fitted, as_given_table(held_out)], ignore_index=True)
+        order = pd.Series(range(len(everything)), index=everything["wafer_id"].astype(str))
+        table = table.iloc[np.argsort(order[table["wafer_id"]].to_numpy())].reset_index(drop=True)
+        min_kept = params["min_kept_per_class"]
+        wafer_frame, class_frame = gate_frames(everything, table, m["per_class"], min_kept)
         docs = report_dir / "data_docs"
         g1 = run_gate("clean_labels", wafer_frame, suite, docs)
         g2 = run_gate("clean_classes", class_frame, class_suite, None)
@@ -301,8 +336,8 @@ def run(
                 )
             raise WaferSageError(out, "clean label gate failed", detail)
         m["gate"] = {"success": True, "expectations": g1.evaluated + g2.evaluated}
-        emb = embedding_2d(x, table, int(params["plot_points"]), cfg.seed)
-        page = review_html(df, table, int(params["review_count"]), render_size)
+        emb = embedding_2d(x, fitted, int(params["plot_points"]), cfg.seed)
+        page = review_html(df, fitted, int(params["review_count"]), render_size)
 
         names = ("embedding.csv", "embedding.png", "review.html")
         outputs = [(out, False), *((report_dir / n, False) for n in names), (metrics, False)]

@@ -3,7 +3,8 @@ from the offline ``analytic`` backend or a VLM at an OpenAI-compatible endpoint 
 
 Labels come from the cleaning stage's table when ``labels_from: clean`` (verdicts honoured:
 ``relabel`` takes the suggested label, ``flag`` is excluded or kept per ``flagged``), else from the
-raw table. Wafers that cannot be described truthfully are excluded and counted: unlabelled ones,
+raw table; a test-split wafer always keeps its truth (true labels where the table has them, else the
+labels as given). Wafers that cannot be described truthfully are excluded and counted: unlabelled ones,
 flagged ones, and ones labelled with a pattern but without a single fail die.
 """
 
@@ -25,6 +26,7 @@ from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, png_bytes
+from wafersage.splits import wafer_splits
 from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
 from wafersage.tracking import stage_run
 from wafersage.vlm import VLMConfig, VLMDescriber
@@ -77,8 +79,23 @@ def read_clean(path: Path) -> pd.DataFrame:
     )
 
 
-def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) -> pd.DataFrame:
-    """Per wafer: the labels to describe, verdict, tag, and an exclusion reason (or None)."""
+def test_truth(raw: pd.DataFrame) -> list[list[str]]:
+    """The labels a test wafer is graded against: the generator's ``true_labels`` where the raw
+    table has them, else the labels as given (never a model's)."""
+    given = raw["labels"].map(list).tolist()
+    if "true_labels" not in raw:
+        return given
+    return [
+        list(t) if t is not None and not (isinstance(t, float) and np.isnan(t)) and len(t) else g
+        for t, g in zip(raw["true_labels"], given, strict=True)
+    ]
+
+
+def resolve_labels(
+    raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str, split: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Per wafer: the labels to describe, verdict, tag, and an exclusion reason (or None). Test
+    wafers (``split``) keep their truth (:func:`test_truth`): the cleaner never relabels or drops them."""
     out = pd.DataFrame({"wafer_id": raw["wafer_id"].astype(str)})
     out["labels"] = raw["labels"].map(list)
     out["verdict"], out["tag"] = "keep", None
@@ -95,6 +112,12 @@ def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) 
         relabel = (out["verdict"] == "relabel").to_numpy()
         chosen = np.where(relabel, c["suggested"].to_numpy(), c["clean_labels"].to_numpy())
         out["labels"] = [lab if new is None else new for lab, new in zip(out["labels"], chosen, strict=True)]
+    if split is not None:
+        test = split == "test"
+        truth = test_truth(raw)
+        labels = zip(out["labels"], truth, test, strict=True)
+        out["labels"] = [t if is_test else lab for lab, t, is_test in labels]
+        out.loc[test, "verdict"] = "keep"
     reason: list[str | None] = []
     for labels, verdict in zip(out["labels"], out["verdict"], strict=True):
         if verdict == "flag" and flagged == "exclude":
@@ -105,6 +128,14 @@ def resolve_labels(raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str) 
             reason.append(None)
     out["exclude"] = reason
     return out
+
+
+def label_source(split: str, has_truth: bool, cleaned: bool) -> str:
+    """Where a described wafer's labels come from: ``truth`` (a test wafer of a table that has true
+    labels), ``given`` (any other test wafer), ``clean`` or ``raw``."""
+    if split == "test":
+        return "truth" if has_truth else "given"
+    return "clean" if cleaned else "raw"
 
 
 def fallback_tag(labels: list[str], attrs: dict[str, Any]) -> str:
@@ -122,6 +153,7 @@ def run(
     out: Path,
     metrics: Path,
     render_size: int = DEFAULT_SIZE,
+    splits: Path | None = None,
 ) -> dict[str, Any]:
     """Describe every usable wafer; write ``out`` (JSON lines) and ``metrics`` atomically."""
     params = validated("describe", params)
@@ -130,7 +162,8 @@ def run(
     kb = load_knowledge_base(params["knowledge_base"])
     df = read_raw(raw)
     clean_df = read_clean(Path(clean)) if labels_from == "clean" and clean is not None else None
-    plan = resolve_labels(df, clean_df, flagged)
+    split = wafer_splits(df, splits)
+    plan = resolve_labels(df, clean_df, flagged, split)
 
     describer = None
     if backend == "openai":
@@ -176,7 +209,7 @@ def run(
                     "raw_labels": list(df["labels"].iat[i]),
                     "verdict": plan["verdict"].iat[i],
                     "tag": tag,
-                    "label_source": "clean" if clean_df is not None else "raw",
+                    "label_source": label_source(split[i], "true_labels" in df, clean_df is not None),
                     "attributes": attrs,
                     "descriptions": desc,
                     "description_source": source,

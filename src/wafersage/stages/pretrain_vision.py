@@ -25,20 +25,9 @@ from wafersage.modeling.vision_inputs import MERGE_SIZE, resample_batch, visual_
 from wafersage.modeling.vision_train import check_trainable, probe_scores, train_encoder
 from wafersage.rawtable import read_raw
 from wafersage.render import check_size
-from wafersage.taxonomy import CLASS_INDEX, primary_label
+from wafersage.splits import wafer_splits
+from wafersage.taxonomy import CLASS_INDEX
 from wafersage.tracking import stage_run
-
-
-def holdout_split(df: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out rows, stratified by primary label (unlabelled is a stratum)."""
-    rng = np.random.default_rng(seed)
-    keys = df["labels"].map(lambda v: primary_label(list(v)) or "<unlabelled>").to_numpy()
-    held = np.zeros(len(df), dtype=bool)
-    for key in sorted(set(keys)):
-        rows = np.flatnonzero(keys == key)
-        n = int(round(fraction * len(rows))) if len(rows) > 1 else 0
-        held[rng.permutation(rows)[:n]] = True
-    return held
 
 
 def single_class(labels: pd.Series) -> np.ndarray:
@@ -64,8 +53,10 @@ def run(
     metrics: Path,
     image_size: int,
     tiny: dict[str, Any] | None = None,
+    splits: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain, score and save the encoder; return the metrics."""
+    """Pretrain the encoder on the train split's maps and labels, score its probes on the val
+    split (test maps are never seen), save it; return the metrics."""
     p = validated("pretrain_vision", params)
     check_size(image_size)
     cfg = vision_config(tiny)
@@ -73,14 +64,16 @@ def run(
     if cfg.spatial_merge_size != MERGE_SIZE or image_size % unit:
         raise WaferSageError("params.yaml", f"image size must be a multiple of {unit}", f"got {image_size}")
     df = read_raw(raw).reset_index(drop=True)
+    split = wafer_splits(df, splits)
+    used = np.isin(split, ("train", "val"))  # test maps are never read again
+    df, split = df[used].reset_index(drop=True), split[used]
+    train, held = split == "train", split == "val"
     targets_all = multi_hot([list(v) for v in df["labels"]])
-    check_trainable(len(df), targets_all, p, raw)
-    held = holdout_split(df, float(p["holdout_fraction"]), int(p["seed"]))
-    train = ~held
     check_trainable(int(train.sum()), targets_all[train], p, raw)
     grids = resample_batch(table_maps(df), image_size)
 
-    with stage_run("pretrain_vision", {**p, "image_size": image_size}, inputs={"raw": raw}) as mlflow:
+    inputs = {"raw": raw, **({"splits": splits} if splits else {})}
+    with stage_run("pretrain_vision", {**p, "image_size": image_size}, inputs=inputs) as mlflow:
         mlflow.log_params({"visual_tokens": visual_tokens(image_size), "n_train": int(train.sum())})
 
         def log(step: int, rec: dict[str, float]) -> None:
@@ -90,12 +83,12 @@ def run(
         t0 = time.perf_counter()
         model, history = train_encoder(grids[train], targets_all[train], cfg, p, log)
         train_wall = time.perf_counter() - t0
-        z, _ = encode_grids(model, grids, int(p["embed_batch_size"]))
+        z_train, _ = encode_grids(model, grids[train], int(p["embed_batch_size"]))
+        z_val, _ = encode_grids(model, grids[held], int(p["embed_batch_size"]))
         y_train, y_test = single_class(df.loc[train, "labels"]), scoring_labels(df.loc[held])
         tr, te = y_train >= 0, y_test >= 0
-        scores = probe_scores(
-            z[train][tr], y_train[tr], z[held][te], y_test[te], int(p["knn_k"]), int(p["seed"])
-        )
+        k, seed = int(p["knn_k"]), int(p["seed"])
+        scores = probe_scores(z_train[tr], y_train[tr], z_val[te], y_test[te], k, seed)
         n_params = sum(int(t.numel()) for t in model.visual.parameters())
         result = {
             **scores,

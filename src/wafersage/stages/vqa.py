@@ -1,4 +1,4 @@
-"""vqa: rubric records -> QA pairs with rendered images, split train/val/test by lot (or wafer),
+"""vqa: rubric records -> QA pairs with rendered images, in the split stage's train/val/test,
 written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
 from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, check_size, gallery, png_bytes
+from wafersage.splits import SPLITS, wafer_splits
 from wafersage.tracking import stage_run
-from wafersage.vqa import CATEGORIES, SPLITS, assign_splits, frame, qa_pairs
+from wafersage.vqa import CATEGORIES, frame, qa_pairs
 
 SCHEMA = pa.schema(
     [
@@ -68,11 +69,12 @@ def run(
     out_dir: Path,
     metrics: Path,
     render_size: int = DEFAULT_SIZE,
+    splits: Path | None = None,
 ) -> dict[str, Any]:
-    """Synthesize, split and write the VQA tables and metrics atomically."""
+    """Synthesize the pairs, put each wafer's in its split (the split stage's table), and write the
+    VQA tables and metrics atomically."""
     params = validated("vqa", params)
     seed = int(params["seed"])
-    ratios = {s: float(params["split"][s]) for s in SPLITS}
     check_size(render_size)
     records = read_jsonl(rubrics)
     if not records:
@@ -81,11 +83,10 @@ def run(
     missing = [r["wafer_id"] for r in records if r["wafer_id"] not in df.index]
     if missing:
         raise WaferSageError(rubrics, "wafer not in the raw table", missing[0])
-    with stage_run("vqa", params, inputs={"rubrics": rubrics, "raw": raw}) as mlflow:
+    inputs = {"rubrics": rubrics, "raw": raw, **({"splits": splits} if splits else {})}
+    with stage_run("vqa", params, inputs=inputs) as mlflow:
         pairs = synthesize(records, seed)
-        split_of = assign_splits(
-            [r["wafer_id"] for r in records], [r.get("lot_id") for r in records], ratios, seed
-        )
+        split_of = dict(zip(df["wafer_id"].astype(str), wafer_splits(df, splits), strict=True))
         for p in pairs:
             p["split"] = split_of[p["wafer_id"]]
 
