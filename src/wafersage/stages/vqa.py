@@ -1,5 +1,9 @@
 """vqa: rubric records -> QA pairs with rendered images, split train/val/test by lot (or wafer),
-written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``."""
+written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``.
+
+The split is drawn over every wafer of the raw table, not only the described ones, so a wafer's
+split depends on the raw ids and lots and the seed alone: a cleaning verdict or a label correction
+that lets a wafer in or keeps it out moves no other wafer between train, val and test."""
 
 from __future__ import annotations
 
@@ -83,9 +87,10 @@ def run(
         raise WaferSageError(rubrics, "wafer not in the raw table", missing[0])
     with stage_run("vqa", params, inputs={"rubrics": rubrics, "raw": raw}) as mlflow:
         pairs = synthesize(records, seed)
-        split_of = assign_splits(
-            [r["wafer_id"] for r in records], [r.get("lot_id") for r in records], ratios, seed
-        )
+        # every raw wafer is split by its lot (or id) before any label is read: which wafers the
+        # cleaner or a reviewer's correction lets through moves no wafer between splits
+        lots = [None if pd.isna(lot) else str(lot) for lot in df["lot_id"]]
+        split_of = assign_splits(df["wafer_id"].astype(str).tolist(), lots, ratios, seed)
         for p in pairs:
             p["split"] = split_of[p["wafer_id"]]
 
