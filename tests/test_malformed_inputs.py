@@ -254,6 +254,22 @@ def _describe(rows: int, cols: int, blob: bytes | None = None, corrupt: bool = F
     return build
 
 
+def _clean_with(corrections: bytes | str) -> Callable:
+    """``clean`` on a one-wafer raw table with the given corrections file (refused before any work:
+    one wafer could not be cleaned at all)."""
+
+    def build(tmp: Path) -> list[str]:
+        raw = tmp / "wafers.parquet"
+        pq.write_table(_raw_table(20, 20, b"\1" * 400), raw)
+        fixes = tmp / "corrections.csv"
+        fixes.write_bytes(corrections if isinstance(corrections, bytes) else corrections.encode())
+        (tmp / "params.yaml").write_text("clean:\n  seed: 0\n")
+        out = ["--out", str(tmp / "out" / "labels.parquet"), "--metrics", str(tmp / "out" / "m.json")]
+        return ["clean", "--raw", str(raw), "--corrections", str(fixes), *out, "--reports", str(tmp / "out")]
+
+    return build
+
+
 def _align_on_corrupt_parquet(tmp: Path) -> list[str]:
     """``align`` on a corrupt calibration pool."""
     (tmp / "pool.parquet").write_bytes(b"PAR1" + b"\x13" * 200 + b"PAR1")
@@ -380,6 +396,22 @@ CASES: dict[str, Case] = {
     "raw-rows-cols-negative": Case(_describe(-20, -20), "wafers.parquet", "rows out of range"),
     "raw-map-size-mismatch": Case(_describe(10, 10, b"\1" * 7), "wafers.parquet", "map size != rows*cols"),
     "raw-corrupt-parquet": Case(_describe(0, 0, corrupt=True), "wafers.parquet", "not a readable Parquet"),
+    # label corrections from the review page
+    "corrections-unknown-wafer": Case(
+        _clean_with("wafer_id,label\nw0,Loc\nw7,Center\n"), "corrections.csv", "row 1: unknown wafer_id"
+    ),
+    "corrections-unknown-class": Case(
+        _clean_with("wafer_id,label\nw0,Banana\n"), "corrections.csv", "row 0: unknown label ('Banana')"
+    ),
+    "corrections-duplicate-wafer": Case(
+        _clean_with("wafer_id,label\nw0,Loc\nw0,Center\n"), "corrections.csv", "row 1: duplicate wafer_id"
+    ),
+    "corrections-no-label-column": Case(
+        _clean_with("wafer_id,labels\nw0,Loc\n"), "corrections.csv", "missing columns (label;"
+    ),
+    "corrections-utf16-encoding": Case(
+        _clean_with("wafer_id,label\nw0,Loc\n".encode("utf-16")), "corrections.csv", "not a readable CSV"
+    ),
     "align-corrupt-parquet": Case(_align_on_corrupt_parquet, "pool.parquet", "not a readable Parquet"),
     # bad settings
     "params-max-die-side": Case(

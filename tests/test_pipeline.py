@@ -27,6 +27,7 @@ TRACKED = (
     "calibration",
     "src",
     "data/inputs",
+    "data/review",
     ".dvc/config",
     ".dvcignore",
     ".gitignore",
@@ -183,6 +184,53 @@ def test_data_check_passes_on_the_pipeline_data_and_fails_on_a_bad_update_naming
     # dvc removed ingest's outputs before the failed runs (its metrics are not cached): rebuild them
     assert _sh("dvc repro validate_vqa", repo, env).returncode == 0
     assert (repo / "data/raw/wafers.parquet").read_bytes() == raw and _changed(repo, env) == set()
+
+
+def test_label_corrections_re_run_the_label_stages_only_and_land_in_the_clean_table(pipeline_repo):
+    """The review round trip: a corrections file makes clean (not ingest or what precedes clean)
+    out of date; a bad one stops clean with its one-line rule; after `dvc repro clean` the corrected
+    labels are in the cleaned table, the metrics count them and the label stages follow."""
+    import pandas as pd
+
+    repo, env = pipeline_repo
+    assert _changed(repo, env) == set()
+    fixes = repo / "data/review/corrections.csv"
+    header = fixes.read_text()
+    assert header.strip() == "wafer_id,label,note"  # shipped header-only: no corrections
+    table = pd.read_parquet(repo / "data/clean/labels.parquet")
+    flagged = table[(table["verdict"] != "keep") & (table["suggested_label"] != "mixed")].iloc[0]
+    kept = table[(table["verdict"] == "keep") & table["given_labels"].map(lambda v: list(v) == ["none"])]
+    kept = kept.iloc[0]
+    lines = [
+        f"{flagged['wafer_id']},{flagged['suggested_label']},as suggested",
+        f"{kept['wafer_id']},Scratch,",
+    ]
+    good = header + "".join(line + "\n" for line in lines)
+    labels = repo / "data/clean/labels.parquet"
+    before = labels.read_bytes()
+    try:
+        fixes.write_text(good)
+        assert _changed(repo, env) == {"clean"}  # ingest, validate_raw, pretrain_vision stay
+        fixes.write_text(header + "nope-1,Center,\n")
+        bad = _sh("dvc repro clean", repo, env)
+        assert bad.returncode != 0
+        assert "data/review/corrections.csv: row 0: unknown wafer_id" in bad.stdout + bad.stderr
+        assert not labels.exists() or labels.read_bytes() == before  # dvc clears outs; nothing partial
+        fixes.write_text(good)
+        r = _sh("dvc repro clean", repo, env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Running stage 'ingest'" not in r.stdout and "Running stage 'clean'" in r.stdout
+        after = pd.read_parquet(repo / "data/clean/labels.parquet").set_index("wafer_id")
+        assert after.loc[flagged["wafer_id"], "kept_labels"].tolist() == flagged["suggested_label"].split("+")
+        assert after.loc[kept["wafer_id"], "kept_labels"].tolist() == ["Scratch"]
+        assert int(after["corrected"].sum()) == 2
+        m = json.loads((repo / "reports/clean/metrics.json").read_text())["corrections"]
+        assert (m["applied"], m["agreed_with_cleaner"], m["agreement"]) == (2, 1, 0.5)
+        assert _changed(repo, env) == {"describe"}  # the new labels reach the next stage, in turn the rest
+    finally:
+        fixes.write_text(header)
+    r = _sh("dvc repro clean", repo, env)
+    assert r.returncode == 0 and _changed(repo, env) == set(), r.stdout + r.stderr
 
 
 def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):

@@ -158,13 +158,15 @@ def test_test_truth_is_the_true_or_given_label_never_the_cleaners(tmp_path: Path
             "verdict": ["flag", "relabel", *["keep"] * (len(raw) - 2)],
             "tag": None,
             "suggested": [["Scratch"]] * len(raw),
+            "corrected": [False, False, False, True, *[False] * (len(raw) - 4)],
         }
     )
-    split = np.array(["test", "test", *["train"] * (len(raw) - 2)])
+    split = np.array(["test", "test", "train", "test", *["train"] * (len(raw) - 4)])
     plan = resolve_labels(raw, clean, "exclude", split)
     assert plan["labels"].iat[0] == ["Donut"] and plan["exclude"].iat[0] is None  # flagged, kept: truth
     assert plan["labels"].iat[1] == list(raw["labels"].iat[1])  # no true label: the given one
     assert plan["labels"].iat[2] == ["Loc"]  # a train wafer takes the cleaner's labels
+    assert plan["labels"].iat[3] == ["Loc"]  # an engineer's correction is truth too
     plan = resolve_labels(raw, clean, "exclude", None)
     assert plan["exclude"].iat[0] == "flagged"
 

@@ -185,6 +185,20 @@ def test_vqa_is_deterministic(built, tmp_path):
         assert (tmp_path / "vqa" / f"{s}.parquet").read_bytes() == (tmp / "vqa" / f"{s}.parquet").read_bytes()
 
 
+def test_which_wafers_are_described_moves_no_wafer_between_splits(built, tmp_path):
+    """A verdict or a label correction that lets wafers in or keeps them out (here: a whole lot and
+    every 7th wafer fewer) leaves every other wafer in its split."""
+    tmp = built["tmp"]
+    records = [json.loads(line) for line in (tmp / "r.jsonl").read_text().splitlines()]
+    first_lot = records[0]["lot_id"]
+    fewer = [r for i, r in enumerate(records) if r["lot_id"] != first_lot and i % 7]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fewer))
+    vqa.run({"seed": 3}, tmp_path / "r.jsonl", tmp / "raw.parquet", tmp_path / "vqa", tmp_path / "vm.json")
+    before = _pairs(tmp).drop_duplicates("wafer_id").set_index("wafer_id")["split"]
+    after = _pairs(tmp_path).drop_duplicates("wafer_id").set_index("wafer_id")["split"]
+    assert len(after) == len(fewer) and after.to_dict() == before[after.index].to_dict()
+
+
 def test_gate_refuses_a_leak_and_a_class_named_in_a_question(built, tmp_path):
     import shutil
 

@@ -178,20 +178,35 @@ def clean(
     reports: Annotated[Path, typer.Option(help="Folder: plot data, review page, gate docs.")] = Path(
         "reports/clean"
     ),
+    corrections: Annotated[
+        Path, typer.Option(help="Reviewed labels (CSV wafer_id,label[,note]); a missing file is none.")
+    ] = Path("data/review/corrections.csv"),
     params: Params = Path("params.yaml"),
 ) -> None:
-    """Find wrong labels (clustering, outlier and classifier scores) and write the cleaned labels."""
+    """Find wrong labels (clustering, outlier and classifier scores), apply the engineer's
+    corrections and write the cleaned labels."""
     from wafersage.params import load_section
     from wafersage.stages import clean as stage
 
     size = render_size(params)
-    p = load_section("clean", params)
-    m = stage.run(p, raw, out, metrics, reports, vision=vision, render_size=size, splits=splits)
+    m = stage.run(
+        load_section("clean", params),
+        raw,
+        out,
+        metrics,
+        reports,
+        vision=vision,
+        render_size=size,
+        splits=splits,
+        corrections=corrections,
+    )
     for note in m["notes"]:
         typer.echo(f"clean: note: {note}")
+    fixed = m["corrections"]
     typer.echo(
         f"clean: {m['wafers']} wafers, kept {m['kept_fraction']:.1%}, flagged {m['flagged']}, "
-        f"relabelled {m['relabelled']} -> {out}"
+        f"relabelled {m['relabelled']}, corrected {fixed['applied']} "
+        f"({fixed['agreed_with_cleaner']} as the cleaner suggested) -> {out}"
     )
 
 

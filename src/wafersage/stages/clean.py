@@ -3,8 +3,9 @@
 The cleaner fits and flags on the train and val splits of the split stage; test-split wafers pass
 through with their labels as given. Features are the geometric ones (:mod:`wafersage.features`),
 plus the pretrained vision encoder's embedding when ``clean.embedding: vision``. Scores and verdicts
-come from :mod:`wafersage.cleaning`; the outputs pass a Great Expectations gate before anything is
-written.
+come from :mod:`wafersage.cleaning`; an engineer's corrections (:mod:`wafersage.corrections`,
+exported from the review page) then override the verdicts of the wafers they name, test wafers
+included. The outputs pass a Great Expectations gate before anything is written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from wafersage.cleaning import (
     detection_scores,
 )
 from wafersage.config import validated
+from wafersage.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
 from wafersage.gates import run_gate
@@ -51,6 +53,8 @@ SCHEMA = pa.schema(
         ("suggestion_confidence", pa.float64()),
         ("cluster_id", pa.int64()),
         ("tag", pa.string()),
+        ("cleaner_verdict", pa.string()),
+        ("corrected", pa.bool_()),
     ]
 )
 
@@ -143,7 +147,8 @@ def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def metrics_of(df: pd.DataFrame, table: pd.DataFrame, res: CleanResult) -> dict[str, Any]:
-    """The metrics JSON: counts, per class, and flipped-label detection where ground truth exists."""
+    """The metrics JSON: counts and per class of the written table (corrections applied), and
+    flipped-label detection of the cleaner's own verdicts where ground truth exists."""
     verdict = table["verdict"]
     counts = class_counts(table)
     m: dict[str, Any] = {
@@ -157,7 +162,8 @@ def metrics_of(df: pd.DataFrame, table: pd.DataFrame, res: CleanResult) -> dict[
     labelled = np.array([k is not None for k in res.given_key])
     if "noise_flipped" in df and df["noise_flipped"].notna()[labelled].all() and labelled.any():
         truth = df["noise_flipped"].to_numpy(dtype=bool)
-        m["noise_detection"] = detection_scores((verdict != "keep").to_numpy()[labelled], truth[labelled])
+        found = np.asarray(res.verdict != "keep", dtype=bool)
+        m["noise_detection"] = detection_scores(found[labelled], truth[labelled])
         m["noise_detection_cleanlab"] = detection_scores(cleanlab_flags(res)[labelled], truth[labelled])
     return m
 
@@ -183,8 +189,57 @@ def gate_frames(
     return joined, per_class
 
 
-def review_html(df: pd.DataFrame, table: pd.DataFrame, count: int, size: int) -> str:
-    """An HTML page of the most suspicious wafers: map, given vs suggested label, scores."""
+REVIEW_SCRIPT = """
+function cell(s) {
+  s = String(s == null ? "" : s);
+  return /[",\\r\\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+function decisions() {
+  var rows = new Map();
+  JSON.parse(document.getElementById("applied").textContent).forEach(function (r) {
+    rows.set(r.wafer_id, [r.label, r.note]);
+  });
+  document.querySelectorAll(".c[data-wafer]").forEach(function (c) {
+    var d = c.querySelector("input[type=radio]:checked");
+    if (!d) return;
+    var label = d.value === "given" ? c.dataset.given
+      : d.value === "suggested" ? c.dataset.suggested : c.querySelector("select").value;
+    rows.set(c.dataset.wafer, [label, c.querySelector(".note").value]);
+  });
+  return rows;
+}
+function exportCorrections() {
+  var rows = decisions(), csv = "wafer_id,label,note\\n";
+  rows.forEach(function (v, k) { csv += cell(k) + "," + cell(v[0]) + "," + cell(v[1]) + "\\n"; });
+  var a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([csv], {type: "text/csv"}));
+  a.download = "corrections.csv";
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  document.getElementById("count").textContent = rows.size + " correction(s) exported";
+}
+document.getElementById("export").addEventListener("click", exportCorrections);
+document.querySelectorAll(".c select").forEach(function (s) {
+  s.addEventListener("change", function () {
+    s.closest(".c").querySelector("input[value=other]").checked = true;
+  });
+});
+"""
+
+
+def review_html(
+    df: pd.DataFrame,
+    table: pd.DataFrame,
+    count: int,
+    size: int,
+    applied: pd.DataFrame | None = None,
+    corrections_path: str | Path = DEFAULT_PATH,
+) -> str:
+    """An HTML page of the most suspicious wafers (map, given vs suggested label, scores) where an
+    engineer keeps the given label, accepts the suggestion or picks another class per wafer and
+    exports the corrections file (a client-side CSV download that carries the ``applied``
+    corrections forward). Self-contained: inline images, style and script, no network."""
     import base64
     import html
     import io
@@ -192,34 +247,68 @@ def review_html(df: pd.DataFrame, table: pd.DataFrame, count: int, size: int) ->
     from wafersage.rawtable import decode_map
     from wafersage.render import render_map
 
+    applied = applied if applied is not None else pd.DataFrame(columns=["wafer_id", "labels", "note"])
     cand = table[table["verdict"] != "keep"].copy()
     cand["_s"] = cand["noise_score"].fillna(2.0)  # unscored first: nothing vouches for them
     top = cand.sort_values(["_s", "wafer_id"], ascending=[False, True]).head(count)
+    esc = html.escape
     cards = []
-    for i, row in top.iterrows():
+    for n, (i, row) in enumerate(top.iterrows()):
         m = decode_map(df["map"].iat[i], df["rows"].iat[i], df["cols"].iat[i])
         buf = io.BytesIO()
         render_map(m, size).save(buf, format="PNG")
         img = base64.b64encode(buf.getvalue()).decode()
-        given = "+".join(row["given_labels"]) or "(unlabelled)"
+        given_key = "+".join(row["given_labels"])
+        given = given_key or "(unlabelled)"
+        sugg = row["suggested_label"]
+        sugg_key = "" if sugg is None or pd.isna(sugg) or sugg == MIXED else str(sugg)
         score = "unscored" if pd.isna(row["noise_score"]) else f"{row['noise_score']:.3f}"
         parts = " ".join(f"{s} {row[f'score_{s}']:.2f}" for s in SCORES if not pd.isna(row[f"score_{s}"]))
+        wid = str(row["wafer_id"])
+        options = "".join(f"<option>{esc(c)}</option>" for c in CLASSES)
+        off_given = "" if given_key else " disabled"
+        off_sugg = "" if sugg_key else " disabled"
         cards.append(
-            f'<div class="c"><img src="data:image/png;base64,{img}" width="{size}" height="{size}">'
-            f"<b>{html.escape(str(row['wafer_id']))}</b><br>given: {html.escape(given)}<br>"
-            f"suggested: {html.escape(str(row['suggested_label']))} "
+            f'<div class="c" data-wafer="{esc(wid)}" data-given="{esc(given_key)}" '
+            f'data-suggested="{esc(sugg_key)}">'
+            f'<img src="data:image/png;base64,{img}" width="{size}" height="{size}" alt="{esc(wid)}">'
+            f"<b>{esc(wid)}</b><br>given: {esc(given)}<br>"
+            f"suggested: {esc(str(sugg))} "
             f"({row['suggestion_confidence']:.2f})<br>{row['verdict']}, score {score}<br>"
-            f"<small>{parts}</small></div>"
+            f"<small>{parts}</small>"
+            f'<fieldset><label><input type="radio" name="d{n}" value="given"{off_given}> keep given</label>'
+            f'<label><input type="radio" name="d{n}" value="suggested"{off_sugg}> accept suggestion</label>'
+            f'<label><input type="radio" name="d{n}" value="other"> other: '
+            f'<select aria-label="class for {esc(wid)}">{options}</select></label>'
+            f'<input class="note" type="text" placeholder="note (optional)" aria-label="note for {esc(wid)}">'
+            f"</fieldset></div>"
         )
+    carried = [
+        {"wafer_id": str(w), "label": "+".join(lab), "note": str(note)}
+        for w, lab, note in zip(applied["wafer_id"], applied["labels"], applied["note"], strict=True)
+    ]
+    # JSON inside <script>: no "</" can close it early
+    data = json.dumps(carried, sort_keys=True).replace("<", "\\u003c")
     style = (
         "body{font-family:sans-serif}.c{display:inline-block;width:190px;margin:6px;vertical-align:top;"
         "font-size:12px}.c img{display:block;image-rendering:pixelated}"
+        ".c fieldset{border:0;padding:2px 0;margin:0}.c label{display:block}.c .note{width:180px}"
+        ".bar{position:sticky;top:0;background:#fff;padding:6px 0;border-bottom:1px solid #ccc}"
     )
+    where = esc(str(corrections_path))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>wafersage clean review</title>"
         f"<style>{style}</style></head><body><h1>Most suspicious labels</h1>"
-        f"<p>{len(top)} of {len(cand)} flagged or relabelled wafers, most suspicious first.</p>"
+        f"<p>{len(top)} of {len(cand)} flagged or relabelled wafers, most suspicious first. "
+        f"Per wafer keep the given label, accept the suggestion or pick another class (undecided "
+        f"wafers are left to the cleaner), then export: save the file as <code>{where}</code>, "
+        f"commit it and run <code>dvc repro</code>. The export carries the {len(carried)} "
+        f"correction(s) already applied.</p>"
+        f'<div class="bar"><button id="export" type="button">Export corrections.csv</button> '
+        f'<span id="count"></span> <small>columns: {esc(HEADER)}</small></div>'
         + "".join(cards)
+        + f'<script type="application/json" id="applied">{data}</script>'
+        + f"<script>{REVIEW_SCRIPT}</script>"
         + "</body></html>\n"
     )
 
@@ -293,12 +382,15 @@ def run(
     vision: Path | None = None,
     render_size: int = DEFAULT_SIZE,
     splits: Path | None = None,
+    corrections: Path | None = None,
 ) -> dict[str, Any]:
-    """Featurise, clean, gate and write the label table, metrics, plot data and review page. The
-    cleaner fits and flags on the train and val splits; test wafers are written as given."""
+    """Featurise, clean, apply the ``corrections`` file (None or a missing file: none), gate and
+    write the label table, metrics, plot data and review page. The cleaner fits and flags on the
+    train and val splits; test wafers are written as given (or as an engineer corrected them)."""
     params = validated("clean", params)
     cfg = CleanConfig.from_dict(params)
     everything = read_raw(raw, columns=(*READ_COLUMNS, "lot_id")).reset_index(drop=True)
+    fixes = read_corrections(corrections, everything["wafer_id"].astype(str))  # refused before any work
     fit = np.isin(wafer_splits(everything, splits), TRAINABLE)
     df, held_out = everything[fit].reset_index(drop=True), everything[~fit]
     embedding = str(params["embedding"])
@@ -309,15 +401,20 @@ def run(
         inputs["vision"] = vision
     if splits is not None:
         inputs["splits"] = splits
+    if corrections is not None and Path(corrections).exists():
+        inputs["corrections"] = corrections
     with stage_run("clean", params, inputs=inputs) as mlflow:
         x = features_of(df, embedding, vision, raw)
         res = clean_labels(x, df["labels"], cfg, file=str(raw))
         fitted = label_table(df, res)
-        m = metrics_of(df, fitted, res)
-        m["test_as_given"] = len(held_out)
         table = pd.concat([fitted, as_given_table(held_out)], ignore_index=True)
         order = pd.Series(range(len(everything)), index=everything["wafer_id"].astype(str))
         table = table.iloc[np.argsort(order[table["wafer_id"]].to_numpy())].reset_index(drop=True)
+        table, applied = apply_corrections(table, fixes)
+        cleaned = table[fit].reset_index(drop=True)  # the train and val rows, in df's order
+        m = metrics_of(df, cleaned, res)
+        m["test_as_given"] = len(held_out)
+        m["corrections"] = applied
         min_kept = params["min_kept_per_class"]
         wafer_frame, class_frame = gate_frames(everything, table, m["per_class"], min_kept)
         docs = report_dir / "data_docs"
@@ -336,8 +433,10 @@ def run(
                 )
             raise WaferSageError(out, "clean label gate failed", detail)
         m["gate"] = {"success": True, "expectations": g1.evaluated + g2.evaluated}
-        emb = embedding_2d(x, fitted, int(params["plot_points"]), cfg.seed)
-        page = review_html(df, fitted, int(params["review_count"]), render_size)
+        emb = embedding_2d(x, cleaned, int(params["plot_points"]), cfg.seed)
+        page = review_html(
+            df, cleaned, int(params["review_count"]), render_size, fixes, corrections or DEFAULT_PATH
+        )
 
         names = ("embedding.csv", "embedding.png", "review.html")
         outputs = [(out, False), *((report_dir / n, False) for n in names), (metrics, False)]

@@ -75,6 +75,7 @@ def read_clean(path: Path) -> pd.DataFrame:
             "verdict": df["verdict"].astype(str),
             "tag": col("tag", "sample_tag"),
             "suggested": sugg,
+            "corrected": col("corrected").fillna(False).astype(bool),
         }
     )
 
@@ -95,10 +96,12 @@ def resolve_labels(
     raw: pd.DataFrame, clean: pd.DataFrame | None, flagged: str, split: np.ndarray | None = None
 ) -> pd.DataFrame:
     """Per wafer: the labels to describe, verdict, tag, and an exclusion reason (or None). Test
-    wafers (``split``) keep their truth (:func:`test_truth`): the cleaner never relabels or drops them."""
+    wafers (``split``) keep their truth (:func:`test_truth`) unless an engineer corrected them: the
+    cleaner never relabels or drops them."""
     out = pd.DataFrame({"wafer_id": raw["wafer_id"].astype(str)})
     out["labels"] = raw["labels"].map(list)
     out["verdict"], out["tag"] = "keep", None
+    fixed = np.zeros(len(out), dtype=bool)
     if clean is not None:
         c = clean.set_index("wafer_id").reindex(out["wafer_id"])
         missing = c["verdict"].isna().to_numpy()
@@ -108,12 +111,13 @@ def resolve_labels(
                 "clean labels", "wafer missing from the clean table", out["wafer_id"].iat[i], row=i
             )
         out["verdict"] = c["verdict"].to_numpy()
+        fixed = c["corrected"].fillna(False).to_numpy(dtype=bool)
         out["tag"] = c["tag"].to_numpy()
         relabel = (out["verdict"] == "relabel").to_numpy()
         chosen = np.where(relabel, c["suggested"].to_numpy(), c["clean_labels"].to_numpy())
         out["labels"] = [lab if new is None else new for lab, new in zip(out["labels"], chosen, strict=True)]
-    if split is not None:
-        test = split == "test"
+    if split is not None:  # a test wafer keeps its truth, or what an engineer corrected it to
+        test = (split == "test") & ~fixed
         truth = test_truth(raw)
         labels = zip(out["labels"], truth, test, strict=True)
         out["labels"] = [t if is_test else lab for lab, t, is_test in labels]

@@ -1,5 +1,9 @@
 """vqa: rubric records -> QA pairs with rendered images, in the split stage's train/val/test,
-written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``."""
+written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``.
+
+The split was decided once over every wafer of the raw table (:mod:`wafersage.splits`), so a
+cleaning verdict or a label correction that lets a wafer in or keeps it out moves no other wafer
+between train, val and test."""
 
 from __future__ import annotations
 
