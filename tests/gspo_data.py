@@ -35,11 +35,11 @@ def records_and_pairs(n_wafers: int, size: int, seed: int) -> tuple[list[dict], 
 
 
 def write_inputs(folder: Path, n_wafers: int = 12, size: int = 64) -> tuple[Path, Path]:
-    """``folder/vqa/{train,val,test}.parquet`` (disjoint wafers) and ``folder/rubrics.jsonl``."""
+    """``folder/vqa/{train,rl,val,test}.parquet`` (disjoint wafers) and ``folder/rubrics.jsonl``."""
     vqa = folder / "vqa"
     vqa.mkdir(parents=True, exist_ok=True)
     all_records = []
-    for i, split in enumerate(("train", "val", "test")):
+    for i, split in enumerate(("train", "val", "test", "rl")):
         n = n_wafers if split == "train" else max(n_wafers // 2, 4)
         records, df = records_and_pairs(n, size, seed=200 + i)
         df = df.assign(wafer_id=df["wafer_id"] + f"-{split}", split=split)

@@ -24,6 +24,7 @@ from wafersage.modeling.curriculum import (
     flat_stage,
     parse_stages,
 )
+from wafersage.rubric import read_records
 
 SIZE = 64
 STAGES = [
@@ -106,10 +107,11 @@ def test_sampler_has_trl_repeat_layout_and_layout_maps_steps() -> None:
 
 def test_bad_params_are_one_line_errors() -> None:
 
-    with pytest.raises(
-        WaferSageError, match="gspo.curriculum.learning_split: input should be 'train' or 'val'"
-    ):
-        validated("gspo", {"curriculum": {"learning_split": "test"}})
+    for selection_or_scoring in ("val", "test"):  # GSPO never learns on the split that selects or scores
+        with pytest.raises(
+            WaferSageError, match="gspo.curriculum.learning_split: input should be 'train' or 'rl'"
+        ):
+            validated("gspo", {"curriculum": {"learning_split": selection_or_scoring}})
     with pytest.raises(WaferSageError, match="gspo.max_prompt_length: unknown key"):
         validated("gspo", {"max_prompt_length": 128})
     with pytest.raises(WaferSageError, match="difficulties"):
@@ -159,20 +161,37 @@ def test_type_macro_f1_and_the_fixed_val_sample() -> None:
     assert gspo.type_macro_f1([["Center"], ["Loc"]], ["Center.", "Not Loc, a Center."]) == 0.3333
     assert gspo.type_macro_f1([["Center"], ["Loc"]], ["Center.", "Loc."]) == 1.0
     n = 40
-    table = pd.DataFrame(
+    val = pd.DataFrame(
         {
-            "pool": [LEARNING, REVIEW] * (n // 2),
+            "pool": "val",
             "category": ["type", "type", "spatial", "spatial"] * (n // 4),
-            "labels": [["Loc"]] * (n - 1) + [[]],
+            "labels": [[]] + [["Loc"]] * (n - 1),
         }
     )
-    cur = validated("gspo", {})["curriculum"]
-    rows = gspo.val_type_rows(table, cur, 5, seed=0)
-    assert len(rows) == 5 and (rows["pool"] == LEARNING).all() and (rows["category"] == "type").all()
-    assert rows.index.equals(gspo.val_type_rows(table, cur, 5, seed=0).index)
-    assert len(gspo.val_type_rows(table, cur, 100, seed=0)) == n // 4
+    rows = gspo.val_type_rows(val, 5, seed=0)
+    assert len(rows) == 5 and (rows["category"] == "type").all() and (rows["labels"].map(len) > 0).all()
+    assert rows.index.equals(gspo.val_type_rows(val, 5, seed=0).index)
+    assert len(gspo.val_type_rows(val, 100, seed=0)) == n // 2 - 1  # the unlabelled one is left out
     with pytest.raises(WaferSageError, match="val curve"):
-        gspo.val_type_rows(table.assign(category="spatial"), cur, 5, seed=0)
+        gspo.val_type_rows(val.assign(category="spatial"), 5, seed=0)
+
+
+def test_gspo_learns_on_rl_and_draws_its_curve_from_val(setup) -> None:
+    """The prompts come from train (review) and rl (learning); the val split, which selects, is
+    not among them and feeds only the curve."""
+    from wafersage.stages import gspo
+
+    p = validated("gspo", FAST)
+    table = gspo.prompt_table(setup["vqa"], setup["rubrics"], p["curriculum"])
+    wafer = table["pair_id"].str.split("#").str[0]
+    split = {
+        s: set(pd.read_parquet(setup["vqa"] / f"{s}.parquet")["wafer_id"]) for s in ("train", "rl", "val")
+    }
+    assert set(wafer[table["pool"] == REVIEW]) == split["train"]
+    assert set(wafer[table["pool"] == LEARNING]) == split["rl"]
+    assert split["val"].isdisjoint(wafer)
+    val = gspo.split_rows(setup["vqa"], "val", "val", read_records(setup["rubrics"]))
+    assert set(val["pair_id"].str.split("#").str[0]) == split["val"]
 
 
 def test_val_curve_from_the_log_history() -> None:
@@ -246,7 +265,8 @@ def _trainer(setup, ckpt: Path, params: dict | None = None, callbacks=None):
 
     p = validated("gspo", params or FAST)
     table = gspo.prompt_table(setup["vqa"], setup["rubrics"], p["curriculum"])
-    return gspo.build_trainer(p, setup["sft"], table, setup["reward"], ckpt, False, callbacks), table
+    val = gspo.split_rows(setup["vqa"], "val", "val", read_records(setup["rubrics"]))
+    return gspo.build_trainer(p, setup["sft"], table, setup["reward"], ckpt, False, callbacks, val=val), table
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_the_real_profile_lengthens_gspo_and_leaves_the_rest(tmp_path, repo_root
     plain, preset = load_section("gspo", embedded), load_section("gspo", real)
     assert [s["steps"] for s in plain["curriculum"]["stages"]] == [10, 10, 10]
     assert [s["steps"] for s in preset["curriculum"]["stages"]] == [40, 40, 40]
-    assert preset["curriculum"]["enabled"] is True and preset["curriculum"]["learning_split"] == "val"
+    assert preset["curriculum"]["enabled"] is True and preset["curriculum"]["learning_split"] == "rl"
     assert {k: v for k, v in preset.items() if k != "curriculum"} == {
         k: v for k, v in plain.items() if k != "curriculum"
     }

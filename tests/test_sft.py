@@ -264,7 +264,7 @@ def test_rule_score_from_the_real_vqa_chain(tmp_path):
     from wafersage.synthetic import SyntheticConfig, generate
 
     raw = tmp_path / "raw.parquet"
-    write_raw(generate(SyntheticConfig.from_dict({"n_wafers": 60, "seed": 1})), raw)
+    write_raw(generate(SyntheticConfig.from_dict({"n_wafers": 100, "seed": 1})), raw)  # 4 lots: one a split
     describe.run(
         {"backend": "analytic", "labels_from": "raw"},
         raw,

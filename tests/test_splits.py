@@ -17,7 +17,7 @@ from wafersage.errors import WaferSageError
 from wafersage.rawtable import decode_map, write_raw
 from wafersage.splits import SPLITS, assign_splits, read_splits, split_table, splits_of
 
-RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
+RATIOS = {"train": 0.7, "rl": 0.1, "val": 0.1, "test": 0.1}
 
 
 def test_lots_stay_whole_shares_follow_the_ratios_and_the_seed_decides():
@@ -188,3 +188,9 @@ def test_vqa_train_and_val_tables_do_not_move_when_test_wafers_change(leak_env, 
     test = pd.read_parquet(tmp / "raw_changed_vqa" / "test.parquet")
     wanted = set(read_splits(splits)[lambda s: s == "test"].index)
     assert set(test["wafer_id"]) <= wanted and json.loads((tmp / "vm.json").read_text())["pairs"] > 0
+
+
+def test_the_split_suite_names_every_split(repo_root):
+    suite = json.loads((repo_root / "expectations/split.json").read_text())
+    sets = [e["kwargs"]["value_set"] for e in suite["expectations"] if e["kwargs"].get("column") == "split"]
+    assert sets == [list(SPLITS)]

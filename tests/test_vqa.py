@@ -15,6 +15,7 @@ from wafersage.errors import WaferSageError
 from wafersage.phrasing import mentions_class
 from wafersage.rawtable import decode_map, write_raw
 from wafersage.render import DEFAULT_SIZE
+from wafersage.splits import SPLITS
 from wafersage.stages import describe, rubrics, validate_vqa, vqa
 from wafersage.synthetic import SyntheticConfig, generate
 from wafersage.vqa import CATEGORIES, load_vqa_dataset
@@ -83,9 +84,7 @@ def built(tmp_path_factory):
 
 
 def _pairs(tmp: Path) -> pd.DataFrame:
-    return pd.concat(
-        [pd.read_parquet(tmp / "vqa" / f"{s}.parquet") for s in ("train", "val", "test")], ignore_index=True
-    )
+    return pd.concat([pd.read_parquet(tmp / "vqa" / f"{s}.parquet") for s in SPLITS], ignore_index=True)
 
 
 def test_flagged_relabelled_and_dead_wafers_are_handled_and_counted(built):
@@ -122,13 +121,13 @@ def test_split_has_no_wafer_or_lot_leak_and_every_category(built):
     df = _pairs(built["tmp"])
     assert (df.groupby("wafer_id")["split"].nunique() == 1).all()
     assert (df.groupby("lot_id")["split"].nunique() == 1).all()
-    for s in ("train", "val", "test"):
+    for s in SPLITS:
         part = df[df["split"] == s]
         assert set(part["category"]) == set(CATEGORIES)
         assert set(part["difficulty"]) == {1, 2, 3}
         assert set(part["tag"]) == {"typical", "hard"}
     share = df.drop_duplicates("wafer_id")["split"].value_counts(normalize=True)
-    assert 0.7 <= share["train"] <= 0.9
+    assert 0.6 <= share["train"] <= 0.8 and 0.05 <= share["rl"] <= 0.15
 
 
 def test_questions_never_name_the_class_and_claims_are_half_false(built):
@@ -181,7 +180,7 @@ def test_loads_with_datasets_as_images(built):
 def test_vqa_is_deterministic(built, tmp_path):
     tmp = built["tmp"]
     vqa.run({"seed": 3}, tmp / "r.jsonl", tmp / "raw.parquet", tmp_path / "vqa", tmp_path / "vm.json")
-    for s in ("train", "val", "test"):
+    for s in SPLITS:
         assert (tmp_path / "vqa" / f"{s}.parquet").read_bytes() == (tmp / "vqa" / f"{s}.parquet").read_bytes()
 
 

@@ -55,9 +55,9 @@ def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame
 
 
 def write_vqa(folder: Path, n_wafers: int = 40, size: int = 64) -> Path:
-    """train/val/test parquet files of disjoint wafers under ``folder``."""
+    """train/rl/val/test parquet files of disjoint wafers under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, split in enumerate(("train", "val", "test")):
+    for i, split in enumerate(("train", "val", "test", "rl")):
         n = n_wafers if split == "train" else max(n_wafers // 4, 4)
         vqa_table(n, size, seed=100 + i).to_parquet(folder / f"{split}.parquet", index=False)
     return folder

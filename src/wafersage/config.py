@@ -40,7 +40,7 @@ GateMetric = Literal["rule_score", "judge_score", "type_macro_f1", "type_accurac
 GATE_METRICS: tuple[str, ...] = get_args(GateMetric)
 #: ``lora.enabled``: ``auto`` is on for a real base, off for the tiny default.
 LoraSwitch = Literal["auto"] | StrictBool
-Split = Literal["train", "val"]
+Split = Literal["train", "rl"]
 
 _SYNTHETIC, _CLEAN, _VLM = SyntheticConfig(), CleanConfig(), VLMConfig()
 _LIMITS, _DIE_TABLE = Limits(), DieTableOptions()
@@ -103,7 +103,8 @@ class SplitParams(Section):
     """``split``: every wafer to train/val/test once (by lot where lots exist, else by wafer),
     gated by ``suite``."""
 
-    train: float = Field(0.8, ge=0)
+    train: float = Field(0.7, ge=0)
+    rl: float = Field(0.1, ge=0)
     val: float = Field(0.1, ge=0)
     test: float = Field(0.1, ge=0)
     seed: int = 0
@@ -439,13 +440,15 @@ class CurriculumParams(Section):
 
     enabled: bool = True
     review_split: Split = "train"
-    learning_split: Split = "val"
+    learning_split: Split = "rl"
     stages: list[CurriculumStage] = Field(default_factory=_default_stages, min_length=1)
 
     @model_validator(mode="after")
     def _splits_differ(self) -> CurriculumParams:
         if self.review_split == self.learning_split:
-            raise ValueError("review_split and learning_split must differ (train and val; never test)")
+            raise ValueError(
+                "review_split and learning_split must differ (train and rl; val and test are never learned)"
+            )
         return self
 
 

@@ -1,6 +1,7 @@
-"""The one train/val/test split of the wafers, decided once, right after the raw gate, and obeyed by
-every stage: the vision encoder pretrains on ``train`` (its probe scores on ``val``), the cleaner
-fits and flags on ``train`` + ``val`` and leaves ``test`` labels as given, the VQA tables follow it.
+"""The one split of the wafers, decided once, right after the raw gate, and obeyed by every stage:
+the vision encoder pretrains on ``train`` (its probe scores on ``val``), SFT learns on ``train``,
+GSPO on ``rl``, every selection uses ``val``; the cleaner fits and flags on all but ``test``, whose
+labels stay as given; the VQA tables follow it.
 
 Whole lots go to one split (a wafer without a lot is its own group). The assignment reads wafer
 and lot ids and the seed, never a label: stratifying by label would let a change to a test wafer's
@@ -18,9 +19,12 @@ import pandas as pd
 from wafersage.config import SplitParams
 from wafersage.errors import WaferSageError, read_parquet
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: The splits a model may learn from (labels and maps); ``test`` is only ever scored.
-TRAINABLE: tuple[str, ...] = ("train", "val")
+#: ``train``: SFT, the encoder, the specialist; ``rl``: what GSPO learns on (SFT never sees it);
+#: ``val``: selection (early stopping, the specialist's blend, the judge pool, promotion);
+#: ``test``: scored only.
+SPLITS: tuple[str, ...] = ("train", "rl", "val", "test")
+#: The splits whose labels the cleaner may fit and flag on; ``test`` labels stay as given.
+TRAINABLE: tuple[str, ...] = ("train", "rl", "val")
 
 
 def assign_splits(
@@ -41,7 +45,7 @@ def assign_splits(
     out: dict[str, str] = {}
     for i, k in enumerate(keys):
         empty = [s for s in SPLITS if have[s] == 0 and target[s] > 0]
-        split = empty[0] if empty and i < 3 else max(SPLITS, key=lambda s: target[s] - have[s])
+        split = empty[0] if empty and i < len(SPLITS) else max(SPLITS, key=lambda s: target[s] - have[s])
         for w in groups[k]:
             out[w] = split
         have[split] += len(groups[k])

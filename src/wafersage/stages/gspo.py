@@ -65,45 +65,45 @@ from wafersage.tracking import stage_run
 
 #: reports/gspo/metrics.json, exactly these keys.
 METRIC_KEYS = ("dead_group_rate", "reward_mean_first", "reward_mean_last", "train_wall_s", "steps")
-SPLITS = ("train", "val")  # the test split is never read by this stage
+SPLITS = ("train", "rl", "val")  # the test split is never read by this stage
 #: The validation score of the curve (MLflow metric and reports/gspo/curve.csv column).
 VAL_METRIC = "val_type_macro_f1"
 #: reports/gspo/curve.csv, these columns (train_reward empty at step 0).
 CURVE_COLUMNS = ("step", "train_reward", VAL_METRIC)
 
 
+def split_rows(vqa_dir: Path, split: str, pool: str, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One VQA split's pairs with the reward's columns (``question``, ``answer``, ``rubric`` JSON,
+    ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool`` and ``image``."""
+    path = Path(vqa_dir) / f"{split}.parquet"
+    df = read_split(path)
+    for col in ("difficulty", "pair_id"):
+        if col not in df:
+            raise WaferSageError(path, "VQA split lacks a column gspo needs", col)
+    missing = sorted(set(df["wafer_id"]) - set(records))
+    if missing:
+        raise WaferSageError(path, "wafer of the VQA split has no rubric record", missing[0])
+    labels = df["labels"] if "labels" in df else df["wafer_id"].map(lambda w: records[w]["labels"])
+    return pd.DataFrame(
+        {
+            "pair_id": df["pair_id"].astype(str),
+            "question": df["question"].astype(str),
+            "answer": df["answer"].astype(str),
+            "rubric": [json.dumps(records[w]["rubric"], sort_keys=True) for w in df["wafer_id"]],
+            "labels": [[str(x) for x in v] for v in labels],
+            "difficulty": df["difficulty"].astype(int),
+            "category": df["category"].astype(str),
+            "pool": pool,
+            "image": df["image"],
+        }
+    )
+
+
 def prompt_table(vqa_dir: Path, rubrics: Path, curriculum: dict[str, Any]) -> pd.DataFrame:
-    """The RL prompts: review and learning splits with the reward's columns (``question``,
-    ``answer``, ``rubric`` JSON, ``labels``) plus ``pair_id``, ``difficulty``, ``category``, ``pool``."""
+    """The RL prompts: the review and learning splits' rows (:func:`split_rows`)."""
     records = read_records(Path(rubrics))
-    frames = []
     pools = {curriculum["review_split"]: REVIEW, curriculum["learning_split"]: LEARNING}
-    for split, pool in pools.items():
-        path = Path(vqa_dir) / f"{split}.parquet"
-        df = read_split(path)
-        for col in ("difficulty", "pair_id"):
-            if col not in df:
-                raise WaferSageError(path, "VQA split lacks a column gspo needs", col)
-        missing = sorted(set(df["wafer_id"]) - set(records))
-        if missing:
-            raise WaferSageError(rubrics, "wafer of the VQA split has no rubric record", missing[0])
-        labels = df["labels"] if "labels" in df else df["wafer_id"].map(lambda w: records[w]["labels"])
-        frames.append(
-            pd.DataFrame(
-                {
-                    "pair_id": df["pair_id"].astype(str),
-                    "question": df["question"].astype(str),
-                    "answer": df["answer"].astype(str),
-                    "rubric": [json.dumps(records[w]["rubric"], sort_keys=True) for w in df["wafer_id"]],
-                    "labels": [[str(x) for x in v] for v in labels],
-                    "difficulty": df["difficulty"].astype(int),
-                    "category": df["category"].astype(str),
-                    "pool": pool,
-                    "image": df["image"],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([split_rows(vqa_dir, s, pool, records) for s, pool in pools.items()], ignore_index=True)
 
 
 def to_dataset(table: pd.DataFrame, grounding: Grounding) -> Any:
@@ -135,13 +135,10 @@ def to_dataset(table: pd.DataFrame, grounding: Grounding) -> Any:
     return Dataset.from_dict(data, features=features)
 
 
-def val_type_rows(table: pd.DataFrame, curriculum: dict[str, Any], n: int, seed: int) -> pd.DataFrame:
-    """The curve's questions: a fixed seeded sample of ``n`` type questions of the val split (rows
-    of :func:`prompt_table` whose wafer carries labels)."""
-    pool = LEARNING if curriculum["learning_split"] == "val" else REVIEW
-    rows = table[
-        (table["pool"] == pool) & (table["category"] == TYPE_CATEGORY) & (table["labels"].map(len) > 0)
-    ]
+def val_type_rows(val: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The curve's questions: a fixed seeded sample of ``n`` labelled type questions of the val
+    split (rows of :func:`split_rows`), which GSPO never learns on."""
+    rows = val[(val["category"] == TYPE_CATEGORY) & (val["labels"].map(len) > 0)]
     if rows.empty:
         raise WaferSageError("data/vqa/val.parquet", "no labelled type questions for the gspo val curve")
     return rows if len(rows) <= n else rows.sample(n=n, random_state=seed).sort_index()
@@ -240,8 +237,10 @@ def build_trainer(
     lora: bool,
     callbacks: list | None = None,
     oof: Path | None = None,
+    val: pd.DataFrame | None = None,
 ) -> Any:
-    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer` (``oof``: the
+    """The configured :class:`~wafersage.modeling.gspo_trainer.CurriculumGRPOTrainer` (``val``: the
+    val split's rows, :func:`split_rows`, for the curve when ``val_every`` > 0; ``oof``: the
     specialist's out-of-fold file, which grounds the training maps)."""
     import torch
     from transformers import AutoModelForImageTextToText
@@ -274,7 +273,9 @@ def build_trainer(
     grounding = grounder_of(model_dir, info, oof)
     validate = None
     if int(p["val_every"]) > 0:
-        rows = val_type_rows(table, p["curriculum"], int(p["val_samples"]), int(p["seed"]))
+        if val is None:
+            raise WaferSageError("gspo.val_every", "the val curve needs the val split's rows")
+        rows = val_type_rows(val, int(p["val_samples"]), int(p["seed"]))
         validate = type_validator(
             rows, processor, grounding, int(p["per_device_train_batch_size"]), int(p["max_completion_length"])
         )
@@ -334,6 +335,7 @@ def run(
     info = base_info(sft_dir)
     padding_side = load_processor(sft_dir).tokenizer.padding_side
     table = prompt_table(Path(vqa_dir), Path(rubrics), p["curriculum"])
+    val = split_rows(Path(vqa_dir), "val", "val", read_records(Path(rubrics)))
     lora = lora_enabled(p, str(info.get("base")))
     inputs = {
         "sft": Path(sft_dir),
@@ -352,7 +354,7 @@ def run(
         else nullcontext()
     )
     with tracking as mlflow:
-        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora, oof=oof)
+        trainer = build_trainer(p, Path(sft_dir), table, Path(reward_config), ckpt, lora, oof=oof, val=val)
         resume = last_checkpoint(ckpt)
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
