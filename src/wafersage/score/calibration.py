@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES, opposite_clock
-from wafersage.taxonomy import CLASS_INDEX, NONE, PATTERNS, confusable_with
+from wafersage.taxonomy import NONE, confusable_with
 
 VARIANTS: tuple[str, ...] = (
     "reference",
@@ -57,7 +58,7 @@ _ZONE_ORDER = ("center", "inner", "middle", "edge")
 #: A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc".
 _CLASS_RX = {
     c: re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
-    for c in PATTERNS
+    for c in taxonomy.patterns()
 }
 _CLOCK_RX = re.compile(r"\b(\d{1,2}) o'clock\b")
 
@@ -67,7 +68,7 @@ def _other_class(labels: list[str], rng: np.random.Generator, confusable: bool) 
     pool = [c for d in defects for c in confusable_with(d) if c not in defects] if confusable else []
     if not pool:
         near = {c for d in defects for c in confusable_with(d)}
-        pool = [c for c in PATTERNS if c not in defects and c not in near] or ["Scratch"]
+        pool = [c for c in taxonomy.patterns() if c not in defects and c not in near] or ["Scratch"]
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -89,7 +90,7 @@ def paraphrase(text: str, rng: np.random.Generator) -> str:
                     alt = options[(i + 1 + int(rng.integers(len(options) - 1))) % len(options)]
                     out, _ = _replace_any(out, [p], alt)
                     break
-    for c in PATTERNS:
+    for c in taxonomy.patterns():
         out = _CLASS_RX[c].sub(c.lower().replace("-", " "), out)
     out = re.sub(r"^Start with", "Investigate", out)
     out = re.sub(r"^Likely causes:", "Probable causes:", out)
@@ -268,4 +269,4 @@ def read_absorbed(
     return df[fresh].reset_index(drop=True), int((~fresh).sum())
 
 
-assert set(CLASS_INDEX) >= set(PATTERNS)
+assert set(taxonomy.class_index()) >= set(taxonomy.patterns())
