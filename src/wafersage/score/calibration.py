@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,14 @@ POOL_COLUMNS: tuple[str, ...] = (
 )
 GENERIC = "The wafer map shows a defect pattern; further analysis of the process is recommended."
 _ZONE_ORDER = ("center", "inner", "middle", "edge")
-#: A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc".
-_CLASS_RX = {
-    c: re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
-    for c in taxonomy.patterns()
-}
+
+
+@lru_cache(maxsize=64)
+def _class_rx(c: str) -> re.Pattern[str]:
+    """A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc"."""
+    return re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
+
+
 _CLOCK_RX = re.compile(r"\b(\d{1,2}) o'clock\b")
 
 
@@ -91,7 +95,7 @@ def paraphrase(text: str, rng: np.random.Generator) -> str:
                     out, _ = _replace_any(out, [p], alt)
                     break
     for c in taxonomy.patterns():
-        out = _CLASS_RX[c].sub(c.lower().replace("-", " "), out)
+        out = _class_rx(c).sub(c.lower().replace("-", " "), out)
     out = re.sub(r"^Start with", "Investigate", out)
     out = re.sub(r"^Likely causes:", "Probable causes:", out)
     return out if out != text else f"{text.rstrip('.')}, as the map shows."
@@ -122,8 +126,8 @@ def corrupt(
         defects = [c for c in labels if c != NONE] or []
         out, done = text, False
         for d in defects:
-            if _CLASS_RX[d].search(out):
-                out, done = _CLASS_RX[d].sub(new, out), True
+            if _class_rx(d).search(out):
+                out, done = _class_rx(d).sub(new, out), True
         return out if done else f"{text} This is a {new} pattern."
     if variant == "hallucinated_defect":
         return f"{text} There is also a {_other_class(labels, rng, confusable=False)} pattern."
@@ -267,6 +271,3 @@ def read_absorbed(
     df = pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
     fresh = df["pair_id"].astype(str).isin(pair_ids) & df["wafer_id"].astype(str).isin(wafer_ids)
     return df[fresh].reset_index(drop=True), int((~fresh).sum())
-
-
-assert set(taxonomy.class_index()) >= set(taxonomy.patterns())
