@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage import taxonomy
 from wafersage.corrections import HEADER, apply_corrections, read_corrections
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import write_raw
 from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.taxonomy import CLASSES
 
 IDS = ["w0", "w1", "w2", "w3"]
 
@@ -151,7 +151,7 @@ def test_review_page_has_a_decision_row_per_wafer_and_the_export_control():
         assert card, wid
         for choice in ("given", "suggested", "other"):
             assert f'value="{choice}"' in card.group(0)
-        assert all(f"<option>{c}</option>" in card.group(0) for c in CLASSES)
+        assert all(f"<option>{c}</option>" in card.group(0) for c in taxonomy.classes())
     assert page.count('class="c" data-wafer=') == 2  # kept wafers are not asked about
     assert re.search(r'value="suggested" disabled', page)  # a pooled "mixed" suggestion is no class
     carried = re.search(r'<script type="application/json" id="applied">(.*?)</script>', page).group(1)
@@ -269,7 +269,7 @@ def test_stage_applies_corrections_and_reports_them(stage_env):
     before = pd.read_parquet(tmp / "labels.parquet")
     flagged = before[(before["verdict"] != "keep") & (before["suggested_label"] != "mixed")].iloc[0]
     kept = before[before["verdict"] == "keep"].iloc[0]
-    other = next(c for c in CLASSES if [c] != list(kept["given_labels"]))
+    other = next(c for c in taxonomy.classes() if [c] != list(kept["given_labels"]))
     fixes = _write(
         tmp,
         f"{HEADER}\n{flagged['wafer_id']},{flagged['suggested_label']},as suggested\n"

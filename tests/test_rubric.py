@@ -8,11 +8,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.knowledge import KnowledgeBase, load_knowledge_base
 from wafersage.rubric import SCHEMA_VERSION, Dimension, Rubric, build_rubric
 from wafersage.stages import rubrics
-from wafersage.taxonomy import PATTERNS
 from wafersage.vqa import qa_pairs
 
 
@@ -43,7 +43,7 @@ def _attrs(cls: str, zone: str, clock: int | None, dist: str) -> dict:
 
 def test_knowledge_base_covers_every_pattern_with_named_sources():
     kb = load_knowledge_base()
-    assert set(kb.patterns) == set(PATTERNS)
+    assert set(kb.patterns) == set(taxonomy.patterns())
     assert "wu2015" in kb.sources and "WM-811K" in kb.sources["wu2015"]
     assert "CMP" in kb.patterns["Scratch"].equipment_category
     assert "thermal" in kb.patterns["Donut"].process_step

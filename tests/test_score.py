@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage import taxonomy
 from wafersage.attributes import wafer_attributes
 from wafersage.errors import WaferSageError
 from wafersage.knowledge import load_knowledge_base
@@ -23,7 +24,6 @@ from wafersage.score.reward import make_reward_funcs
 from wafersage.score.rules import Item, combine, features, score_items, set_f1
 from wafersage.score.textmetrics import bleu4, rouge_l
 from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.taxonomy import PATTERNS
 from wafersage.vqa import qa_pairs
 
 EXACT = PAPER_DEFAULT.model_copy(update={"fuzzy_threshold": 100.0})
@@ -130,7 +130,7 @@ GAMES = {
     "generic": lambda p: (
         "The wafer map shows a defect pattern; further analysis of the process is recommended."
     ),
-    "every_type": lambda p: "This wafer shows " + ", ".join(PATTERNS) + " patterns.",
+    "every_type": lambda p: "This wafer shows " + ", ".join(taxonomy.patterns()) + " patterns.",
     "empty": lambda p: "",
     "echo": lambda p: p["question"],
     "overlong": lambda p: p["answer"] + " " + " ".join(["Many dies may fail for many reasons."] * 40),

@@ -11,8 +11,8 @@ import pytest
 from wafersage import synthetic
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import COLUMNS, check_table, decode_map, map_stats
-from wafersage.synthetic import MIXED_COMBOS, SyntheticConfig, generate
-from wafersage.taxonomy import CLASSES, CONFUSABLE, NONE
+from wafersage.synthetic import CLASSES, MIXED_COMBOS, SyntheticConfig, generate
+from wafersage.taxonomy import CONFUSABLE, NONE
 
 
 @pytest.fixture(scope="module")

@@ -117,19 +117,19 @@ def test_short_training_lowers_the_loss(trained):
 
 
 def test_rotated_or_flipped_map_gets_the_same_class(trained):
+    from wafersage import taxonomy
     from wafersage.modeling.vision_encoder import encode_grids
     from wafersage.modeling.vision_inputs import resample_batch
-    from wafersage.taxonomy import CLASS_INDEX
 
     model, _ = trained
     m = edge_loc(32, side=1)
     views = [m, np.rot90(m, 1), np.rot90(m, 2), np.fliplr(m), np.flipud(np.rot90(m))]
     z, p = encode_grids(model, resample_batch([v.copy() for v in views], SIZE))
-    assert (p.argmax(1) == CLASS_INDEX["Edge-Loc"]).all()
+    assert (p.argmax(1) == taxonomy.class_index()["Edge-Loc"]).all()
     np.testing.assert_allclose(p, np.repeat(p[:1], len(views), 0), atol=1e-5)
     np.testing.assert_allclose(z, np.repeat(z[:1], len(views), 0), atol=1e-4)
     _, pc = encode_grids(model, resample_batch([center(33)], SIZE))
-    assert pc.argmax() == CLASS_INDEX["Center"]
+    assert pc.argmax() == taxonomy.class_index()["Center"]
 
 
 @pytest.mark.slow

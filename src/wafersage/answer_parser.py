@@ -10,8 +10,10 @@ visible", "not an edge ring", "rather than Loc") does not count. A pattern menti
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from wafersage.taxonomy import CLASS_INDEX, NONE
+from wafersage import taxonomy
+from wafersage.taxonomy import NONE
 
 #: Phrases (regular expressions over lower-cased text) for each class, most specific first.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -44,9 +46,40 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 #: Order in which classes claim text: longer, more specific patterns before the ones they contain
-#: (Edge-Loc before Loc, Edge-Ring and Donut before any bare "ring").
+#: (Edge-Loc before Loc, Edge-Ring and Donut before any bare "ring"). A class of a configured
+#: taxonomy outside this table claims after these (longest name first), before ``none``.
 _ORDER = ("Edge-Ring", "Edge-Loc", "Near-full", "Donut", "Scratch", "Random", "Center", "Loc", NONE)
-_COMPILED = [(c, re.compile(r"\b(?:" + "|".join(SYNONYMS[c]) + r")\b")) for c in _ORDER]
+
+
+def spelling_pattern(spelling: str) -> str:
+    """A regex for one spelling of a class name: lower-case, any run of space, ``-`` or ``_``
+    between its words (``Edge-Loc`` -> ``edge[\\s_-]*loc``)."""
+    words = [w for w in re.split(r"[\s_-]+", spelling.strip().lower()) if w]
+    return r"[\s_-]*".join(re.escape(w) for w in words)
+
+
+def class_phrases(name: str) -> tuple[str, ...]:
+    """The phrases (regexes) that name class ``name`` in the active taxonomy: the table's own for
+    a WM-811K class, and the class's name and configured synonyms (every class)."""
+    own = SYNONYMS.get(name, ())
+    return own + tuple(
+        p for p in dict.fromkeys(map(spelling_pattern, taxonomy.active().spellings(name))) if p not in own
+    )
+
+
+@lru_cache(maxsize=8)
+def _compiled_for(t: taxonomy.Taxonomy) -> list[tuple[str, re.Pattern[str]]]:
+    known = [c for c in _ORDER if c in t.index]
+    extra = sorted((c for c in t.classes if c not in _ORDER), key=lambda c: (-len(c), c))
+    order = [*known[:-1], *extra, NONE] if known and known[-1] == NONE else [*known, *extra]
+    return [(c, re.compile(r"\b(?:" + "|".join(class_phrases(c)) + r")\b")) for c in order]
+
+
+def compiled() -> list[tuple[str, re.Pattern[str]]]:
+    """Each class of the active taxonomy with its compiled phrases, in claiming order."""
+    return _compiled_for(taxonomy.active())
+
+
 #: A negation cue before a mention, within the same clause.
 _NEGATION = re.compile(
     r"\b(?:no|not|without|neither|nor|never|rather\s+than|instead\s+of|isn't|is\s+not|aren't|absent|"
@@ -75,7 +108,7 @@ def parse_labels(answer: str) -> set[str]:
     text = _LOCATION.sub(lambda m: " " * len(m.group()), text)
     taken = [False] * len(text)
     found: set[str] = set()
-    for cls, rx in _COMPILED:
+    for cls, rx in compiled():
         for m in rx.finditer(text):
             if any(taken[m.start() : m.end()]):
                 continue
@@ -90,5 +123,5 @@ def parse_labels(answer: str) -> set[str]:
 def parse_primary(answer: str) -> str | None:
     """One label for single-label scoring: the parsed classes ``+``-joined in taxonomy order (as
     ``taxonomy.primary_label`` does), or ``None`` when the answer names no class."""
-    labels = sorted(parse_labels(answer), key=CLASS_INDEX.__getitem__)
+    labels = sorted(parse_labels(answer), key=taxonomy.class_index().__getitem__)
     return "+".join(labels) if labels else None

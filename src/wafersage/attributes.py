@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from wafersage import taxonomy
 from wafersage.encoding import FAIL, OFF
 from wafersage.features import fail_neighbours
 from wafersage.rawtable import decode_map
 from wafersage.synthetic import CLOCK_MIN_R, SYMMETRIC, WHOLE_WAFER, clock_of, zone_of
-from wafersage.taxonomy import CLASS_INDEX, NONE
+from wafersage.taxonomy import NONE
 
 #: The order in which patterns claim components of a mixed map.
 CLAIM_ORDER: tuple[str, ...] = (
@@ -630,7 +631,7 @@ def wafer_attributes(m: np.ndarray, labels: list[str] | tuple[str, ...] = ()) ->
     mass, label-free), ``patterns`` (one entry a labelled pattern) and ``inferred_pattern``."""
     m = np.asarray(m, dtype=np.uint8)
     out, wide = _stack_attributes(m[None])[0]
-    wanted = [c for c in labels if c != NONE and c in _SELECT]
+    wanted = [c for c in labels if c != NONE]
     out["patterns"] = _patterns(m, wanted, wide) if wanted else []
     return out
 
@@ -642,8 +643,8 @@ def _patterns(m: np.ndarray, wanted: list[str], wide: str | None) -> list[dict[s
     fail_fraction = int((m == FAIL).sum()) / max(n_on, 1)
     cl = _Claimer(m, min_component(n_on))
     patterns = []
-    for name in sorted(wanted, key=CLAIM_ORDER.index):
-        idx = cl.core(_SELECT[name](cl), CORE_NEIGHBOURS.get(name, 0))
+    for name in sorted(wanted, key=_claim_rank):
+        idx = cl.core(_SELECT.get(name, _Claimer.loc)(cl), CORE_NEIGHBOURS.get(name, 0))
         shape, density = (shapes_of(cl.geo, [idx])[0], cl.density(idx)) if idx.size else (None, 0.0)
         a = _mass_attributes(shape, n_on, density, wide if name in WHOLE_WAFER else None)
         if name in WHOLE_WAFER and idx.size:
@@ -658,7 +659,13 @@ def _patterns(m: np.ndarray, wanted: list[str], wide: str | None) -> list[dict[s
         a["class"] = name
         a["separable"] = bool(idx.size > 0)
         patterns.append(_clean(a))
-    return sorted(patterns, key=lambda p: CLASS_INDEX[p["class"]])
+    return sorted(patterns, key=lambda p: taxonomy.order_key(p["class"]))
+
+
+def _claim_rank(name: str) -> tuple[int, str]:
+    """:data:`CLAIM_ORDER`; a class it does not know (a configured taxonomy's own) claims last,
+    as a local mass (the largest free component)."""
+    return (CLAIM_ORDER.index(name), "") if name in CLAIM_ORDER else (len(CLAIM_ORDER), name)
 
 
 def infer_pattern(attrs: dict[str, Any]) -> str:

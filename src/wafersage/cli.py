@@ -44,6 +44,14 @@ def _root(
     progress.configure(log_level)
 
 
+def use_taxonomy(params: Path) -> None:
+    """Activate params.yaml's ``taxonomy`` (the classes every stage reads) before a stage runs."""
+    from wafersage.params import load_section
+    from wafersage.taxonomy import activate
+
+    activate(load_section("taxonomy", params))
+
+
 def render_size(params: Path) -> int:
     """``render.size`` from params.yaml."""
     from wafersage.params import load_section
@@ -77,6 +85,8 @@ def ingest(
     from wafersage.params import load_section
     from wafersage.stages import ingest as stage
 
+    use_taxonomy(params)
+
     df = stage.run(load_section("ingest", params), out, metrics, source=source, paths=path or None)
     typer.echo(f"ingest: {len(df)} wafers -> {out}")
 
@@ -97,6 +107,8 @@ def _validate_raw(
     """Great Expectations gate on the raw table: stops the pipeline on bad data."""
     from wafersage.params import load_section
     from wafersage.stages import validate_raw as stage
+
+    use_taxonomy(params)
 
     p = load_section("validate_raw", params)
     summary = stage.run(p, raw, suite or Path(p["suite"]), report, docs)
@@ -126,6 +138,8 @@ def split(
     from wafersage.params import load_section
     from wafersage.stages import split as stage
 
+    use_taxonomy(params)
+
     m = stage.run(load_section("split", params), raw, out, metrics)
     counts = ", ".join(f"{s} {m[s]['wafers']}" for s in ("train", "val", "test"))
     typer.echo(f"split: {m['wafers']} wafers: {counts} -> {out}")
@@ -145,6 +159,8 @@ def _pretrain_vision(
     """Pretrain the wafer vision encoder (the VLM's vision tower) on the train split's maps."""
     from wafersage.params import load_section
     from wafersage.stages import pretrain_vision as stage
+
+    use_taxonomy(params)
 
     size = render_size(params)
     tiny = load_section("model", params)["tiny"]
@@ -188,6 +204,8 @@ def clean(
     from wafersage.params import load_section
     from wafersage.stages import clean as stage
 
+    use_taxonomy(params)
+
     size = render_size(params)
     m = stage.run(
         load_section("clean", params),
@@ -227,6 +245,8 @@ def describe(
     from wafersage.params import load_section
     from wafersage.stages import describe as stage
 
+    use_taxonomy(params)
+
     p = load_section("describe", params)
     size = render_size(params)
     s = stage.run(p, raw, clean, out, metrics, render_size=size, splits=splits)
@@ -245,6 +265,8 @@ def rubrics(
     """Structured rubrics (must_hit / must_avoid per dimension) with knowledge-base root causes."""
     from wafersage.params import load_section
     from wafersage.stages import rubrics as stage
+
+    use_taxonomy(params)
 
     s = stage.run(load_section("rubrics", params), descriptions, out, metrics)
     typer.echo(f"rubrics: {s['wafers']} rubrics -> {out}")
@@ -268,6 +290,8 @@ def vqa(
     """Rubric-guided QA pairs with rendered maps, in the split stage's train/val/test tables."""
     from wafersage.params import load_section
     from wafersage.stages import vqa as stage
+
+    use_taxonomy(params)
 
     size = render_size(params)
     s = stage.run(load_section("vqa", params), rubrics, raw, out, metrics, render_size=size, splits=splits)
@@ -293,6 +317,8 @@ def _validate_vqa(
     """Great Expectations gate on the VQA tables: stops the pipeline on bad pairs."""
     from wafersage.params import load_section
     from wafersage.stages import validate_vqa as stage
+
+    use_taxonomy(params)
 
     p = load_section("validate_vqa", params)
     s = stage.run(p, vqa_dir, rubrics, suite or Path(p["suite"]), report, docs)
@@ -322,6 +348,8 @@ def _init_model(
     from wafersage.params import load_section
     from wafersage.stages import init_model as stage
 
+    use_taxonomy(params)
+
     size = render_size(params)
     p = load_section("init_model", params)
     info = stage.run(
@@ -349,6 +377,8 @@ def specialist(
     """Train the defect-type specialist on the VQA train split (scored on val)."""
     from wafersage.params import load_section
     from wafersage.stages import specialist as stage
+
+    use_taxonomy(params)
 
     m = stage.run(load_section("specialist", params), vqa, out, metrics, oof)
     typer.echo(
@@ -387,6 +417,8 @@ def sft(
     from wafersage.params import load_section
     from wafersage.stages import sft as stage
 
+    use_taxonomy(params)
+
     m = stage.run(
         load_section("sft", params), base, vqa_dir, out, metrics, checkpoints, rubrics, reward, specialist_oof
     )
@@ -415,6 +447,8 @@ def judge(
     """Score a calibration pool of graded answers with the configured judge (reference or LLM)."""
     from wafersage.params import load_section
     from wafersage.stages import judge as stage
+
+    use_taxonomy(params)
 
     m = stage.run(load_section("judge", params), vqa_dir, rubrics, pool, out, metrics, absorbed)
     typer.echo(
@@ -466,6 +500,8 @@ def align(
     from wafersage.params import load_section
     from wafersage.stages import align as stage
 
+    use_taxonomy(params)
+
     m = stage.run(load_section("align", params), pool, scores, rubrics, out, metrics, scatter)
     held, paper = m["spearman_heldout"], m["spearman_paper_default"]
     typer.echo(f"align: held-out Spearman {held:.3f} (paper default {paper:.3f}) vs the judge stage -> {out}")
@@ -503,6 +539,8 @@ def gspo(
     """Curriculum GSPO (TRL GRPOTrainer, sequence-level ratios) on the aligned rule reward."""
     from wafersage.params import load_section
     from wafersage.stages import gspo as stage
+
+    use_taxonomy(params)
 
     m = stage.run(
         load_section("gspo", params),
@@ -555,6 +593,8 @@ def evaluate(
     from wafersage.params import load_section
     from wafersage.stages import evaluate as stage
 
+    use_taxonomy(params)
+
     models = model or [
         p for p in (Path("models/base"), Path("models/sft"), Path("models/gspo")) if p.is_dir()
     ]
@@ -606,6 +646,8 @@ def register(
     """Log the model to MLflow as a pyfunc, register it and give it alias 'challenger'."""
     from wafersage.params import load_section
     from wafersage.stages import register as stage
+
+    use_taxonomy(params)
 
     folder = model or (Path("models/gspo") if Path("models/gspo").is_dir() else Path("models/sft"))
     section = load_section("register", params)

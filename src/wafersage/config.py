@@ -33,6 +33,7 @@ from wafersage.grounding import MODES
 from wafersage.loaders import SOURCES, DieTableOptions, Limits
 from wafersage.render import DEFAULT_SIZE
 from wafersage.synthetic import SyntheticConfig
+from wafersage.taxonomy import WM811K_CLASSES, WM811K_SYNONYMS, check_classes, check_synonyms
 from wafersage.vlm import VLMConfig
 
 #: The metrics promotion may gate on (``promote.metric``).
@@ -50,6 +51,33 @@ class Section(BaseModel):
     """A mapping of params.yaml: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# taxonomy --------------------------------------------------------------------------------------
+
+
+class TaxonomyParams(Section):
+    """``taxonomy``: the defect classes every stage uses (:class:`wafersage.taxonomy.Taxonomy`)."""
+
+    #: ordered; ``none`` first; the order of every class index (and of the model's outputs)
+    classes: list[str] = Field(default_factory=lambda: list(WM811K_CLASSES), min_length=2)
+    #: class -> other spellings a source or an engineer uses (any case; the class name itself is implied)
+    synonyms: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in WM811K_SYNONYMS.items()}
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        check_classes(v)
+        return v
+
+    @field_validator("synonyms")
+    @classmethod
+    def _synonyms(cls, v: dict[str, list[str]], info: Any) -> dict[str, list[str]]:
+        if "classes" in info.data:  # a bad class list is reported on its own
+            check_synonyms(tuple(info.data["classes"]), v)
+        return v
 
 
 # ingest ----------------------------------------------------------------------------------------
@@ -602,6 +630,7 @@ class ParamsFile(Section):
     #: the preset of ``profiles`` merged over the sections it names (:func:`wafersage.params.with_profile`)
     profile: str | None = None
     profiles: dict[str, dict[str, dict[str, Any]] | None] = Field(default_factory=dict)
+    taxonomy: TaxonomyParams = Field(default_factory=TaxonomyParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_raw: ValidateRawParams = Field(default_factory=ValidateRawParams)
     split: SplitParams = Field(default_factory=SplitParams)

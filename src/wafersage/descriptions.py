@@ -12,12 +12,12 @@ import numpy as np
 
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import (
-    STRUCTURE,
     class_list,
     density_word,
     pattern_sentence,
     percent,
     pick,
+    structure,
 )
 from wafersage.taxonomy import NONE
 
@@ -87,10 +87,10 @@ def morphology_text(labels: list[str], attrs: dict[str, Any], rng: np.random.Gen
     """Shape, density, size and texture of each defect mass."""
     pats = [p for p in attrs["patterns"] if p.get("separable")]
     if not pats:
-        return f"No coherent shape: {STRUCTURE[NONE][1]}."
+        return f"No coherent shape: {structure(NONE)[1]}."
     out = []
     for p in pats:
-        structure, texture = STRUCTURE[p["class"]]
+        shape, texture = structure(p["class"])
         dens = density_word(p.get("density"))
         area = percent(p.get("area_fraction"))
         extra = ""
@@ -105,10 +105,10 @@ def morphology_text(labels: list[str], attrs: dict[str, Any], rng: np.random.Gen
             pick(
                 rng,
                 [
-                    f"The {p['class']} mass is {structure}, "
+                    f"The {p['class']} mass is {shape}, "
                     f"{dens} and {texture}, about {area} of the dies{extra}.",
-                    f"Shape: {structure} ({dens}, {texture}){extra}; it takes up {area} of the wafer.",
-                    f"It reads as {structure}: {texture}, {dens} fail density, {area} of all dies{extra}.",
+                    f"Shape: {shape} ({dens}, {texture}){extra}; it takes up {area} of the wafer.",
+                    f"It reads as {shape}: {texture}, {dens} fail density, {area} of all dies{extra}.",
                 ],
             )
         )

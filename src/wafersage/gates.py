@@ -25,8 +25,36 @@ class GateResult:
     docs_index: Path | None
 
 
+#: Suite values filled from the active taxonomy at gate time (a kwarg whose value is the key).
+TAXONOMY_VALUES: dict[str, Any] = {
+    "$taxonomy.classes": lambda t: list(t.classes),
+    "$taxonomy.patterns": lambda t: list(t.patterns),
+    "$taxonomy.label_regex": lambda t: t.label_regex(),
+}
+
+
+def resolved(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with each ``$taxonomy.*`` kwarg value replaced by the active taxonomy's (the class
+    value sets and the label regex are never hard-coded in a suite)."""
+    from wafersage import taxonomy
+
+    t = taxonomy.active()
+
+    def fill(v: Any) -> Any:
+        return TAXONOMY_VALUES[v](t) if isinstance(v, str) and v in TAXONOMY_VALUES else v
+
+    return {
+        **spec,
+        "expectations": [
+            {**e, "kwargs": {k: fill(v) for k, v in (e.get("kwargs") or {}).items()}}
+            for e in spec["expectations"]
+        ],
+    }
+
+
 def load_suite(path: str | Path) -> dict[str, Any]:
-    """The suite JSON (GX 1.x ``ExpectationSuite`` shape: ``name`` and ``expectations``)."""
+    """The suite JSON (GX 1.x ``ExpectationSuite`` shape: ``name`` and ``expectations``), its
+    ``$taxonomy.*`` values filled (:func:`resolved`)."""
     path = Path(path)
     if not path.exists():
         raise WaferSageError(path, "expectation suite not found")
@@ -36,7 +64,7 @@ def load_suite(path: str | Path) -> dict[str, Any]:
         raise WaferSageError(path, "expectation suite is not valid JSON", str(exc)) from None
     if not isinstance(suite, dict) or "expectations" not in suite:
         raise WaferSageError(path, "expectation suite needs 'name' and 'expectations'")
-    return suite
+    return resolved(suite)
 
 
 def _describe(res: Any) -> str:

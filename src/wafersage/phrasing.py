@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from wafersage import taxonomy
+from wafersage.answer_parser import spelling_pattern
 from wafersage.taxonomy import NONE
 
 #: How each zone is said (first entry = the canonical phrase used in rubrics).
@@ -75,10 +77,30 @@ CLASS_TERMS: dict[str, str] = {
 }
 
 
+def structure(name: str) -> tuple[str, str]:
+    """(geometric structure, texture) of class ``name``; a class :data:`STRUCTURE` does not know
+    (a configured taxonomy's own) is described by its name."""
+    return STRUCTURE.get(name) or (f"the {name} signature", "as the fab defines the class")
+
+
+def morph_keyword(name: str) -> str:
+    """The word a morphology answer must use for ``name`` (a substring of its :func:`structure`)."""
+    return MORPH_KEYWORD.get(name) or f"{name} signature"
+
+
+def class_term(name: str) -> str:
+    """The regex of ``name``'s surface forms: :data:`CLASS_TERMS`', else its name and configured
+    synonyms (any case, any run of space, ``-`` or ``_`` between words)."""
+    if name in CLASS_TERMS:
+        return CLASS_TERMS[name]
+    forms = dict.fromkeys(spelling_pattern(s) for s in taxonomy.active().spellings(name))
+    return r"\b(?:" + "|".join(forms) + r")\b"
+
+
 def mentions_class(text: str, labels: list[str] | tuple[str, ...]) -> bool:
-    """Whether ``text`` names any of ``labels`` (any spelling in :data:`CLASS_TERMS`)."""
+    """Whether ``text`` names any of ``labels`` (any spelling of :func:`class_term`)."""
     low = text.lower()
-    return any(re.search(CLASS_TERMS[c], low) for c in labels if c in CLASS_TERMS)
+    return any(re.search(class_term(c), low) for c in labels if c != NONE)
 
 
 def pick(rng: np.random.Generator, options: list[str]) -> str:

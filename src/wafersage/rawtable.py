@@ -12,10 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_path
 from wafersage.encoding import FAIL, OFF, to_canonical
 from wafersage.errors import WaferSageError
-from wafersage.taxonomy import CLASS_INDEX, canonical
+from wafersage.taxonomy import canonical
 
 MIN_SIDE, MAX_SIDE = 4, 512
 #: The largest side ``ingest.max_die_side`` may raise ``MAX_SIDE`` to; every reader of a raw table
@@ -89,7 +90,7 @@ def check_labels(labels: Any, file: str | Path, row: object) -> list[str]:
             out.append(c)
     if "none" in out and len(out) > 1:
         raise WaferSageError(file, "label 'none' combined with a defect", repr(list(labels)), row)
-    return sorted(out, key=CLASS_INDEX.__getitem__)
+    return sorted(out, key=taxonomy.class_index().__getitem__)
 
 
 def npy_header(fh: Any, file: str | Path, max_bytes: int) -> tuple[tuple[int, ...], np.dtype]:

@@ -15,19 +15,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from wafersage import taxonomy
 from wafersage.errors import read_jsonl
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import (
     DISTRIBUTION_PHRASES,
-    MORPH_KEYWORD,
-    STRUCTURE,
     ZONE_PHRASES,
     clock_phrase,
     density_word,
+    morph_keyword,
     opposite_clock,
+    structure,
 )
 from wafersage.synthetic import DISTRIBUTION
-from wafersage.taxonomy import CLASS_INDEX, NONE, PATTERNS, confusable_with
+from wafersage.taxonomy import NONE, confusable_with
 
 SCHEMA_VERSION = 1
 Zone = Literal["center", "inner", "middle", "edge", "whole", "none"]
@@ -109,6 +110,11 @@ def _main_pattern(attrs: dict[str, Any], labels: list[str]) -> dict[str, Any]:
     return {**attrs["main"], "class": labels[0] if labels else NONE}
 
 
+def _distribution(name: str, p: dict[str, Any]) -> str:
+    """A class's spatial distribution: WM-811K's fixed one, else the measured one (or clustered)."""
+    return DISTRIBUTION.get(name) or p.get("distribution") or "clustered"
+
+
 def _wrong_zones(zone: str, present: set[str]) -> list[str]:
     """Zones two or more steps from ``zone`` where no pattern of the wafer lies."""
     order = ["center", "inner", "middle", "edge"]
@@ -130,7 +136,7 @@ def build_rubric(
     wafer_id: str, labels: list[str], attrs: dict[str, Any], kb: KnowledgeBase, summary: str
 ) -> Rubric:
     """The rubric of one wafer from its labels, analytic attributes and the knowledge base."""
-    labels = sorted(labels, key=CLASS_INDEX.__getitem__)
+    labels = sorted(labels, key=taxonomy.class_index().__getitem__)
     defects = [c for c in labels if c != NONE]
     confusable = _uniq([c for d in defects for c in confusable_with(d) if c not in defects])
     if defects:
@@ -152,16 +158,17 @@ def build_rubric(
         morph = Morphology(
             pattern_type=NONE,
             density="none",
-            geometric_structure=STRUCTURE[NONE][0],
-            texture=STRUCTURE[NONE][1],
+            geometric_structure=structure(NONE)[0],
+            texture=structure(NONE)[1],
             must_hit=["isolated"],
             must_avoid=["ring", "streak", "cluster"],
         )
     else:
         p = _main_pattern(attrs, defects)
         zone = p.get("zone") or ("whole" if p["class"] in ("Near-full", "Random") else "edge")
-        # the taxonomy fixes a class's distribution; the measured one stays in the attributes
-        dist = DISTRIBUTION[p["class"]]
+        # WM-811K's classes fix their distribution (the measured one stays in the attributes); a
+        # configured class has the measured one
+        dist = _distribution(p["class"], p)
         clocks = sorted({int(q["clock"]) for q in attrs["patterns"] if q.get("clock")})
         hint = _coordinates_hint(p)
         hit = [_zone_term(zone)]
@@ -170,7 +177,7 @@ def build_rubric(
             hit += [clock_phrase(c) for c in clocks]
             avoid += [clock_phrase(opposite_clock(c)) for c in clocks if opposite_clock(c) not in clocks]
         hit.append(DISTRIBUTION_PHRASES[dist][0])
-        present = {DISTRIBUTION[c] for c in defects}
+        present = {_distribution(c, p) for c in defects}
         wrong_dist = [DISTRIBUTION[c] for c in confusable if DISTRIBUTION[c] not in present]
         avoid += [DISTRIBUTION_PHRASES[d][0] for d in wrong_dist]
         spatial = Spatial(
@@ -182,15 +189,15 @@ def build_rubric(
             must_avoid=_uniq(avoid, drop=hit),
         )
         main_first = [p["class"], *[c for c in defects if c != p["class"]]]
-        structure = " with ".join(STRUCTURE[c][0] for c in main_first)
-        texture = STRUCTURE[p["class"]][1]
+        shape = " with ".join(structure(c)[0] for c in main_first)
+        texture = structure(p["class"])[1]
         dens = density_word(p.get("density")) if p["class"] not in ("Random",) else "sparse"
-        m_hit = [MORPH_KEYWORD[c] for c in defects] + [dens]
-        m_avoid = [MORPH_KEYWORD[c] for c in confusable]
+        m_hit = [morph_keyword(c) for c in defects] + [dens]
+        m_avoid = [morph_keyword(c) for c in confusable]
         morph = Morphology(
             pattern_type=" + ".join(defects),
             density=dens,
-            geometric_structure=structure,
+            geometric_structure=shape,
             texture=texture,
             must_hit=_uniq(m_hit),
             must_avoid=_uniq(m_avoid, drop=m_hit),
@@ -266,7 +273,7 @@ def _root_cause(defects: list[str], confusable: list[str], kb: KnowledgeBase) ->
         equipment_category="; ".join(_uniq([e.equipment_category for e in entries])),
         process_step="; ".join(_uniq([e.process_step for e in entries])),
         potential_causes=_uniq([c for e in entries for c in e.potential_causes]),
-        in_knowledge_base=len(known) == len(defects),
+        in_knowledge_base=len(known) == len(defects) and not set(defects) & set(kb.generic),
         must_hit=hit,
         must_avoid=_uniq(avoid, drop=hit),
     )
@@ -280,6 +287,3 @@ def rubric_json_schema() -> dict[str, Any]:
 def dumps(rubric: Rubric) -> str:
     """Canonical JSON of a rubric."""
     return json.dumps(rubric.model_dump(mode="json"), sort_keys=True)
-
-
-assert set(STRUCTURE) >= set(PATTERNS)

@@ -40,7 +40,12 @@ import pandas as pd
 from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.rawtable import new_table, params_json
-from wafersage.taxonomy import CLASS_INDEX, CLASSES, NONE, PATTERNS, confusable_with
+from wafersage.taxonomy import NONE, WM811K_CLASSES, confusable_with
+
+#: The generator draws WM-811K's nine classes (an active taxonomy must include them: ingest checks).
+CLASSES: tuple[str, ...] = WM811K_CLASSES
+CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(CLASSES)}
+PATTERNS: tuple[str, ...] = CLASSES[1:]
 
 SOURCE = "synthetic"
 LOT_SIZE = 25

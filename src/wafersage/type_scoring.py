@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from wafersage import taxonomy
 from wafersage.answer_parser import parse_labels
-from wafersage.taxonomy import CLASSES
 
 
 def type_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
@@ -19,7 +19,7 @@ def type_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[s
     if not pairs:
         return {"type_macro_f1": 0.0, "type_accuracy": 0.0, "type_n": 0}
     f1s = []
-    for c in CLASSES:
+    for c in taxonomy.classes():
         tp = sum(c in t and c in p for t, p in pairs)
         fp = sum(c not in t and c in p for t, p in pairs)
         fn = sum(c in t and c not in p for t, p in pairs)

@@ -24,7 +24,6 @@ import pandas as pd
 from wafersage.descriptions import wafer_rng
 from wafersage.phrasing import (
     DISTRIBUTION_PHRASES,
-    STRUCTURE,
     ZONE_PHRASES,
     class_list,
     clock_phrase,
@@ -32,6 +31,7 @@ from wafersage.phrasing import (
     opposite_clock,
     percent,
     pick,
+    structure,
 )
 from wafersage.taxonomy import NONE
 
@@ -404,7 +404,7 @@ def qa_pairs(rec: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
 
     # the answers the compound questions combine
     if labels:
-        why = "; ".join(f"{c}: {STRUCTURE[c][0]}" for c in labels)
+        why = "; ".join(f"{c}: {structure(c)[0]}" for c in labels)
         names = class_list(labels)
         if len(labels) > 1:
             lead = pick(

@@ -214,12 +214,12 @@ def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[st
     (:func:`wafersage.baselines.fit_trees`) on the geometric features, fitted on ``train``;
     multi-label data gets one tree model a class (one-vs-rest, every class at >= 0.5, else the
     most probable). Answers name the classes so they are parsed like any model's."""
+    from wafersage import taxonomy
     from wafersage.baselines import fit_trees
     from wafersage.features import geometric_features
-    from wafersage.taxonomy import CLASSES
 
     sets = [set(v) for v in train["labels"]]
-    used = [c for c in CLASSES if any(c in s for s in sets)]
+    used = [c for c in taxonomy.classes() if any(c in s for s in sets)]
     x_train, x_val = geometric_features(train), geometric_features(maps)
     if any(len(s) > 1 for s in sets):
         y = np.array([[c in s for c in used] for s in sets], dtype=int)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from wafersage.taxonomy import CLASSES
+from wafersage import taxonomy
 
 Metric = Callable[[np.ndarray], np.ndarray]
 #: Paired model-vs-model differences reported wherever both models answered: (name, a, b) = a - b.
@@ -33,8 +33,10 @@ def mean_metric(values: Sequence[float]) -> Metric:
 
 
 def label_matrix(label_sets: Sequence[set[str] | frozenset[str]]) -> np.ndarray:
-    """(n, len(CLASSES)) booleans: class c in set i."""
-    return np.array([[c in s for c in CLASSES] for s in label_sets], dtype=bool).reshape(len(label_sets), -1)
+    """(n, len(taxonomy.classes())) booleans: class c in set i."""
+    return np.array([[c in s for c in taxonomy.classes()] for s in label_sets], dtype=bool).reshape(
+        len(label_sets), -1
+    )
 
 
 def macro_f1_metric(truth: Sequence[set[str]], pred: Sequence[set[str]]) -> Metric:
@@ -65,7 +67,7 @@ def accuracy_metric(truth: Sequence[set[str]], pred: Sequence[set[str]]) -> Metr
 def per_class_f1(truth: Sequence[set[str]], pred: Sequence[set[str]]) -> dict[str, dict[str, float | int]]:
     """One-vs-rest ``f1`` (4 decimals) and ``support`` per class seen in truth or predictions."""
     out: dict[str, dict[str, float | int]] = {}
-    for c in CLASSES:
+    for c in taxonomy.classes():
         tp = sum(c in a and c in b for a, b in zip(truth, pred, strict=True))
         fp = sum(c not in a and c in b for a, b in zip(truth, pred, strict=True))
         fn = sum(c in a and c not in b for a, b in zip(truth, pred, strict=True))

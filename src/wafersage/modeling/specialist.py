@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.baselines import fit_trees
 from wafersage.encoding import FAIL, PASS
 from wafersage.errors import WaferSageError
 from wafersage.features import geometric_features
 from wafersage.grounding import Grounder, check_mode
 from wafersage.progress import progress
-from wafersage.taxonomy import CLASSES
 
 FOLDER = "specialist"
 WEIGHTS, CONFIG, TREES = "specialist.safetensors", "specialist.json", "trees.skops"
@@ -267,10 +267,10 @@ class _Data:
 
 def _prepare(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], size: int) -> _Data:
     arr = _stack(maps, size)
-    sets = [[c for c in CLASSES if c in set(v)] for v in labels]
+    sets = [[c for c in taxonomy.classes() if c in set(v)] for v in labels]
     if any(not s for s in sets):
         raise WaferSageError(None, "specialist training maps need at least one known label each")
-    used = [c for c in CLASSES if any(c in s for s in sets)]
+    used = [c for c in taxonomy.classes() if any(c in s for s in sets)]
     if len(used) < 2:
         raise WaferSageError(None, "specialist needs at least two classes", ", ".join(used))
     index = {c: i for i, c in enumerate(used)}

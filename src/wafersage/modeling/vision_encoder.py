@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.modeling.vision_inputs import colorize, d4, patchify, resample_batch
 from wafersage.rawtable import decode_map
-from wafersage.taxonomy import CLASSES
 
 if TYPE_CHECKING:
     import torch
@@ -46,8 +46,9 @@ def _modules() -> Any:
         """Vision tower -> mean of its merged visual tokens (main merger + deepstack mergers)
         -> embedding; a linear class head and a projection for the contrastive loss on top."""
 
-        def __init__(self, config: Qwen3VLVisionConfig, n_classes: int = len(CLASSES), proj_dim: int = 64):
+        def __init__(self, config: Qwen3VLVisionConfig, n_classes: int | None = None, proj_dim: int = 64):
             super().__init__()
+            n_classes = len(taxonomy.classes()) if n_classes is None else n_classes
             self.visual = Qwen3VLVisionModel(config)
             d = config.out_hidden_size
             self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_classes))
@@ -96,13 +97,11 @@ def batch_inputs(
 
 
 def multi_hot(labels: list[list[str]]) -> np.ndarray:
-    """(N, 9) float targets: one for each given class; unlabelled rows are all zero."""
-    from wafersage.taxonomy import CLASS_INDEX
-
-    y = np.zeros((len(labels), len(CLASSES)), dtype=np.float32)
+    """(N, classes) float targets: one for each given class; unlabelled rows are all zero."""
+    y = np.zeros((len(labels), len(taxonomy.classes())), dtype=np.float32)
     for i, names in enumerate(labels):
         for n in names:
-            y[i, CLASS_INDEX[n]] = 1.0
+            y[i, taxonomy.class_index()[n]] = 1.0
     return y
 
 
@@ -148,7 +147,11 @@ def save_encoder(model: Any, directory: Path, image_size: int, extra: dict[str, 
     save_file({k: v.detach().contiguous() for k, v in head.items()}, str(directory / HEAD_FILE))
     cfg = model.visual.config.to_dict()
     (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    meta = {"image_size": image_size, "classes": list(CLASSES), "pooling": "mean merged tokens, D4-averaged"}
+    meta = {
+        "image_size": image_size,
+        "classes": list(taxonomy.classes()),
+        "pooling": "mean merged tokens, D4-averaged",
+    }
     (directory / META_FILE).write_text(json.dumps(meta | (extra or {}), indent=2, sort_keys=True) + "\n")
     for f in (directory, *directory.iterdir()):
         f.chmod(0o755 if f.is_dir() else 0o644)  # temp dirs and safetensors files start private
@@ -184,12 +187,12 @@ def load_encoder(directory: str | Path) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    model = _modules()(load_vision_config(directory))
+    meta = json.loads((directory / META_FILE).read_text())
+    model = _modules()(load_vision_config(directory), n_classes=len(meta["classes"]))
     model.visual.load_state_dict(load_tower_state(directory), strict=True)
     head = load_file(str(directory / HEAD_FILE))
     model.head.load_state_dict({k[5:]: v for k, v in head.items() if k.startswith("head.")}, strict=True)
     model.proj.load_state_dict({k[5:]: v for k, v in head.items() if k.startswith("proj.")}, strict=True)
-    meta = json.loads((directory / META_FILE).read_text())
     return model.eval(), meta
 
 
@@ -220,7 +223,7 @@ def encode_grids(
     model.train(was_training)
     d = model.visual.config.out_hidden_size
     if not zs:
-        return np.zeros((0, d), np.float32), np.zeros((0, len(CLASSES)), np.float32)
+        return np.zeros((0, d), np.float32), np.zeros((0, len(taxonomy.classes())), np.float32)
     return np.concatenate(zs), np.concatenate(ps)
 
 
@@ -249,7 +252,7 @@ def predict_proba(
     batch_size: int = 256,
     views: bool = True,
 ) -> np.ndarray:
-    """Per-wafer class probabilities (N, 9) from the encoder's head, in ``CLASSES`` order."""
+    """Per-wafer class probabilities (N, classes) from the encoder's head, in taxonomy order."""
     model, meta = load_encoder(model_dir)
     grids = resample_batch(_maps_of(maps_or_table), int(meta["image_size"]))
     return encode_grids(model, grids, batch_size, views)[1]

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.knowledge import KnowledgeBase
 from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES, opposite_clock
-from wafersage.taxonomy import CLASS_INDEX, NONE, PATTERNS, confusable_with
+from wafersage.taxonomy import NONE, confusable_with
 
 VARIANTS: tuple[str, ...] = (
     "reference",
@@ -54,11 +56,14 @@ POOL_COLUMNS: tuple[str, ...] = (
 )
 GENERIC = "The wafer map shows a defect pattern; further analysis of the process is recommended."
 _ZONE_ORDER = ("center", "inner", "middle", "edge")
-#: A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc".
-_CLASS_RX = {
-    c: re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
-    for c in PATTERNS
-}
+
+
+@lru_cache(maxsize=64)
+def _class_rx(c: str) -> re.Pattern[str]:
+    """A class name as a whole word: "Loc" matches neither "o'clock" nor "Edge-Loc"."""
+    return re.compile(r"(?<![\w'-])" + re.escape(c).replace(r"\-", r"[\s_-]?") + r"(?![\w-])", re.IGNORECASE)
+
+
 _CLOCK_RX = re.compile(r"\b(\d{1,2}) o'clock\b")
 
 
@@ -67,7 +72,7 @@ def _other_class(labels: list[str], rng: np.random.Generator, confusable: bool) 
     pool = [c for d in defects for c in confusable_with(d) if c not in defects] if confusable else []
     if not pool:
         near = {c for d in defects for c in confusable_with(d)}
-        pool = [c for c in PATTERNS if c not in defects and c not in near] or ["Scratch"]
+        pool = [c for c in taxonomy.patterns() if c not in defects and c not in near] or ["Scratch"]
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -89,8 +94,8 @@ def paraphrase(text: str, rng: np.random.Generator) -> str:
                     alt = options[(i + 1 + int(rng.integers(len(options) - 1))) % len(options)]
                     out, _ = _replace_any(out, [p], alt)
                     break
-    for c in PATTERNS:
-        out = _CLASS_RX[c].sub(c.lower().replace("-", " "), out)
+    for c in taxonomy.patterns():
+        out = _class_rx(c).sub(c.lower().replace("-", " "), out)
     out = re.sub(r"^Start with", "Investigate", out)
     out = re.sub(r"^Likely causes:", "Probable causes:", out)
     return out if out != text else f"{text.rstrip('.')}, as the map shows."
@@ -121,8 +126,8 @@ def corrupt(
         defects = [c for c in labels if c != NONE] or []
         out, done = text, False
         for d in defects:
-            if _CLASS_RX[d].search(out):
-                out, done = _CLASS_RX[d].sub(new, out), True
+            if _class_rx(d).search(out):
+                out, done = _class_rx(d).sub(new, out), True
         return out if done else f"{text} This is a {new} pattern."
     if variant == "hallucinated_defect":
         return f"{text} There is also a {_other_class(labels, rng, confusable=False)} pattern."
@@ -266,6 +271,3 @@ def read_absorbed(
     df = pd.concat(frames, ignore_index=True).drop_duplicates("item_id")
     fresh = df["pair_id"].astype(str).isin(pair_ids) & df["wafer_id"].astype(str).isin(wafer_ids)
     return df[fresh].reset_index(drop=True), int((~fresh).sum())
-
-
-assert set(CLASS_INDEX) >= set(PATTERNS)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.score.rules import Item
-from wafersage.taxonomy import CLASS_INDEX
 
 #: The field holding the external judge's grade (0-10).
 GRADE = "llm_score"
@@ -81,7 +81,7 @@ def _check(rec: Any, where: str) -> dict[str, Any]:
     labels = rec["true_labels"]
     if not isinstance(labels, list) or not labels or not all(isinstance(c, str) for c in labels):
         raise WaferSageError(where, "true_labels must be a non-empty list of names", repr(labels)[:80])
-    unknown = [c for c in labels if c not in CLASS_INDEX]
+    unknown = [c for c in labels if c not in taxonomy.class_index()]
     if unknown:
         raise WaferSageError(where, "unknown label in true_labels", unknown[0])
     return rec

@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from wafersage import taxonomy
 from wafersage.answer_parser import parse_labels
 from wafersage.knowledge import load_knowledge_base
-from wafersage.phrasing import MORPH_KEYWORD, ZONE_PHRASES, clock_phrase
+from wafersage.phrasing import ZONE_PHRASES, clock_phrase, morph_keyword
 from wafersage.score import matching
 from wafersage.score.config import DIMENSIONS, ScoreConfig
 from wafersage.score.textmetrics import bleu4, embedding_cosine, lcs_share, rouge_l
-from wafersage.taxonomy import NONE, PATTERNS
+from wafersage.taxonomy import NONE
 
 _POLAR = {"yes": 1, "true": 1, "correct": 1, "agree": 1, "no": 0, "false": 0, "incorrect": 0, "disagree": 0}
 _POLAR_RX = re.compile(r"\b(yes|no|true|false|correct|incorrect|agree|disagree)\b")
@@ -96,7 +97,7 @@ def derived_avoid(labels: tuple[str, ...], zone: str, clocks: tuple[int, ...]) -
     words and the process steps / equipment of patterns the wafer does not carry."""
     kb = load_knowledge_base()
     own = {c for c in labels if c != NONE}
-    types = [c for c in PATTERNS if c not in own]
+    types = [c for c in taxonomy.patterns() if c not in own]
     spatial: list[str] = []
     order = ("center", "inner", "middle", "edge")
     if zone in order:
@@ -107,11 +108,16 @@ def derived_avoid(labels: tuple[str, ...], zone: str, clocks: tuple[int, ...]) -
         ]
     far = [h for h in range(1, 13) if all(min(abs(h - c) % 12, 12 - abs(h - c) % 12) >= 3 for c in clocks)]
     spatial += [clock_phrase(h) for h in far]
-    own_words = {MORPH_KEYWORD[c] for c in own}
-    morph = sorted({MORPH_KEYWORD[c] for c in PATTERNS if c not in own} - own_words)
+    own_words = {morph_keyword(c) for c in own}
+    morph = sorted({morph_keyword(c) for c in taxonomy.patterns() if c not in own} - own_words)
     own_parts = {p for c in own if c in kb.patterns for p in _kb_parts(kb.patterns[c])}
     root = sorted(
-        {p for c in PATTERNS if c not in own and c in kb.patterns for p in _kb_parts(kb.patterns[c])}
+        {
+            p
+            for c in taxonomy.patterns()
+            if c not in own and c in kb.patterns
+            for p in _kb_parts(kb.patterns[c])
+        }
         - own_parts
     )
     return types, spatial, morph, root

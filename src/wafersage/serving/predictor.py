@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.model_folder import base_info, checked_files, folder_sha256
@@ -33,6 +34,7 @@ class Predictor:
             raise WaferSageError(self.folder, "not a model folder (no config.json)")
         info = base_info(self.folder)
         self.info = info
+        taxonomy.activate(info.get("taxonomy"))  # its classes (none recorded: WM-811K)
         self.image_size = int(info.get("image_size", DEFAULT_SIZE))
         self.grounder = grounder_of(self.folder, info)
         self.grounding = self.grounder.mode

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
 from wafersage.cleaning import (
     MIXED,
@@ -38,7 +39,6 @@ from wafersage.gates import run_gate
 from wafersage.rawtable import read_raw
 from wafersage.render import DEFAULT_SIZE
 from wafersage.splits import TRAINABLE, wafer_splits
-from wafersage.taxonomy import CLASSES
 from wafersage.tracking import stage_run
 
 SCHEMA = pa.schema(
@@ -137,7 +137,7 @@ def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Per taxonomy class: wafers given it that were kept / flagged / relabelled, and the kept pool
     (wafers whose kept labels include it)."""
     out: dict[str, dict[str, int]] = {}
-    for c in CLASSES:
+    for c in taxonomy.classes():
         has = table["given_labels"].map(lambda v, c=c: c in v)
         pool = table["kept_labels"].map(lambda v, c=c: c in v)
         names = {"keep": "kept", "flag": "flagged", "relabel": "relabelled"}
@@ -178,12 +178,12 @@ def gate_frames(
     )
     joined["in_raw"] = joined["in_raw"].astype("boolean").fillna(False).astype(bool)
     joined["in_clean"] = joined["in_clean"].astype("boolean").fillna(False).astype(bool)
-    mins = min_kept if isinstance(min_kept, dict) else {c: min_kept for c in CLASSES}
+    mins = min_kept if isinstance(min_kept, dict) else {c: min_kept for c in taxonomy.classes()}
     per_class = pd.DataFrame(
         {
-            "label": list(CLASSES),
-            "kept": [counts[c]["kept_pool"] for c in CLASSES],
-            "min_kept": [int(mins.get(c, 0)) for c in CLASSES],
+            "label": list(taxonomy.classes()),
+            "kept": [counts[c]["kept_pool"] for c in taxonomy.classes()],
+            "min_kept": [int(mins.get(c, 0)) for c in taxonomy.classes()],
         }
     )
     return joined, per_class
@@ -265,7 +265,7 @@ def review_html(
         score = "unscored" if pd.isna(row["noise_score"]) else f"{row['noise_score']:.3f}"
         parts = " ".join(f"{s} {row[f'score_{s}']:.2f}" for s in SCORES if not pd.isna(row[f"score_{s}"]))
         wid = str(row["wafer_id"])
-        options = "".join(f"<option>{esc(c)}</option>" for c in CLASSES)
+        options = "".join(f"<option>{esc(c)}</option>" for c in taxonomy.classes())
         off_given = "" if given_key else " disabled"
         off_sugg = "" if sugg_key else " disabled"
         cards.append(

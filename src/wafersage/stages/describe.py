@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
 from wafersage.attributes import wafer_attributes
 from wafersage.config import validated
@@ -27,7 +28,7 @@ from wafersage.knowledge import load_knowledge_base
 from wafersage.rawtable import decode_map, read_raw
 from wafersage.render import DEFAULT_SIZE, png_bytes
 from wafersage.splits import wafer_splits
-from wafersage.taxonomy import CLASS_INDEX, NONE, canonical
+from wafersage.taxonomy import NONE, canonical
 from wafersage.tracking import stage_run
 from wafersage.vlm import VLMConfig, VLMDescriber
 
@@ -42,7 +43,7 @@ def _as_labels(value: Any) -> list[str] | None:
     items = value.split("+") if isinstance(value, str) else list(value)
     if not items or items == ["mixed"]:
         return None
-    return sorted({canonical(v) for v in items}, key=CLASS_INDEX.__getitem__)
+    return sorted({canonical(v) for v in items}, key=taxonomy.class_index().__getitem__)
 
 
 def read_clean(path: Path) -> pd.DataFrame:
@@ -226,6 +227,7 @@ def run(
             "wafers": len(records),
             "backend": backend,
             "label_source": "clean" if clean_df is not None else "raw",
+            "knowledge_base.generic_classes": len(kb.generic),
             **{f"excluded.{r}": counts.get(f"excluded.{r}", 0) for r in EXCLUDE_REASONS},
             **{k: v for k, v in sorted(counts.items()) if not k.startswith("excluded.")},
         }

@@ -16,7 +16,7 @@ from wafersage.loaders import SOURCES, DieTableOptions, Limits, load
 from wafersage.rawtable import decode_map, write_raw
 from wafersage.render import gallery
 from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.taxonomy import primary_label
+from wafersage.taxonomy import MIXEDWM38_ORDER, primary_label, require
 from wafersage.tracking import file_md5, stage_run
 
 
@@ -30,7 +30,13 @@ def build_table(
     """The raw table for ``source``: generated, or loaded from each path (within ``limits``; a
     ``die-table`` as ``die_table`` says) and concatenated."""
     if source == "synthetic":
-        return generate(SyntheticConfig.from_dict(synthetic))
+        cfg = SyntheticConfig.from_dict(synthetic)
+        require([c for c, w in cfg.class_mix.items() if w > 0], "the synthetic generator")
+        if cfg.mixed_fraction > 0:
+            require(MIXEDWM38_ORDER, "the synthetic generator's mixed maps")
+        return generate(cfg)
+    if source.startswith("mixedwm38"):
+        require(MIXEDWM38_ORDER, f"source {source}")
     if source not in SOURCES:
         raise WaferSageError("params.yaml", "unknown ingest source", f"{source!r}; choose from {SOURCES}")
     if not paths:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_path
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
@@ -151,6 +152,7 @@ def run(
             "dtype": str(m["dtype"]) if base != TINY else "float32",
             "grounding": p["grounding"],
             "specialist": advisor is not None,
+            "taxonomy": taxonomy.active().as_dict(),  # the classes it answers in (serve/ask need no params)
         }
         with atomic_path(out, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)

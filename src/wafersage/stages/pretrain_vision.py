@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
@@ -26,13 +27,12 @@ from wafersage.modeling.vision_train import check_trainable, probe_scores, train
 from wafersage.rawtable import read_raw
 from wafersage.render import check_size
 from wafersage.splits import wafer_splits
-from wafersage.taxonomy import CLASS_INDEX
 from wafersage.tracking import stage_run
 
 
 def single_class(labels: pd.Series) -> np.ndarray:
     """Class index of single-labelled rows, -1 for unlabelled and mixed rows."""
-    return np.array([CLASS_INDEX[v[0]] if len(v) == 1 else -1 for v in labels], dtype=np.int64)
+    return np.array([taxonomy.class_index()[v[0]] if len(v) == 1 else -1 for v in labels], dtype=np.int64)
 
 
 def scoring_labels(df: pd.DataFrame) -> np.ndarray:
