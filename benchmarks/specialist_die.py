@@ -10,6 +10,9 @@ of ``val_data.pkl.xz`` at the fit's default weight (0.5) and at the weight ``cho
 on the held-out slice, with bootstrap CIs and paired differences; the die-level trees baseline
 alone (``real_val.trees_answers``, fitted on all train maps) is scored beside them.
 
+``--cnn-die-features`` adds a second CNN whose geometric-feature input (and so its trees member) is
+the die-level map's, per rotation/flip view in training; its image input is unchanged.
+
     .venv/bin/python benchmarks/specialist_die.py --train train_29_split.pkl.xz --json out.json
 """
 
@@ -30,12 +33,59 @@ from wafersage.config import validated
 from wafersage.evaluation import real_val, stats
 from wafersage.features import geometric_features
 from wafersage.loaders import load
-from wafersage.modeling.specialist import _trees_proba, blended, decide, fit, pick_blend
+from wafersage.modeling.specialist import (
+    VIEWS,
+    Specialist,
+    _fit_rows,
+    _planes,
+    _prepare,
+    _trees_proba,
+    blended,
+    decide,
+    fit,
+    pick_blend,
+)
+from wafersage.rawtable import decode_map
 
 
 def die_features(maps: pd.DataFrame) -> np.ndarray:
     """Geometric features of the die-level maps (NaN as 0, as the specialist's own features)."""
     return np.nan_to_num(geometric_features(maps).to_numpy(np.float32))
+
+
+def die_view_features(maps: pd.DataFrame) -> np.ndarray:
+    """(8 views, n, features): :func:`die_features` of each rotation/flip of the die-level maps,
+    the views in the order and orientation the specialist's training uses (``VIEWS``)."""
+    dies = [decode_map(b, r, c) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"], strict=True)]
+    out = []
+    for k, flip in VIEWS:
+        views = [np.ascontiguousarray(np.rot90(m, k)[:, ::-1] if flip else np.rot90(m, k)) for m in dies]
+        table = pd.DataFrame(
+            {
+                "rows": [v.shape[0] for v in views],
+                "cols": [v.shape[1] for v in views],
+                "map": [v.tobytes() for v in views],
+            }
+        )
+        out.append(die_features(table))
+    return np.stack(out)
+
+
+def members_on_features(
+    model: Specialist, maps: np.ndarray, raw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CNN, trees) probabilities with ``raw`` as the feature input (one view, as ``tta: false``)."""
+    import torch
+
+    c = model.config
+    assert not c.tta and not c.multi_label and model.trees is not None
+    mean, std = np.asarray(c.feature_mean, np.float32), np.asarray(c.feature_std, np.float32)
+    cnn = []
+    with torch.inference_mode():
+        for s in range(0, len(maps), 512):
+            f = torch.from_numpy((raw[s : s + 512] - mean) / std)
+            cnn.append(torch.softmax(model.net(_planes(maps[s : s + 512]), f), 1).double().numpy())
+    return np.concatenate(cnn), _trees_proba(model.trees, raw, len(c.classes))
 
 
 def answer(labels: set[str]) -> str:
@@ -50,6 +100,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=int(validated("specialist")["epochs"]))
     ap.add_argument("--holdout", type=float, default=0.1, help="share of train maps that choose the blend")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--cnn-die-features", action="store_true", help="also a CNN fed die-level features")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     load_start = os.getloadavg()
@@ -95,10 +146,32 @@ def main() -> None:
             weights[f"{name}_chosen"], by_weight[name] = pick_blend(h_cnn, h_trees, held_labels, names, multi)
 
     members_of = {"render": render_trees, "die": die}
+    cnn_die_fit_s = None
+    if args.cnn_die_features:
+        d = _prepare(train_seen, labels, args.size)
+        d.feats = die_view_features(train)
+        t0 = time.perf_counter()
+        model_d = _fit_rows(d, rows, p)
+        cnn_die_fit_s = time.perf_counter() - t0
+        assert model_d.config.classes == names
+        cnn_d, trees_d = members_on_features(model_d, val_seen, die_features(val))
+        weights["cnn_die"] = 0.5
+        if len(held):
+            h_cnn_d, h_trees_d = members_on_features(
+                model_d, train_seen[held], die_features(train.iloc[held])
+            )
+            weights["cnn_die_chosen"], by_weight["cnn_die"] = pick_blend(
+                h_cnn_d, h_trees_d, [labels[i] for i in held], names, multi
+            )
+        members_of["cnn"] = trees_d
     preds = {
-        f"specialist_{k}_w{w}": decide(blended(cnn, members_of[k.split("_")[0]], w), names, multi)
+        f"specialist_{k}_w{w}": decide(
+            blended(cnn_d if k.startswith("cnn") else cnn, members_of[k.split("_")[0]], w), names, multi
+        )
         for k, w in weights.items()
     }
+    if args.cnn_die_features:
+        preds["cnn_die_features_alone"] = decide(cnn_d, names, multi)
     preds["cnn_alone"] = decide(cnn, names, multi)
     preds["trees_render_fit_rows"] = decide(render_trees, names, multi)
     preds["trees_die_fit_rows"] = decide(die, names, multi)
@@ -123,6 +196,11 @@ def main() -> None:
             "die_chosen_minus_trees_die_level": (s["die_chosen"], "trees_die_level"),
             "render_chosen_minus_trees_die_level": (s["render_chosen"], "trees_die_level"),
         }
+    if args.cnn_die_features:
+        pairs["cnn_die_minus_render_at_0.5"] = (s["cnn_die"], s["render"])
+        pairs["cnn_die_minus_die_at_0.5"] = (s["cnn_die"], s["die"])
+        if len(held):
+            pairs["cnn_die_minus_render_chosen"] = (s["cnn_die_chosen"], s["render_chosen"])
     pairs |= {
         "die_at_0.5_minus_trees_die_level": (s["die"], "trees_die_level"),
         "render_at_0.5_minus_trees_die_level": (s["render"], "trees_die_level"),
@@ -135,6 +213,7 @@ def main() -> None:
         "n_val": len(val),
         "epochs": args.epochs,
         "specialist_fit_s": round(fit_s, 1),
+        "cnn_die_features_fit_s": None if cnn_die_fit_s is None else round(cnn_die_fit_s, 1),
         "wall_s": round(time.perf_counter() - t_start, 1),
         "loadavg_start": [round(v, 2) for v in load_start],
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
