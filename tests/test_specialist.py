@@ -30,6 +30,7 @@ from wafersage.modeling.specialist import (
     grounder_of,
     map_key,
     oof_table,
+    pick_blend,
     ship,
 )
 from wafersage.rawtable import decode_map
@@ -285,6 +286,22 @@ def test_the_val_split_chooses_the_trees_weight(trained):
     truth = [set(v) for v in labels]
     got = stats.ci(stats.macro_f1_metric(truth, chosen.predict(list(maps))), len(truth), 10)["value"]
     assert got == pytest.approx(max(scores.values()), abs=1e-3)
+
+
+def test_the_blend_weight_is_the_best_one_and_ties_go_to_the_nearest_half():
+    """Truth is Loc on every map; the CNN always says Center. At weight w the blend gives Loc
+    ``w * trees_Loc + (1 - w) * cnn_Loc``, so sure trees win from 0.5 on (three tied weights: 0.5 is
+    kept) and barely-right trees only at 1.0."""
+    names, labels = ["Center", "Loc"], [["Loc"]] * 4
+    cnn = np.tile([0.9, 0.1], (4, 1))
+    weight, scores = pick_blend(cnn, np.tile([0.0, 1.0], (4, 1)), labels, names, False)
+    assert weight == 0.5
+    assert scores == {"0.0": 0.0, "0.25": 0.0, "0.5": 1.0, "0.75": 1.0, "1.0": 1.0}
+    weight, scores = pick_blend(
+        np.tile([1.0, 0.0], (4, 1)), np.tile([0.45, 0.55], (4, 1)), labels, names, False
+    )
+    assert weight == 1.0
+    assert [scores[str(w)] for w in BLENDS] == [0.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():

@@ -362,20 +362,34 @@ def choose_blend(
 ) -> dict[str, float]:
     """Set ``model``'s trees weight to the one of :data:`BLENDS` with the best macro-F1 on these
     (selection-split) maps; the macro-F1 of each weight."""
-    from wafersage.evaluation import stats
-
     cnn, trees = model.members(maps)
     if trees is None:
         return {}
+    model.config.blend, scores = pick_blend(
+        cnn, trees, labels, model.config.classes, model.config.multi_label
+    )
+    return scores
+
+
+def pick_blend(
+    cnn: np.ndarray,
+    trees: np.ndarray,
+    labels: Sequence[Sequence[str]],
+    names: Sequence[str],
+    multi_label: bool,
+) -> tuple[float, dict[str, float]]:
+    """The weight of :data:`BLENDS` whose blend of these members' probabilities has the best
+    macro-F1 against ``labels`` (ties: the one nearest 0.5), and the macro-F1 of each weight."""
+    from wafersage.evaluation import stats
+
     truth = [set(v) for v in labels]
     ones = np.ones((1, len(truth)))
-    names, multi = model.config.classes, model.config.multi_label
     scores = {
-        w: float(stats.macro_f1_metric(truth, decide(blended(cnn, trees, w), names, multi))(ones)[0])
+        w: float(stats.macro_f1_metric(truth, decide(blended(cnn, trees, w), names, multi_label))(ones)[0])
         for w in BLENDS
     }
-    model.config.blend = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))
-    return {str(w): round(v, 4) for w, v in scores.items()}
+    best = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))
+    return best, {str(w): round(v, 4) for w, v in scores.items()}
 
 
 def fit_out_of_fold(
