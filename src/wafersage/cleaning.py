@@ -343,25 +343,29 @@ def _clean_labels(features: np.ndarray, labels: pd.Series, cfg: CleanConfig, fil
     )
 
 
-def cleanlab_issues(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cleanlab's confident-learning baseline: a boolean label-issue mask from the same
-    out-of-fold probabilities (rows with class ``y``, all classes present). One process: the
-    result does not depend on it, and forking copies the probabilities per worker."""
+def cleanlab_issues(probs: np.ndarray, y: np.ndarray, filter_by: str = "prune_by_noise_rate") -> np.ndarray:
+    """Cleanlab's confident-learning baseline: a boolean label-issue mask from out-of-fold
+    probabilities (rows with class ``y``, all classes present); ``filter_by`` is cleanlab's. One
+    process: the result does not depend on it, and forking copies the probabilities per worker."""
     from cleanlab.filter import find_label_issues
 
     p = np.clip(probs, 1e-6, None)
     p = p / p.sum(1, keepdims=True)
-    issues = find_label_issues(labels=y, pred_probs=p, filter_by="prune_by_noise_rate", n_jobs=1)
+    issues = find_label_issues(labels=y, pred_probs=p, filter_by=filter_by, n_jobs=1)
     return np.asarray(issues, dtype=bool)
 
 
-def cleanlab_flags(res: CleanResult) -> np.ndarray:
-    """The baseline's verdict on every wafer, like ours where it cannot score: cleanlab on the
-    first-pass probabilities of the scorable wafers, every other wafer flagged."""
+def cleanlab_flags(
+    res: CleanResult, probs: np.ndarray | None = None, filter_by: str = "prune_by_noise_rate"
+) -> np.ndarray:
+    """The baseline's verdict on every wafer, like ours where it cannot score: cleanlab on
+    ``probs`` (default: the first-pass probabilities) of the scorable wafers, every other wafer
+    flagged."""
+    probs = res.probs if probs is None else probs
     flags = np.ones(len(res.given_key), dtype=bool)
     s = res.scorable
     y = np.array([res.keys.index(k) for k in res.given_key[s]])
-    flags[s] = cleanlab_issues(res.probs[s], y)
+    flags[s] = cleanlab_issues(probs[s], y, filter_by)
     return flags
 
 
