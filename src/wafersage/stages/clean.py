@@ -1,6 +1,6 @@
 """clean: find wrong labels in the raw table and write the cleaned label table.
 
-The cleaner fits and flags on the train and val splits of the split stage; test-split wafers pass
+The cleaner fits and flags on every split of the split stage but test; test-split wafers pass
 through with their labels as given. Features are the geometric ones (:mod:`wafersage.features`),
 plus the pretrained vision encoder's embedding when ``clean.embedding: vision``. Scores and verdicts
 come from :mod:`wafersage.cleaning`; an engineer's corrections (:mod:`wafersage.corrections`,
@@ -386,7 +386,7 @@ def run(
 ) -> dict[str, Any]:
     """Featurise, clean, apply the ``corrections`` file (None or a missing file: none), gate and
     write the label table, metrics, plot data and review page. The cleaner fits and flags on the
-    train and val splits; test wafers are written as given (or as an engineer corrected them)."""
+    splits but test; test wafers are written as given (or as an engineer corrected them)."""
     params = validated("clean", params)
     cfg = CleanConfig.from_dict(params)
     everything = read_raw(raw, columns=(*READ_COLUMNS, "lot_id")).reset_index(drop=True)
