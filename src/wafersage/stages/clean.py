@@ -385,8 +385,8 @@ def run(
     corrections: Path | None = None,
 ) -> dict[str, Any]:
     """Featurise, clean, apply the ``corrections`` file (None or a missing file: none), gate and
-    write the label table, metrics, plot data and review page. The cleaner fits and flags on the
-    splits but test; test wafers are written as given (or as an engineer corrected them)."""
+    write the label table, metrics, plot data and review page. The cleaner fits and flags on every
+    split but test; test wafers are written as given (or as an engineer corrected them)."""
     params = validated("clean", params)
     cfg = CleanConfig.from_dict(params)
     everything = read_raw(raw, columns=(*READ_COLUMNS, "lot_id")).reset_index(drop=True)
