@@ -62,6 +62,7 @@ REQUIREMENTS = (
     "skops",
     "pillow",
     "pyyaml",
+    "tqdm",
 )
 #: params.yaml sections the model depends on, logged as the register run's ``params.yaml``
 #: artifact rather than as run params: that is the file a DVC user edits, diffs and pastes back,
