@@ -36,7 +36,7 @@ TAXONOMY_VALUES: dict[str, Any] = {
 def resolved(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` with each ``$taxonomy.*`` kwarg value replaced by the active taxonomy's (the class
     value sets and the label regex are never hard-coded in a suite)."""
-    from wafersage import taxonomy
+    from wafersage.wafers import taxonomy
 
     t = taxonomy.active()
 

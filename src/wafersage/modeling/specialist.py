@@ -3,7 +3,8 @@ off/pass/fail pixels) plus the map's geometric features, blended with gradient-b
 the same features, trained by the pipeline on the training split's labels. It is shipped inside
 the model folder (``specialist/``: safetensors weights, the trees in skops format loaded with a
 fixed list of trusted types, and a JSON config; no pickle) and its class probabilities join the
-prompt's grounding line (:class:`wafersage.grounding.Grounder`), so the VLM learns when to trust it.
+prompt's grounding line (:class:`wafersage.annotation.grounding.Grounder`), so the VLM learns when to
+trust it.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
@@ -28,13 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
-from wafersage.baselines import fit_trees
-from wafersage.encoding import FAIL, PASS
+from wafersage.annotation.grounding import Grounder, check_mode
 from wafersage.errors import WaferSageError
-from wafersage.features import geometric_features
-from wafersage.grounding import Grounder, check_mode
+from wafersage.modeling.baselines import fit_trees
 from wafersage.progress import progress
+from wafersage.wafers import taxonomy
+from wafersage.wafers.encoding import FAIL, PASS
+from wafersage.wafers.features import geometric_features
 
 FOLDER = "specialist"
 WEIGHTS, CONFIG, TREES = "specialist.safetensors", "specialist.json", "trees.skops"
@@ -419,7 +420,7 @@ def fit_out_of_fold(
 
 
 class OutOfFold:
-    """An :class:`~wafersage.grounding.Advisor` that answers training maps from their out-of-fold
+    """An :class:`~wafersage.annotation.grounding.Advisor` that answers training maps from their out-of-fold
     probabilities (looked up by :func:`map_key`) and any other map from ``specialist``."""
 
     def __init__(self, specialist: Specialist, table: pd.DataFrame) -> None:

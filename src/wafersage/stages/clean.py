@@ -1,9 +1,9 @@
 """clean: find wrong labels in the raw table and write the cleaned label table.
 
 The cleaner fits and flags on every split of the split stage but test; test-split wafers pass
-through with their labels as given. Features are the geometric ones (:mod:`wafersage.features`),
+through with their labels as given. Features are the geometric ones (:mod:`wafersage.wafers.features`),
 plus the pretrained vision encoder's embedding when ``clean.embedding: vision``. Scores and verdicts
-come from :mod:`wafersage.cleaning`; an engineer's corrections (:mod:`wafersage.corrections`,
+come from :mod:`wafersage.labels.cleaning`; an engineer's corrections (:mod:`wafersage.labels.corrections`,
 exported from the review page) then override the verdicts of the wafers they name, test wafers
 included. The outputs pass a Great Expectations gate before anything is written.
 """
@@ -19,9 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
-from wafersage.cleaning import (
+from wafersage.config import validated
+from wafersage.errors import WaferSageError
+from wafersage.gates import run_gate
+from wafersage.labels.cleaning import (
     MIXED,
     SCORES,
     VERDICTS,
@@ -31,15 +33,13 @@ from wafersage.cleaning import (
     cleanlab_flags,
     detection_scores,
 )
-from wafersage.config import validated
-from wafersage.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
-from wafersage.errors import WaferSageError
-from wafersage.features import geometric_features
-from wafersage.gates import run_gate
-from wafersage.rawtable import read_raw
-from wafersage.render import DEFAULT_SIZE
-from wafersage.splits import TRAINABLE, wafer_splits
+from wafersage.labels.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
 from wafersage.tracking import stage_run
+from wafersage.wafers import taxonomy
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.rawtable import read_raw
+from wafersage.wafers.render import DEFAULT_SIZE
+from wafersage.wafers.splits import TRAINABLE, wafer_splits
 
 SCHEMA = pa.schema(
     [
@@ -244,8 +244,8 @@ def review_html(
     import html
     import io
 
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.render import render_map
 
     applied = applied if applied is not None else pd.DataFrame(columns=["wafer_id", "labels", "note"])
     cand = table[table["verdict"] != "keep"].copy()
@@ -317,7 +317,7 @@ def embedding_2d(x: np.ndarray, table: pd.DataFrame, points: int, seed: int) -> 
     """A 2-D t-SNE of a seeded sample of the standardised features, for the plot."""
     from sklearn.manifold import TSNE
 
-    from wafersage.cleaning import standardise
+    from wafersage.labels.cleaning import standardise
 
     n = len(x)
     idx = (

@@ -1,7 +1,7 @@
 """The MLflow model registry: loading a registered pyfunc (which runs its logged code), downloading
 a version's model folder as files (which runs none), the names of the artifacts and tags a version
 carries, and the ``dvc.lock`` hashes it is tagged with. The promotion rule is
-:mod:`wafersage.promotion`."""
+:mod:`wafersage.registry.promotion`."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from wafersage.config import GATE_METRICS, validated
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.registry import CHALLENGER, CHAMPION, SELECTION_ARTIFACT
+from wafersage.registry.loading import CHALLENGER, CHAMPION, SELECTION_ARTIFACT
 
 
 def labels_of(text: Any) -> set[str]:
