@@ -15,6 +15,7 @@ import typer
 from wafersage import progress
 from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
+from wafersage.wafers.taxonomy import activate
 
 apply_defaults()
 
@@ -47,7 +48,6 @@ def _root(
 def use_taxonomy(params: Path) -> None:
     """Activate params.yaml's ``taxonomy`` (the classes every stage reads) before a stage runs."""
     from wafersage.params import load_section
-    from wafersage.wafers.taxonomy import activate
 
     activate(load_section("taxonomy", params))
 

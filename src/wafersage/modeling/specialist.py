@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from wafersage.annotation.grounding import Grounder, check_mode
-from wafersage.errors import WaferSageError
+from wafersage.errors import WaferSageError, read_parquet
+from wafersage.evaluation import stats
 from wafersage.modeling.baselines import fit_trees
 from wafersage.progress import progress
 from wafersage.wafers import taxonomy
@@ -381,8 +382,6 @@ def pick_blend(
 ) -> tuple[float, dict[str, float]]:
     """The weight of :data:`BLENDS` whose blend of these members' probabilities has the best
     macro-F1 against ``labels`` (ties: the one nearest 0.5), and the macro-F1 of each weight."""
-    from wafersage.evaluation import stats
-
     truth = [set(v) for v in labels]
     ones = np.ones((1, len(truth)))
     scores = {
@@ -462,8 +461,6 @@ def grounder_of(model_folder: str | Path, info: dict[str, Any], oof: str | Path 
     """The :class:`Grounder` a model folder was trained with (its ``wafersage.json`` is ``info``);
     with ``oof`` (the specialist stage's out-of-fold file), training maps get their out-of-fold
     clauses."""
-    from wafersage.errors import read_parquet
-
     if not info.get("specialist"):
         return Grounder(check_mode(info.get("grounding")))
     advisor: Any = Specialist.load(Path(model_folder) / FOLDER)

@@ -32,13 +32,14 @@ from wafersage.labels.cleaning import (
     clean_labels,
     cleanlab_flags,
     detection_scores,
+    standardise,
 )
 from wafersage.labels.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
-from wafersage.tracking import stage_run
+from wafersage.tracking import flatten, stage_run
 from wafersage.wafers import taxonomy
 from wafersage.wafers.features import geometric_features
-from wafersage.wafers.rawtable import read_raw
-from wafersage.wafers.render import DEFAULT_SIZE
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.render import DEFAULT_SIZE, render_map
 from wafersage.wafers.splits import TRAINABLE, wafer_splits
 
 SCHEMA = pa.schema(
@@ -244,9 +245,6 @@ def review_html(
     import html
     import io
 
-    from wafersage.wafers.rawtable import decode_map
-    from wafersage.wafers.render import render_map
-
     applied = applied if applied is not None else pd.DataFrame(columns=["wafer_id", "labels", "note"])
     cand = table[table["verdict"] != "keep"].copy()
     cand["_s"] = cand["noise_score"].fillna(2.0)  # unscored first: nothing vouches for them
@@ -316,8 +314,6 @@ def review_html(
 def embedding_2d(x: np.ndarray, table: pd.DataFrame, points: int, seed: int) -> pd.DataFrame:
     """A 2-D t-SNE of a seeded sample of the standardised features, for the plot."""
     from sklearn.manifold import TSNE
-
-    from wafersage.labels.cleaning import standardise
 
     n = len(x)
     idx = (
@@ -446,7 +442,6 @@ def run(
             plot_png(emb, t_png)
             t_html.write_text(page)
             t_metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-        from wafersage.tracking import flatten
 
         mlflow.log_metrics({k: float(v) for k, v in flatten(m).items() if isinstance(v, (int, float))})
         for p in (report_dir / "review.html", report_dir / "embedding.png", metrics):
