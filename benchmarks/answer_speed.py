@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wafersage import grounding as grounding_module
-from wafersage.grounding import ground_all
+from wafersage.annotation import grounding as grounding_module
+from wafersage.annotation.grounding import ground_all
 from wafersage.modeling.generate import generate_answers
-from wafersage.rawtable import decode_map
-from wafersage.render import render_map
 from wafersage.serving.predictor import Predictor
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

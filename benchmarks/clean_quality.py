@@ -5,7 +5,7 @@ of the cleaned labels on real WM-811K.
     .venv/bin/python benchmarks/clean_quality.py --raw data/raw/wafers.parquet  # the pipeline's own data
     .venv/bin/python benchmarks/clean_quality.py --noise --real ../shared/data/wm811k
 
-Three detectors, all on the same features and the same classifier (``wafersage.cleaning``'s
+Three detectors, all on the same features and the same classifier (``wafersage.labels.cleaning``'s
 out-of-fold extremely randomised trees):
 
 - ours: ``clean_labels`` with the params file's ``clean`` section. With ``refit: true`` (the
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wafersage.cleaning import (
+from wafersage.labels.cleaning import (
     CleanConfig,
     CleanResult,
     clean_labels,
@@ -56,8 +56,8 @@ from wafersage.cleaning import (
     prune,
     standardise,
 )
-from wafersage.features import geometric_features
 from wafersage.params import load_section
+from wafersage.wafers.features import geometric_features
 
 #: cleanlab 2.x ``find_label_issues(filter_by=...)`` choices.
 FILTERS = (
@@ -110,7 +110,7 @@ def tune_filters(
 ) -> tuple[dict[str, str], list[str]]:
     """``filter_by`` for each cleanlab variant with the best mean F1 over ``sizes`` x ``noises``
     on ``seed``; returns the choices and the table of every choice's mean F1."""
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     f1 = {v: {f: [] for f in FILTERS} for v in ("first", "refit")}
     first_cfg = replace(cfg, refit=False)  # the first pass is all the tuning needs from clean_labels
@@ -138,7 +138,7 @@ def detect(
     df: pd.DataFrame, cfg: CleanConfig, filters: dict[str, str], oracle: bool = False
 ) -> dict[str, object]:
     """The three detectors on one raw table that carries ``true_labels`` and ``noise_flipped``."""
-    from wafersage.cleaning import label_keys
+    from wafersage.labels.cleaning import label_keys
 
     x = geometric_features(df).to_numpy()
     t = time.perf_counter()
@@ -207,8 +207,8 @@ def real_rows(folder: Path, train: str, cfg: CleanConfig, seed: int) -> list[str
     from sklearn.metrics import f1_score
     from threadpoolctl import threadpool_limits
 
-    from wafersage.baselines import tree_classifier
-    from wafersage.loaders import load
+    from wafersage.modeling.baselines import tree_classifier
+    from wafersage.wafers.loaders import load
 
     tr = load("wm811k-processed", folder / train)
     va = load("wm811k-processed", folder / "val_data.pkl.xz")
@@ -267,12 +267,12 @@ def main() -> None:
         head += " oracle classifier F1 |" if a.oracle else ""
         print(head + "\n" + "| --- " * (head.count("|") - 1) + "|", flush=True)
     if a.raw:
-        from wafersage.rawtable import read_raw
+        from wafersage.wafers.rawtable import read_raw
 
         df = read_raw(a.raw)
         print(seed_row(len(df), float(df["noise_flipped"].mean()), "-", detect(df, cfg, filters, a.oracle)))
     elif a.noise and a.seeds:
-        from wafersage.synthetic import SyntheticConfig, generate
+        from wafersage.wafers.synthetic import SyntheticConfig, generate
 
         summary = []
         for n in a.n:

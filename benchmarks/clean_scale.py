@@ -27,7 +27,7 @@ def _peak_gb() -> float:
 
 
 def generate(n: int, path: Path, workers: int) -> float:
-    from wafersage.synthetic import SyntheticConfig, write_parquet_chunked
+    from wafersage.wafers.synthetic import SyntheticConfig, write_parquet_chunked
 
     t = time.perf_counter()
     write_parquet_chunked(SyntheticConfig(n_wafers=n, seed=3), path, chunk=25_000, workers=workers)
@@ -35,11 +35,11 @@ def generate(n: int, path: Path, workers: int) -> float:
 
 
 def clean(path: Path, params: str) -> dict:
-    from wafersage.cleaning import CleanConfig, clean_labels, cleanlab_flags, detection_scores
-    from wafersage.features import geometric_features
+    from wafersage.labels.cleaning import CleanConfig, clean_labels, cleanlab_flags, detection_scores
     from wafersage.params import load_section
-    from wafersage.rawtable import read_raw
     from wafersage.stages.clean import READ_COLUMNS
+    from wafersage.wafers.features import geometric_features
+    from wafersage.wafers.rawtable import read_raw
 
     cfg = CleanConfig.from_dict(load_section("clean", params))
     out: dict[str, float] = {"start_rss_gb": _peak_gb()}

@@ -30,10 +30,10 @@ def main() -> None:
 
     import torch
 
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
     from wafersage.serving.predictor import Predictor
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.render import render_map
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     if a.model is None:
         from tiny_model import build_tiny_model

@@ -28,8 +28,8 @@ import pandas as pd
 from PIL import Image
 
 from wafersage.errors import WaferSageError
-from wafersage.loaders import Limits, load
-from wafersage.render import read_npy_map
+from wafersage.wafers.loaders import Limits, load
+from wafersage.wafers.render import read_npy_map
 
 CANON = np.array([[0, 1, 1, 0], [1, 2, 1, 1], [1, 1, 2, 1], [0, 1, 1, 0]], np.uint8)
 PROCESSED = np.array([0, 128, 255], np.uint8)[CANON]

@@ -29,9 +29,9 @@ from fuzz_loaders import CANON, mutate
 from PIL import Image
 
 from wafersage.config import ServeLimits
-from wafersage.render import render_map
 from wafersage.serving.app import RequestError, chat_inputs
 from wafersage.serving.images import NPY_MAGIC
+from wafersage.wafers.render import render_map
 
 IMAGE_SIZE = 64
 LIMITS = ServeLimits(max_json_depth=32)

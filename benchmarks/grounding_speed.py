@@ -47,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from wafersage import grounding
-from wafersage.attributes import wafer_attributes, wafer_attributes_batch
+from wafersage.annotation import grounding
+from wafersage.annotation.attributes import wafer_attributes, wafer_attributes_batch
+from wafersage.annotation.grounding import IMAGE_ATTRIBUTES, Grounder, attributes_texts, images_to_maps
 from wafersage.errors import WaferSageError
-from wafersage.grounding import IMAGE_ATTRIBUTES, Grounder, attributes_texts, images_to_maps
-from wafersage.rawtable import decode_map
-from wafersage.render import render_map
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,18 +75,18 @@ def old_modules(ref: str) -> tuple[types.ModuleType, types.ModuleType]:
         exec(compile(source, f"{ref}:{path}", "exec"), mod.__dict__)
         return mod
 
-    attributes = module("_old_attributes", "src/wafersage/attributes.py")
+    attributes = module("_old_attributes", "src/wafersage/annotation/attributes.py")
     old = module(
         "_old_grounding",
-        "src/wafersage/grounding.py",
-        ("from wafersage.attributes import", "from _old_attributes import"),
+        "src/wafersage/annotation/grounding.py",
+        ("from wafersage.annotation.attributes import", "from _old_attributes import"),
     )
     return attributes, old
 
 
 def real_maps(path: Path, n: int) -> tuple[list[np.ndarray], list[list[str]]]:
     """``n`` maps drawn with seed 0 from a WM-811K pickle, and their labels."""
-    from wafersage.loaders import load
+    from wafersage.wafers.loaders import load
 
     df = load("wm811k-processed", path)
     rows = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), min(n, len(df)), replace=False))]
@@ -96,7 +96,7 @@ def real_maps(path: Path, n: int) -> tuple[list[np.ndarray], list[list[str]]]:
 
 def synthetic_maps(n: int) -> tuple[list[np.ndarray], list[list[str]]]:
     """``n`` synthetic maps (seed 0) and their labels."""
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     raw = generate(SyntheticConfig.from_dict({"n_wafers": n, "seed": 0}))
     return [decode_map(r.map, r.rows, r.cols) for r in raw.itertuples()], [list(v) for v in raw["labels"]]

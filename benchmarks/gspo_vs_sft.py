@@ -104,8 +104,8 @@ def paired_ci(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[flo
 
 def f1_ci(refs: list[str], a: list[str], b: list[str], n_boot: int, seed: int) -> tuple[float, float, float]:
     """Macro-F1(b) - macro-F1(a) on the type questions, with a paired bootstrap 95% CI."""
-    from wafersage.answer_parser import parse_labels
-    from wafersage.type_scoring import type_scores
+    from wafersage.annotation.answer_parser import parse_labels
+    from wafersage.evaluation.type_scoring import type_scores
 
     def canon(s: str) -> str:  # parse once; the canonical names re-parse to the same set
         labs = sorted(parse_labels(s))
@@ -126,7 +126,7 @@ def f1_ci(refs: list[str], a: list[str], b: list[str], n_boot: int, seed: int) -
 
 
 def _f1(df: pd.DataFrame, ans: list[str]) -> float:
-    from wafersage.type_scoring import type_scores
+    from wafersage.evaluation.type_scoring import type_scores
 
     typ = (df["category"] == "type").to_numpy()
     refs = list(df.loc[typ, "answer"])
@@ -156,8 +156,8 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.work / 'mlflow.db'}")
     args.work.mkdir(parents=True, exist_ok=True)
 
+    from wafersage.annotation.rubric import read_records
     from wafersage.params import load_section, merged
-    from wafersage.rubric import read_records
     from wafersage.stages import gspo
 
     base = merged(load_section("gspo", args.params), _overrides(args.set))

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from wafersage.loaders import load
-from wafersage.rawtable import write_raw
-from wafersage.safe_pickle import safe_load
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import write_raw
+from wafersage.wafers.safe_pickle import safe_load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 JOBS = (("wm811k-processed", "wm811k"), ("mixedwm38-processed", "mixedwm38"))

@@ -25,9 +25,9 @@ QUESTION = "What type of defect pattern is visible on this wafer map?"
 
 
 def vqa_dir(root: Path, size: int, n: int) -> Path:
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.render import render_map
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     raw = generate(SyntheticConfig(n_wafers=n, seed=0, noise_rate=0.0, mixed_fraction=0.0))
     images = []
@@ -83,7 +83,7 @@ def main() -> None:
     from wafersage.modeling.vision_train import train_encoder
     from wafersage.serving.predictor import Predictor
     from wafersage.stages import init_model, sft
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     torch.set_num_threads(1)
     raw = generate(SyntheticConfig(n_wafers=args.wafers, seed=0))

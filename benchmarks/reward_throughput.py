@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _score_data import records_and_pairs  # noqa: E402
 
-from wafersage.knowledge import load_knowledge_base  # noqa: E402
+from wafersage.annotation.knowledge import load_knowledge_base  # noqa: E402
 from wafersage.score import config as cfgmod  # noqa: E402
 from wafersage.score.calibration import build_pool  # noqa: E402
 from wafersage.score.config import HARDENED, PAPER_DEFAULT  # noqa: E402

@@ -156,11 +156,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating chunks of the comparison")
     a = ap.parse_args()
 
-    from wafersage.render import render_map
     from wafersage.serving.app import ServeLimits, create_app
     from wafersage.serving.images import png_data_url
     from wafersage.serving.predictor import Predictor
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.render import render_map
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     tmp = tempfile.mkdtemp(prefix="serve_load_")
     if a.model is None:
@@ -169,7 +169,7 @@ def main() -> None:
         a.model = build_tiny_model(Path(tmp) / "tiny", size=96)
     pred = Predictor(a.model, batch_size=a.max_batch, max_new_tokens=a.max_tokens)
     row = generate(SyntheticConfig.from_dict({"n_wafers": 1, "seed": 0})).iloc[0]
-    from wafersage.rawtable import decode_map
+    from wafersage.wafers.rawtable import decode_map
 
     img = render_map(decode_map(row["map"], row["rows"], row["cols"]), pred.image_size)
     good = {"model": "wafersage", "max_tokens": a.max_tokens, "messages": [{"role": "user", "content": [

@@ -38,9 +38,9 @@ def majority_baseline(vqa: Path) -> dict[str, float]:
     """Answer every type question with the train split's most frequent type answer's classes."""
     import pandas as pd
 
-    from wafersage.answer_parser import parse_primary
+    from wafersage.annotation.answer_parser import parse_primary
+    from wafersage.evaluation.type_scoring import type_scores
     from wafersage.modeling.vqa_data import ANSWER, CATEGORY, TYPE_CATEGORY
-    from wafersage.type_scoring import type_scores
 
     train = pd.read_parquet(vqa / "train.parquet")
     test = pd.read_parquet(vqa / "test.parquet")

@@ -28,11 +28,9 @@ import numpy as np
 import pandas as pd
 from specialist_real import DATA, labelled, seen
 
-from wafersage.baselines import fit_trees
 from wafersage.config import validated
 from wafersage.evaluation import real_val, stats
-from wafersage.features import geometric_features
-from wafersage.loaders import load
+from wafersage.modeling.baselines import fit_trees
 from wafersage.modeling.specialist import (
     VIEWS,
     Specialist,
@@ -45,7 +43,9 @@ from wafersage.modeling.specialist import (
     fit,
     pick_blend,
 )
-from wafersage.rawtable import decode_map
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import decode_map
 
 
 def die_features(maps: pd.DataFrame) -> np.ndarray:
@@ -181,7 +181,7 @@ def main() -> None:
     sp = {"n_boot": args.n_boot, "seed": 0, "confidence": 0.95}
     metrics, detail = real_val.score_models(val, answers, sp)
     truth = [set(v) for v in val["labels"]]
-    from wafersage.answer_parser import parse_labels
+    from wafersage.annotation.answer_parser import parse_labels
 
     f1 = {k: stats.macro_f1_metric(truth, [parse_labels(a) for a in v]) for k, v in answers.items()}
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.grounding import image_to_map
 from wafersage.config import validated
 from wafersage.evaluation import real_val, stats
-from wafersage.grounding import image_to_map
-from wafersage.loaders import load
 from wafersage.modeling.specialist import fit
-from wafersage.rawtable import decode_map
-from wafersage.render import render_map
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wm811k"
 

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from wafersage.rawtable import read_raw
-from wafersage.synthetic import SyntheticConfig, write_parquet_chunked
+from wafersage.wafers.rawtable import read_raw
+from wafersage.wafers.synthetic import SyntheticConfig, write_parquet_chunked
 
 
 def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:

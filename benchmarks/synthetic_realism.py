@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from wafersage.baselines import tree_classifier
-from wafersage.features import geometric_features
-from wafersage.loaders import load
-from wafersage.rawtable import decode_map
-from wafersage.synthetic import CLASS_MIX_PRESETS, SyntheticConfig, generate
-from wafersage.taxonomy import CLASS_INDEX, CLASSES
+from wafersage.modeling.baselines import tree_classifier
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.synthetic import CLASS_MIX_PRESETS, SyntheticConfig, generate
+from wafersage.wafers.taxonomy import CLASS_INDEX, CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The radial profile, in 5 bins (pairs of features.py's 10), centre to edge.

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """The trees baseline on the specialist's input against the trees on die-level maps (real WM-811K).
 
-Both fit :func:`wafersage.baselines.fit_trees` on the geometric features of the same train maps and
+Both fit :func:`wafersage.modeling.baselines.fit_trees` on the geometric features of the same train maps and
 labels and answer every map of ``val_data.pkl.xz``: once on the die-level maps (what
 ``real_val.trees`` uses), once on each map as the VLM and the specialist see it (rendered at
 ``--size`` and decoded back). The gap is what the render costs a feature model.
@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 from specialist_real import DATA, labelled, seen
 
-from wafersage.answer_parser import parse_labels
-from wafersage.baselines import fit_trees
+from wafersage.annotation.answer_parser import parse_labels
 from wafersage.evaluation import real_val, stats
-from wafersage.loaders import load
+from wafersage.modeling.baselines import fit_trees
 from wafersage.modeling.specialist import _features  # the specialist's own feature table
+from wafersage.wafers.loaders import load
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Defect-type baselines on REAL WM-811K val beside the VLM's answers, on the same maps: majority class,
-nearest centroid and gradient-boosted trees (``wafersage.baselines``) on ``wafersage.features``,
-trained on the given train splits; macro-F1 and accuracy with bootstrap CIs, and each VLM's paired
+nearest centroid and gradient-boosted trees (``wafersage.modeling.baselines``) on
+``wafersage.wafers.features``, trained on the given train splits; macro-F1 and accuracy with
+bootstrap CIs, and each VLM's paired
 difference to the trees.
 
     .venv/bin/python benchmarks/type_baselines_real.py --train train_10_split.pkl.xz \\
@@ -37,13 +38,13 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from wafersage.answer_parser import parse_labels
-    from wafersage.baselines import tree_classifier
+    from wafersage.annotation.answer_parser import parse_labels
     from wafersage.evaluation.stats import accuracy_metric, ci, macro_f1_metric, paired_diff
-    from wafersage.features import geometric_features
-    from wafersage.loaders import load
+    from wafersage.modeling.baselines import tree_classifier
     from wafersage.stages.pretrain_vision import single_class
-    from wafersage.taxonomy import CLASSES
+    from wafersage.wafers.features import geometric_features
+    from wafersage.wafers.loaders import load
+    from wafersage.wafers.taxonomy import CLASSES
 
     train = pd.concat([load("wm811k-processed", args.data / f) for f in args.train], ignore_index=True)
     val = load("wm811k-processed", args.data / "val_data.pkl.xz")

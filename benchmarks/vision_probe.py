@@ -3,8 +3,9 @@
 Pretrains the encoder (the stage's own code: ``modeling.vision_train.train_encoder``, the VLM's
 vision-tower architecture from ``model.tiny``) on WM-811K train maps with their (noisy) labels,
 embeds train and val with the frozen tower, and scores over the 9 classes on val_data.pkl.xz.
-Baseline in the same run: gradient-boosted trees (``wafersage.baselines``) on ``wafersage.features`` geometric
-features, same train maps, same val maps. Prints a markdown table (and JSON with --json).
+Baseline in the same run: gradient-boosted trees (``wafersage.modeling.baselines``) on
+``wafersage.wafers.features`` geometric features, same train maps, same val maps. Prints a markdown
+table (and JSON with --json).
 
     .venv/bin/python benchmarks/vision_probe.py --budget-s 300          # ~10 CPU minutes
     .venv/bin/python benchmarks/vision_probe.py --budget-s 60 --max-train 3000 --max-val 2000  # smoke
@@ -24,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wafersage.loaders import load
 from wafersage.modeling.tiny_config import vision_config
 from wafersage.modeling.vision_encoder import encode_grids, multi_hot, table_maps
 from wafersage.modeling.vision_inputs import resample_batch, visual_tokens
 from wafersage.modeling.vision_train import probe_scores, train_encoder
 from wafersage.stages.pretrain_vision import single_class
-from wafersage.taxonomy import CLASSES
+from wafersage.wafers.loaders import load
+from wafersage.wafers.taxonomy import CLASSES
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wm811k"
 
@@ -80,8 +81,8 @@ def main() -> None:
     val, y_val = val[y_val >= 0].reset_index(drop=True), y_val[y_val >= 0]
 
     # baseline: gradient-boosted trees on the geometric features
-    from wafersage.baselines import tree_classifier
-    from wafersage.features import geometric_features
+    from wafersage.modeling.baselines import tree_classifier
+    from wafersage.wafers.features import geometric_features
 
     t = time.perf_counter()
     f_tr, f_val = geometric_features(train), geometric_features(val)

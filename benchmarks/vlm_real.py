@@ -43,13 +43,13 @@ def peak_rss_mb() -> float:
 
 
 def answer_of(labels: list[str]) -> str:
-    from wafersage.taxonomy import NONE
+    from wafersage.wafers.taxonomy import NONE
 
     return "No defect pattern." if not labels or list(labels) == [NONE] else " and ".join(labels) + "."
 
 
 def png(m: np.ndarray, size: int) -> bytes:
-    from wafersage.render import render_map
+    from wafersage.wafers.render import render_map
 
     buf = io.BytesIO()
     render_map(m, size).save(buf, format="PNG")
@@ -64,7 +64,7 @@ def sqrt_balanced(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def vqa_frame(df: pd.DataFrame, size: int) -> pd.DataFrame:
-    from wafersage.rawtable import decode_map
+    from wafersage.wafers.rawtable import decode_map
 
     images = [
         png(decode_map(b, r, c), size) for b, r, c in zip(df["map"], df["rows"], df["cols"], strict=True)
@@ -111,10 +111,10 @@ def encoder_dir(args: argparse.Namespace, train: pd.DataFrame) -> tuple[Path, di
 
 
 def trees(train: pd.DataFrame, val: pd.DataFrame, seed: int) -> list[set[str]]:
-    from wafersage.baselines import tree_classifier
-    from wafersage.features import geometric_features
+    from wafersage.modeling.baselines import tree_classifier
     from wafersage.stages.pretrain_vision import single_class
-    from wafersage.taxonomy import CLASSES
+    from wafersage.wafers.features import geometric_features
+    from wafersage.wafers.taxonomy import CLASSES
 
     y = single_class(train["labels"])
     ok = y >= 0
@@ -146,11 +146,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vlm_real-"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
 
-    from wafersage.answer_parser import parse_labels
+    from wafersage.annotation.answer_parser import parse_labels
     from wafersage.evaluation.stats import ci, macro_f1_metric, paired_diff
-    from wafersage.loaders import load
     from wafersage.serving.predictor import Predictor
     from wafersage.stages import init_model, sft
+    from wafersage.wafers.loaders import load
 
     t0 = time.perf_counter()
     train = pd.concat([load("wm811k-processed", args.data / f) for f in args.train], ignore_index=True)
@@ -196,8 +196,8 @@ def main() -> None:
     m = sft.run(sft_params, tmp / "base", vqa, tmp / "sft", tmp / "sft_metrics.json", tmp / "ckpt")
     sft_s = time.perf_counter() - t
 
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.render import render_map
 
     pred = Predictor(tmp / "sft", batch_size=64, max_new_tokens=12)
     images = [

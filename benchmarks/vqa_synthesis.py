@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from wafersage.attributes import ZONES, agreement_summary, truth_agreement, wafer_attributes
-from wafersage.descriptions import analytic_descriptions
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rawtable import decode_map
-from wafersage.render import png_bytes
-from wafersage.rubric import build_rubric
+from wafersage.annotation.attributes import ZONES, agreement_summary, truth_agreement, wafer_attributes
+from wafersage.annotation.descriptions import analytic_descriptions
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import build_rubric
+from wafersage.annotation.vqa import CATEGORIES, qa_pairs
 from wafersage.stages.describe import fallback_tag
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vqa import CATEGORIES, qa_pairs
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import png_bytes
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 
 def records(df: pd.DataFrame, labels_col: str = "labels") -> tuple[list[dict], list[dict]]:

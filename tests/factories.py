@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
-from wafersage.encoding import FAIL, OFF, PASS
-from wafersage.rawtable import decode_map, new_table
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers import taxonomy
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.rawtable import decode_map, new_table
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 #: A small die table: ``die_table_example().to_csv(DIE_TABLE_EXAMPLE, index=False)``, run in tests/
 #: after ``from factories import *`` (the same again rewrites it).

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from wafersage.attributes import wafer_attributes
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rawtable import decode_map
-from wafersage.render import png_bytes
-from wafersage.rubric import rubric_record
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vqa import qa_pairs
+from wafersage.annotation.attributes import wafer_attributes
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import rubric_record
+from wafersage.annotation.vqa import qa_pairs
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import png_bytes
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 
 def records_and_pairs(n_wafers: int, size: int, seed: int) -> tuple[list[dict], pd.DataFrame]:

@@ -28,12 +28,12 @@ FAST = {"n_trials": 12, "n_startup_trials": 4, "n_boot": 200, "dead_groups": 50,
 
 def _records(n_wafers: int, seed: int) -> tuple[dict, pd.DataFrame, dict]:
     """Rubric records by wafer id, their QA pairs, and the maps (as digit rows) by wafer id."""
-    from wafersage.attributes import wafer_attributes
-    from wafersage.knowledge import load_knowledge_base
-    from wafersage.rawtable import decode_map
-    from wafersage.rubric import rubric_record
-    from wafersage.synthetic import SyntheticConfig, generate
-    from wafersage.vqa import qa_pairs
+    from wafersage.annotation.attributes import wafer_attributes
+    from wafersage.annotation.knowledge import load_knowledge_base
+    from wafersage.annotation.rubric import rubric_record
+    from wafersage.annotation.vqa import qa_pairs
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     kb = load_knowledge_base()
     recs, maps = {}, {}
@@ -58,7 +58,7 @@ def _graded(pool: pd.DataFrame, recs: dict) -> np.ndarray:
 
 def write_external(path: Path, n_wafers: int = 14, seed: int = 3, n_pairs: int = 30) -> list[dict]:
     """A graded file in the external format; returns its records."""
-    from wafersage.knowledge import load_knowledge_base
+    from wafersage.annotation.knowledge import load_knowledge_base
     from wafersage.score.calibration import build_pool
 
     recs, pairs, maps = _records(n_wafers, seed)
@@ -98,7 +98,7 @@ def external_file(tmp_path_factory) -> Path:
 
 def _write_pool(d: Path) -> None:
     """A small judged calibration pool (pool.parquet, scores.parquet, rubrics.jsonl) in ``d``."""
-    from wafersage.knowledge import load_knowledge_base
+    from wafersage.annotation.knowledge import load_knowledge_base
     from wafersage.score.calibration import build_pool
 
     recs, pairs, _ = _records(16, seed=1)

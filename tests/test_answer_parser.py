@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wafersage.answer_parser import parse_labels, parse_primary
+from wafersage.annotation.answer_parser import parse_labels, parse_primary
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 from factories import disc
 
-from wafersage.attributes import agreement_summary, attributes_for_rows, truth_agreement, wafer_attributes
-from wafersage.encoding import FAIL
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.annotation.attributes import (
+    agreement_summary,
+    attributes_for_rows,
+    truth_agreement,
+    wafer_attributes,
+)
+from wafersage.wafers.encoding import FAIL
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 
 def _blob(n: int, row: int, col: int, rad: int = 3) -> np.ndarray:

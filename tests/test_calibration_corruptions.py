@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wafersage.score.calibration import corrupt
-from wafersage.taxonomy import confusable_with
+from wafersage.wafers.taxonomy import confusable_with
 
 
 def test_swap_type_replaces_the_class_name_only_as_a_whole_word():

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from factories import disc
 
-from wafersage.cleaning import CleanConfig, clean_labels, prune
-from wafersage.encoding import FAIL, OFF
 from wafersage.errors import WaferSageError
-from wafersage.features import geometric_features
-from wafersage.rawtable import new_table, write_raw
+from wafersage.labels.cleaning import CleanConfig, clean_labels, prune
+from wafersage.wafers.encoding import FAIL, OFF
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.rawtable import new_table, write_raw
 
 CFG = CleanConfig(
     folds=3, min_class_size=3, classifier_trees=60, knn_k=5, lof_neighbors=5, kmeans_per_label=2
@@ -94,8 +94,8 @@ def test_prune_keeps_a_class_it_would_empty():
 def test_refit_finds_flipped_labels_better_than_the_first_pass_and_cleanlab():
     from sklearn.metrics import average_precision_score
 
-    from wafersage.cleaning import cleanlab_flags, detection_scores
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.labels.cleaning import cleanlab_flags, detection_scores
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     df = generate(SyntheticConfig(n_wafers=1500, seed=5, noise_rate=0.1))
     cfg = CleanConfig()

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wafersage.cleaning import CleanConfig, clean_labels, cleanlab_flags
-from wafersage.features import geometric_features
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.labels.cleaning import CleanConfig, clean_labels, cleanlab_flags
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 CFG = CleanConfig(folds=3, classifier_trees=40, knn_k=5, lof_neighbors=5, kmeans_per_label=2)
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wafersage import taxonomy
-from wafersage.corrections import HEADER, apply_corrections, read_corrections
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import write_raw
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.labels.corrections import HEADER, apply_corrections, read_corrections
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import write_raw
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 IDS = ["w0", "w1", "w2", "w3"]
 

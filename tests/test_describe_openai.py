@@ -9,10 +9,10 @@ import time
 import pytest
 from fake_openai import FakeChatServer
 
-from wafersage.rawtable import write_raw
+from wafersage.annotation.vlm_client import parse_structured
 from wafersage.stages import describe
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vlm import parse_structured
+from wafersage.wafers.rawtable import write_raw
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 GOOD_JSON = json.dumps(
     {

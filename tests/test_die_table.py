@@ -13,12 +13,12 @@ import pytest
 from factories import DIE_TABLE_EXAMPLE, DIE_TABLE_EXAMPLE_CONFIG, die_table_example
 
 from wafersage.cli import ERROR_EXIT, main
-from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
-from wafersage.loaders import DieTableOptions, Limits, load
-from wafersage.rawtable import decode_map, read_raw
 from wafersage.stages import ingest
-from wafersage.synthetic import generate
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.loaders import DieTableOptions, Limits, load
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.synthetic import generate
 
 CELL = {".": OFF, "o": PASS, "x": FAIL}
 #: wafer -> (lot, first x, first y, label cells (alternating), map: . off, o pass, x fail).

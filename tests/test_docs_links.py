@@ -121,8 +121,8 @@ def test_github_slugs() -> None:
     assert slug("Grounded 64 px defaults, one-pass cleaner (2026-11-28)") == (
         "grounded-64-px-defaults-one-pass-cleaner-2026-11-28"
     )
-    assert slug("`data/raw/wafers.parquet` (`wafersage.rawtable.SCHEMA`)") == (
-        "datarawwafersparquet-wafersagerawtableschema"
+    assert slug("`data/raw/wafers.parquet` (`wafersage.wafers.rawtable.SCHEMA`)") == (
+        "datarawwafersparquet-wafersagewafersrawtableschema"
     )
     assert slug("Ingest — and [scale](x.md)") == "ingest--and-scale"
 

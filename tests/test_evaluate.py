@@ -30,10 +30,10 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from wafersage.rawtable import write_raw
     from wafersage.score.config import HARDENED, save
     from wafersage.stages import describe, rubrics, vqa
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.rawtable import write_raw
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     tmp = tmp_path_factory.mktemp("evaluate")
     mp = pytest.MonkeyPatch()
@@ -225,8 +225,8 @@ def test_absorbed_outputs_join_the_next_judge_pool(evaluated, tmp_path):
 
 @pytest.mark.slow
 def test_unseen_phrasings_are_answered_and_scored_beside_the_seen_ones(data, tmp_path):
+    from wafersage.annotation.vqa import parse_question
     from wafersage.evaluation.unseen_phrasing import load_unseen
-    from wafersage.vqa import parse_question
 
     tmp, models = data
     m = evaluate_run(data, tmp_path, {**FAST, "pool_pairs": 0, "unseen_pairs": 12}, models[1:])
@@ -349,11 +349,11 @@ def test_real_val_maps_are_answered_and_scored(data, tmp_path, shared_data):
 
 
 def test_bootstrap_macro_f1_matches_type_scores_and_paired_identity():
-    from wafersage.type_scoring import type_scores
+    from wafersage.evaluation.type_scoring import type_scores
 
     refs = ["Center", "Donut", "Scratch", "Center", "Edge-Ring", "none", "Loc", "Center"]
     preds = ["Center", "Center", "Scratch", "a donut", "edge ring", "No defect pattern.", "random", ""]
-    from wafersage.answer_parser import parse_labels
+    from wafersage.annotation.answer_parser import parse_labels
 
     truth, pred = [parse_labels(r) for r in refs], [parse_labels(p) for p in preds]
     expected = type_scores(refs, preds)
@@ -391,7 +391,7 @@ def test_register_and_promote_commands_after_evaluate(evaluated):
     r = CliRunner().invoke(app, ["promote", "--dry-run"])
     assert r.exit_code == 0, r.output
     decision = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("{")))
-    from wafersage.promotion import item_metric
+    from wafersage.registry.promotion import item_metric
 
     val = pd.read_parquet(tmp / "reports/evaluate/val_items.parquet")
     gspo = val[val["model"] == "gspo"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 from factories import disc, with_center
 
-from wafersage.encoding import FAIL, OFF
-from wafersage.features import COLUMNS, geometric_features
+from wafersage.wafers.encoding import FAIL, OFF
+from wafersage.wafers.features import COLUMNS, geometric_features
 
 
 def _table(maps: list[np.ndarray]) -> pd.DataFrame:

@@ -13,10 +13,10 @@ from wafersage.config import validated
 from wafersage.modeling import greedy
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.greedy import PromptEncoder, greedy_ids, is_plain_greedy
-from wafersage.rawtable import decode_map
-from wafersage.render import render_map
 from wafersage.stages.init_model import build_tiny
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 SIZE = 64
 QUESTIONS = [

@@ -12,9 +12,7 @@ import pytest
 from PIL import Image
 from vqa_tables import vqa_table, write_vqa
 
-from wafersage.encoding import FAIL, OFF, PASS
-from wafersage.errors import WaferSageError
-from wafersage.grounding import (
+from wafersage.annotation.grounding import (
     ATTRIBUTES,
     IMAGE,
     IMAGE_ATTRIBUTES,
@@ -25,7 +23,9 @@ from wafersage.grounding import (
     image_text,
     image_to_map,
 )
-from wafersage.render import PALETTE, render_map, resample
+from wafersage.errors import WaferSageError
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.render import PALETTE, render_map, resample
 
 
 def _disc(n: int = 40) -> np.ndarray:

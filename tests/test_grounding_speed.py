@@ -13,9 +13,14 @@ from factories import disc
 from PIL import Image
 from scipy import ndimage
 
-from wafersage.attributes import _closing, geometry, shapes_of, wafer_attributes, wafer_attributes_batch
-from wafersage.encoding import FAIL, OFF, PASS
-from wafersage.grounding import (
+from wafersage.annotation.attributes import (
+    _closing,
+    geometry,
+    shapes_of,
+    wafer_attributes,
+    wafer_attributes_batch,
+)
+from wafersage.annotation.grounding import (
     IMAGE_ATTRIBUTES,
     Grounder,
     attributes_text,
@@ -23,9 +28,10 @@ from wafersage.grounding import (
     image_to_map,
     images_to_maps,
 )
-from wafersage.rawtable import decode_map
-from wafersage.render import PALETTE, render_map
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import PALETTE, render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 TEXTS_64 = [
     "Map facts: yield 82%; 6 clusters; main defect clustered in the center zone; "

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from gspo_data import write_inputs
 
+from wafersage.annotation.rubric import read_records
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.modeling.curriculum import (
@@ -24,7 +25,6 @@ from wafersage.modeling.curriculum import (
     flat_stage,
     parse_stages,
 )
-from wafersage.rubric import read_records
 
 SIZE = 64
 STAGES = [

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from wafersage.rawtable import read_raw
 from wafersage.stages import ingest
+from wafersage.wafers.rawtable import read_raw
 
 
 def _cli(*args, cwd, tracking):

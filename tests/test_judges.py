@@ -88,14 +88,14 @@ def test_parse_reply_bounds() -> None:
 
 @pytest.mark.slow  # ~10 s of it is MLflow creating its sqlite schema
 def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
-    from wafersage.attributes import wafer_attributes
-    from wafersage.knowledge import load_knowledge_base
-    from wafersage.rawtable import decode_map
-    from wafersage.rubric import build_rubric
+    from wafersage.annotation.attributes import wafer_attributes
+    from wafersage.annotation.knowledge import load_knowledge_base
+    from wafersage.annotation.rubric import build_rubric
+    from wafersage.annotation.vqa import qa_pairs
     from wafersage.score.config import load
     from wafersage.stages import align, judge
-    from wafersage.synthetic import SyntheticConfig, generate
-    from wafersage.vqa import qa_pairs
+    from wafersage.wafers.rawtable import decode_map
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from wafersage.errors import WaferSageError
-from wafersage.loaders import SOURCES, load
-from wafersage.rawtable import COLUMNS, decode_map, write_raw
+from wafersage.wafers.loaders import SOURCES, load
+from wafersage.wafers.rawtable import COLUMNS, decode_map, write_raw
 
 CANON = np.array(
     [

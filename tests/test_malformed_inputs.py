@@ -34,7 +34,7 @@ from PIL import Image
 from pyarrow.lib import _restore_array, py_buffer, type_for_alias
 
 from wafersage.cli import ERROR_EXIT, main
-from wafersage.rawtable import SCHEMA
+from wafersage.wafers.rawtable import SCHEMA
 
 PROCESSED = np.array(
     [[0, 128, 128, 0], [128, 255, 128, 128], [128, 128, 255, 128], [0, 128, 128, 0]], np.uint8

@@ -19,19 +19,19 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from tiny_model import SIZE, build_tiny_model
 
+from wafersage.annotation.grounding import IMAGE_ATTRIBUTES, image_text
+from wafersage.annotation.vqa import Q_TYPE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val
-from wafersage.grounding import IMAGE_ATTRIBUTES, image_text
-from wafersage.loaders import load
-from wafersage.rawtable import decode_map, new_table
-from wafersage.render import render_map
 from wafersage.serving.app import ServeLimits, create_app
 from wafersage.serving.ask import ask
 from wafersage.serving.images import model_image, png_data_url
 from wafersage.serving.predictor import Predictor
 from wafersage.serving.pyfunc import WaferVLM
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vqa import Q_TYPE
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import decode_map, new_table
+from wafersage.wafers.render import render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
 #: Die values as the processed pickles (and 0/128/255 PNGs) write them.
@@ -294,8 +294,8 @@ def test_a_png_with_a_broken_chunk_is_a_one_line_error():
     400 in serve), not an exception escaping to a 500. Two bytes of this PNG, found by seeded
     mutation, damage the IDAT data and the IEND chunk's type."""
     from wafersage.errors import WaferSageError
-    from wafersage.render import render_map
     from wafersage.serving.images import decode_bytes
+    from wafersage.wafers.render import render_map
 
     buf = io.BytesIO()
     render_map(np.ones((20, 20), dtype=np.uint8), 64).save(buf, format="PNG")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from test_import_graph import imports, modules
 
-from wafersage.model_card import model_card
+from wafersage.registry.model_card import model_card
 from wafersage.stages.register import requirements
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fast_params import fast_params
 
-from wafersage.rawtable import read_raw
+from wafersage.wafers.rawtable import read_raw
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +246,7 @@ def test_corrupted_raw_table_stops_at_validate_raw(pipeline_repo):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from wafersage.rawtable import COLUMNS, SCHEMA
+    from wafersage.wafers.rawtable import COLUMNS, SCHEMA
 
     pq.write_table(pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False), raw)
     r = _sh("dvc repro --single-item validate_raw", repo, env)

@@ -8,16 +8,12 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from wafersage.answer_parser import parse_labels
-from wafersage.attributes import wafer_attributes
-from wafersage.evaluation.unseen_phrasing import load_unseen, unseen_items
-from wafersage.knowledge import load_knowledge_base
-from wafersage.phrasing import CLASS_TERMS, ZONE_PHRASES, mentions_class
-from wafersage.rawtable import decode_map
-from wafersage.rubric import rubric_record
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.taxonomy import NONE
-from wafersage.vqa import (
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.attributes import wafer_attributes
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.phrasing import CLASS_TERMS, ZONE_PHRASES, mentions_class
+from wafersage.annotation.rubric import rubric_record
+from wafersage.annotation.vqa import (
     COMPOUND_KINDS,
     Q_TYPE,
     QUESTION_KINDS,
@@ -26,6 +22,10 @@ from wafersage.vqa import (
     parse_question,
     qa_pairs,
 )
+from wafersage.evaluation.unseen_phrasing import load_unseen, unseen_items
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
+from wafersage.wafers.taxonomy import NONE
 
 TYPE_KINDS = [k for k, (cat, _) in QUESTION_KINDS.items() if cat == "type"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wafersage.loaders import load
-from wafersage.safe_pickle import safe_load
-from wafersage.taxonomy import MIXEDWM38_ORDER, primary_label
+from wafersage.wafers.loaders import load
+from wafersage.wafers.safe_pickle import safe_load
+from wafersage.wafers.taxonomy import MIXEDWM38_ORDER, primary_label
 
 pytestmark = pytest.mark.realdata
 

@@ -13,8 +13,8 @@ import pytest
 from tiny_model import build_tiny_model
 
 from wafersage.errors import WaferSageError
-from wafersage.promotion import decide
-from wafersage.registry import dvc_lock_hashes
+from wafersage.registry.loading import dvc_lock_hashes
+from wafersage.registry.promotion import decide
 
 N = 60
 
@@ -117,8 +117,8 @@ def test_register_promote_and_load_the_champion(registry_env):
     import mlflow
     from mlflow import MlflowClient
 
-    from wafersage.promotion import promote
-    from wafersage.registry import load_pyfunc
+    from wafersage.registry.loading import load_pyfunc
+    from wafersage.registry.promotion import promote
     from wafersage.stages.register import input_example
     from wafersage.tracking import stage_run
 
@@ -171,8 +171,8 @@ def test_register_promote_and_load_the_champion(registry_env):
 
 
 def test_promote_without_a_challenger_is_a_one_line_error(tmp_path, monkeypatch):
-    from wafersage.promotion import promote
-    from wafersage.registry import load_pyfunc
+    from wafersage.registry.loading import load_pyfunc
+    from wafersage.registry.promotion import promote
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -270,9 +270,9 @@ def test_a_version_carries_its_card_lineage_params_requirements_and_code(registr
     from test_model_card import COUNTS, METRICS
 
     import wafersage
-    from wafersage.model_card import model_card
     from wafersage.modeling.model_folder import base_info, folder_sha256, plain_files
-    from wafersage.registry import download_model_folder
+    from wafersage.registry.loading import download_model_folder
+    from wafersage.registry.model_card import model_card
 
     root, model = registry_env
     params = {

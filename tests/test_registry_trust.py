@@ -17,9 +17,9 @@ from tiny_model import SIZE, build_tiny_model
 
 from wafersage.errors import WaferSageError
 from wafersage.modeling.model_folder import NOT_ALLOWED, checked_files, folder_sha256, plain_files
-from wafersage.registry import SHA256_TAG, load_pyfunc
-from wafersage.render import render_map
+from wafersage.registry.loading import SHA256_TAG, load_pyfunc
 from wafersage.serving.predictor import Predictor, from_registry, load_predictor
+from wafersage.wafers.render import render_map
 
 NAME = "trust-test"
 QUESTION = "What type of defect pattern is visible on this wafer map?"

@@ -6,9 +6,9 @@ import pytest
 from factories import disc, with_center
 from PIL import Image
 
-from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
-from wafersage.render import DEFAULT_SIZE, PALETTE, render_map, resample
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.render import DEFAULT_SIZE, PALETTE, render_map, resample
 
 
 def test_render_is_deterministic_and_uses_the_palette():

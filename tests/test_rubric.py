@@ -8,12 +8,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from wafersage import taxonomy
+from wafersage.annotation.knowledge import KnowledgeBase, load_knowledge_base
+from wafersage.annotation.rubric import SCHEMA_VERSION, Dimension, Rubric, build_rubric
+from wafersage.annotation.vqa import qa_pairs
 from wafersage.errors import WaferSageError
-from wafersage.knowledge import KnowledgeBase, load_knowledge_base
-from wafersage.rubric import SCHEMA_VERSION, Dimension, Rubric, build_rubric
 from wafersage.stages import rubrics
-from wafersage.vqa import qa_pairs
+from wafersage.wafers import taxonomy
 
 
 def _attrs(cls: str, zone: str, clock: int | None, dist: str) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from conftest import lswmd_frame, write_py2_pickle
 
 from wafersage.errors import WaferSageError
-from wafersage.safe_pickle import safe_load
+from wafersage.wafers.safe_pickle import safe_load
 
 
 def _frame() -> pd.DataFrame:

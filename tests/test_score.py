@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wafersage import taxonomy
-from wafersage.attributes import wafer_attributes
+from wafersage.annotation.attributes import wafer_attributes
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import rubric_record
+from wafersage.annotation.vqa import qa_pairs
 from wafersage.errors import WaferSageError
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rawtable import decode_map
-from wafersage.rubric import rubric_record
 from wafersage.score import config as cfgmod
 from wafersage.score.calibration import VARIANTS, build_pool
 from wafersage.score.config import HARDENED, PAPER_DEFAULT, ScoreConfig
@@ -23,8 +22,9 @@ from wafersage.score.matching import Answer, match_rubric, variants
 from wafersage.score.reward import make_reward_funcs
 from wafersage.score.rules import Item, combine, features, score_items, set_f1
 from wafersage.score.textmetrics import bleu4, rouge_l
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vqa import qa_pairs
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 EXACT = PAPER_DEFAULT.model_copy(update={"fuzzy_threshold": 100.0})
 

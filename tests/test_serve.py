@@ -21,9 +21,9 @@ from factories import with_center
 from PIL import Image
 from tiny_model import SIZE, build_tiny_model
 
-from wafersage.render import render_map
 from wafersage.serving.app import ServeLimits, bind_refusal, create_app, json_depth, server_config
 from wafersage.serving.images import png_data_url
+from wafersage.wafers.render import render_map
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
 

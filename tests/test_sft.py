@@ -258,10 +258,10 @@ def test_bad_inputs_are_one_line_errors(case, rule, setup, tmp_path):
 def test_rule_score_from_the_real_vqa_chain(tmp_path):
     """synthetic raw -> describe -> rubrics -> vqa (the real stages) -> init_model -> sft with the
     aligned rule score's inputs: metrics carry ``rule_score`` in [0, 1]."""
-    from wafersage.rawtable import write_raw
     from wafersage.score.config import ScoreConfig, save
     from wafersage.stages import describe, init_model, rubrics, sft, vqa
-    from wafersage.synthetic import SyntheticConfig, generate
+    from wafersage.wafers.rawtable import write_raw
+    from wafersage.wafers.synthetic import SyntheticConfig, generate
 
     raw = tmp_path / "raw.parquet"
     write_raw(generate(SyntheticConfig.from_dict({"n_wafers": 100, "seed": 1})), raw)  # 4 lots: one a split

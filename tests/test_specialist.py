@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from vqa_tables import vqa_table, write_vqa
 
+from wafersage.annotation.grounding import IMAGE, IMAGE_ATTRIBUTES, Grounder
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val, stats
-from wafersage.grounding import IMAGE, IMAGE_ATTRIBUTES, Grounder
 from wafersage.modeling.specialist import (
     BLENDS,
     CONFIG,
@@ -33,9 +33,9 @@ from wafersage.modeling.specialist import (
     pick_blend,
     ship,
 )
-from wafersage.rawtable import decode_map
 from wafersage.stages import specialist as stage
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 FAST = {
     "size": 64,
@@ -256,7 +256,7 @@ def test_best_vs_trees_is_the_final_models_paired_difference():
 
 
 def test_the_specialist_alone_answers_real_val_from_the_images_the_vlm_sees(trained, tmp_path):
-    from wafersage.render import resample
+    from wafersage.wafers.render import resample
 
     model, _, _ = trained
     model.save(tmp_path / "gspo" / FOLDER)

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from factories import raw_table
 
-from wafersage.encoding import FAIL, PASS
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import decode_map, write_raw
-from wafersage.splits import SPLITS, assign_splits, read_splits, split_table, splits_of
+from wafersage.wafers.encoding import FAIL, PASS
+from wafersage.wafers.rawtable import decode_map, write_raw
+from wafersage.wafers.splits import SPLITS, assign_splits, read_splits, split_table, splits_of
 
 RATIOS = {"train": 0.7, "rl": 0.1, "val": 0.1, "test": 0.1}
 

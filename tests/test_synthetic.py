@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from wafersage import synthetic
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import COLUMNS, check_table, decode_map, map_stats
-from wafersage.synthetic import CLASSES, MIXED_COMBOS, SyntheticConfig, generate
-from wafersage.taxonomy import CONFUSABLE, NONE
+from wafersage.wafers import synthetic
+from wafersage.wafers.rawtable import COLUMNS, check_table, decode_map, map_stats
+from wafersage.wafers.synthetic import CLASSES, MIXED_COMBOS, SyntheticConfig, generate
+from wafersage.wafers.taxonomy import CONFUSABLE, NONE
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_generate_range_matches_generate(table):
 
 
 def test_write_parquet_chunked_reads_back_like_write_raw(tmp_path):
-    from wafersage.rawtable import read_raw, write_raw
+    from wafersage.wafers.rawtable import read_raw, write_raw
 
     cfg = SyntheticConfig(n_wafers=230, seed=5)
     timings: dict[str, float] = {}

@@ -14,15 +14,15 @@ import pytest
 import yaml
 from factories import CUSTOM_CLASSES_EXAMPLE, CUSTOM_PER_CLASS, CUSTOM_TAXONOMY, custom_classes_example
 
-from wafersage import taxonomy
-from wafersage.answer_parser import parse_labels, parse_primary
+from wafersage.annotation.answer_parser import parse_labels, parse_primary
+from wafersage.annotation.knowledge import GENERIC_SOURCE, load_knowledge_base
+from wafersage.annotation.phrasing import class_term, mentions_class, morph_keyword, structure
+from wafersage.annotation.rubric import build_rubric
 from wafersage.errors import WaferSageError
 from wafersage.gates import load_suite
-from wafersage.knowledge import GENERIC_SOURCE, load_knowledge_base
 from wafersage.params import load_section
-from wafersage.phrasing import class_term, mentions_class, morph_keyword, structure
-from wafersage.rawtable import check_labels
-from wafersage.rubric import build_rubric
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import check_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_phrasing_falls_back_to_the_name_and_synonyms(custom):
 
 
 def test_a_class_missing_from_the_knowledge_base_gets_a_generic_entry_and_a_warning(custom, caplog):
-    with caplog.at_level(logging.WARNING, logger="wafersage.knowledge"):
+    with caplog.at_level(logging.WARNING, logger="wafersage.annotation.knowledge"):
         kb = load_knowledge_base()
     assert kb.generic == ["Spiral"]
     assert "no entry for Spiral" in caplog.text

@@ -64,8 +64,8 @@ def mlflow_server(tmp_path):
 def test_register_and_promote_against_a_tracking_server(mlflow_server, monkeypatch):
     from mlflow import MlflowClient
 
-    from wafersage.promotion import promote
-    from wafersage.registry import load_pyfunc
+    from wafersage.registry.loading import load_pyfunc
+    from wafersage.registry.promotion import promote
     from wafersage.serving.predictor import load_predictor
     from wafersage.stages.register import input_example
 

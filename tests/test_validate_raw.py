@@ -5,8 +5,8 @@ import pytest
 from factories import raw_table
 
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import write_raw
 from wafersage.stages import validate_raw
+from wafersage.wafers.rawtable import write_raw
 
 SUITE = "expectations/raw.json"
 

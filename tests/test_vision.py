@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from factories import disc, raw_table
 
-from wafersage.encoding import FAIL
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import new_table, write_raw
+from wafersage.wafers.encoding import FAIL
+from wafersage.wafers.rawtable import new_table, write_raw
 
 #: A very small tower so tests take seconds (the default sizes live in tiny_config).
 TINY = {
@@ -117,9 +117,9 @@ def test_short_training_lowers_the_loss(trained):
 
 
 def test_rotated_or_flipped_map_gets_the_same_class(trained):
-    from wafersage import taxonomy
     from wafersage.modeling.vision_encoder import encode_grids
     from wafersage.modeling.vision_inputs import resample_batch
+    from wafersage.wafers import taxonomy
 
     model, _ = trained
     m = edge_loc(32, side=1)

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage.annotation.phrasing import mentions_class
+from wafersage.annotation.vqa import CATEGORIES, load_vqa_dataset
 from wafersage.errors import WaferSageError
-from wafersage.phrasing import mentions_class
-from wafersage.rawtable import decode_map, write_raw
-from wafersage.render import DEFAULT_SIZE
-from wafersage.splits import SPLITS
 from wafersage.stages import describe, rubrics, validate_vqa, vqa
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.vqa import CATEGORIES, load_vqa_dataset
+from wafersage.wafers.rawtable import decode_map, write_raw
+from wafersage.wafers.render import DEFAULT_SIZE
+from wafersage.wafers.splits import SPLITS
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 SUITE = Path(__file__).resolve().parents[1] / "expectations" / "vqa.json"
 

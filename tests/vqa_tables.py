@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from wafersage.rawtable import decode_map
-from wafersage.render import render_map
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 QUESTIONS = (
     ("type", "What type of defect pattern is visible on this wafer map?"),

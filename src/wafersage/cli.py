@@ -15,6 +15,7 @@ import typer
 from wafersage import progress
 from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
+from wafersage.wafers.taxonomy import activate
 
 apply_defaults()
 
@@ -47,7 +48,6 @@ def _root(
 def use_taxonomy(params: Path) -> None:
     """Activate params.yaml's ``taxonomy`` (the classes every stage reads) before a stage runs."""
     from wafersage.params import load_section
-    from wafersage.taxonomy import activate
 
     activate(load_section("taxonomy", params))
 
@@ -664,7 +664,7 @@ def promote(
     import json
 
     from wafersage.params import load_section
-    from wafersage.promotion import promote as run_promote
+    from wafersage.registry.promotion import promote as run_promote
 
     name = load_section("register", params)["model_name"]
     d = run_promote(name, load_section("promote", params), dry_run=dry_run)
@@ -772,7 +772,7 @@ def render(
     params: Params = Path("params.yaml"),
 ) -> None:
     """Render wafer maps to PNG with the pipeline's fixed palette."""
-    from wafersage.render import render_path
+    from wafersage.wafers.render import render_path
 
     written = render_path(src, dst, size if size is not None else render_size(params))
     typer.echo(f"render: {len(written)} image(s) -> {dst}")

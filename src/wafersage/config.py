@@ -25,16 +25,16 @@ from pydantic import (
     model_validator,
 )
 
-from wafersage.cleaning import CleanConfig
-from wafersage.descriptions import VARIANTS
+from wafersage.annotation.descriptions import VARIANTS
+from wafersage.annotation.grounding import MODES
+from wafersage.annotation.vlm_client import VLMConfig
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.real_val import REAL_SOURCES
-from wafersage.grounding import MODES
-from wafersage.loaders import SOURCES, DieTableOptions, Limits
-from wafersage.render import DEFAULT_SIZE
-from wafersage.synthetic import SyntheticConfig
-from wafersage.taxonomy import WM811K_CLASSES, WM811K_SYNONYMS, check_classes, check_synonyms
-from wafersage.vlm import VLMConfig
+from wafersage.labels.cleaning import CleanConfig
+from wafersage.wafers.loaders import SOURCES, DieTableOptions, Limits
+from wafersage.wafers.render import DEFAULT_SIZE
+from wafersage.wafers.synthetic import SyntheticConfig
+from wafersage.wafers.taxonomy import WM811K_CLASSES, WM811K_SYNONYMS, check_classes, check_synonyms
 
 #: The metrics promotion may gate on (``promote.metric``).
 GateMetric = Literal["rule_score", "judge_score", "type_macro_f1", "type_accuracy"]
@@ -57,7 +57,7 @@ class Section(BaseModel):
 
 
 class TaxonomyParams(Section):
-    """``taxonomy``: the defect classes every stage uses (:class:`wafersage.taxonomy.Taxonomy`)."""
+    """``taxonomy``: the defect classes every stage uses (:class:`wafersage.wafers.taxonomy.Taxonomy`)."""
 
     #: ordered; ``none`` first; the order of every class index (and of the model's outputs)
     classes: list[str] = Field(default_factory=lambda: list(WM811K_CLASSES), min_length=2)
@@ -84,7 +84,7 @@ class TaxonomyParams(Section):
 
 
 class SyntheticParams(Section):
-    """``ingest.synthetic``: the generator (:class:`wafersage.synthetic.SyntheticConfig`)."""
+    """``ingest.synthetic``: the generator (:class:`wafersage.wafers.synthetic.SyntheticConfig`)."""
 
     n_wafers: int = _SYNTHETIC.n_wafers
     seed: int = _SYNTHETIC.seed
@@ -197,7 +197,7 @@ class CleanWeights(Section):
 
 
 class CleanParams(Section):
-    """``clean``: label cleaning (:class:`wafersage.cleaning.CleanConfig`), its gate and reports."""
+    """``clean``: label cleaning (:class:`wafersage.labels.cleaning.CleanConfig`), its gate and reports."""
 
     seed: int = _CLEAN.seed
     embedding: Literal["none", "vision"] = "none"
@@ -226,7 +226,8 @@ class CleanParams(Section):
 
 
 class DescribeOpenAIParams(Section):
-    """``describe.openai``: an OpenAI-compatible VLM endpoint (:class:`wafersage.vlm.VLMConfig`)."""
+    """``describe.openai``: an OpenAI-compatible VLM endpoint
+    (:class:`wafersage.annotation.vlm_client.VLMConfig`)."""
 
     base_url: str = _VLM.base_url
     model: str = _VLM.model

@@ -11,6 +11,7 @@ import pandas as pd
 
 from wafersage.environment import apply_defaults
 from wafersage.errors import WaferSageError
+from wafersage.wafers import taxonomy
 
 apply_defaults()
 
@@ -36,8 +37,6 @@ TAXONOMY_VALUES: dict[str, Any] = {
 def resolved(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` with each ``$taxonomy.*`` kwarg value replaced by the active taxonomy's (the class
     value sets and the label regex are never hard-coded in a suite)."""
-    from wafersage import taxonomy
-
     t = taxonomy.active()
 
     def fill(v: Any) -> Any:

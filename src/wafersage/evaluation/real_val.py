@@ -5,7 +5,7 @@ beside the VQA test split, when the pipeline ingests real maps.
 path when ``ingest.source`` is a real labelled source and that file exists; ``off`` never; or a
 mapping ``{source: <loader source>, path: <file>}``. A val file that is also an ingest path is
 refused (the models would be scored on maps they were trained on). Maps load through
-:func:`wafersage.loaders.load` (restricted unpickler), render at each model's image size, and
+:func:`wafersage.wafers.loaders.load` (restricted unpickler), render at each model's image size, and
 every model answers the same type question; macro-F1 / accuracy with bootstrap CIs and paired
 model-vs-model differences, per-class F1 in the breakdown.
 """
@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.grounding import image_to_map
+from wafersage.annotation.vqa import Q_TYPE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
 from wafersage.progress import progress
-from wafersage.taxonomy import NONE
+from wafersage.wafers import taxonomy
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.loaders import load
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.render import render_map
+from wafersage.wafers.taxonomy import NONE, primary_label
 
 #: Ingest sources whose maps carry real labels (``png-folder`` and ``synthetic`` do not count).
 REAL_SOURCES = ("wm811k", "wm811k-processed", "mixedwm38", "mixedwm38-processed")
@@ -92,8 +100,6 @@ def resolve(setting: Any, ingest: dict[str, Any]) -> RealVal | None:
 def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
     """The labelled maps of the val split (unlabelled rows dropped), at most ``max_maps`` of them
     (seeded sample, table order kept)."""
-    from wafersage.loaders import load
-
     df = load(real.source, real.path)
     df = df[df["labels"].map(len) > 0]
     if df.empty:
@@ -106,10 +112,6 @@ def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
 def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
     """Every map rendered at the model's image size, answered by ``pred`` (a serving
     ``Predictor``, batched); the question asked."""
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
-    from wafersage.vqa import Q_TYPE
-
     question = Q_TYPE[QUESTION_INDEX]
     bs = int(p["generation_batch_size"])
     out: list[str] = []
@@ -123,9 +125,6 @@ def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str]
 def answer_table(maps: pd.DataFrame | None, answers_by_model: dict[str, list[str]]) -> pd.DataFrame:
     """One row a model x map: ``model, wafer_id, truth`` (labels joined by +), ``answer``, ``pred``
     (parsed); empty (same columns) without a real val split."""
-    from wafersage.answer_parser import parse_labels
-    from wafersage.taxonomy import primary_label
-
     cols = ["model", "wafer_id", "truth", "answer", "pred"]
     if maps is None or not answers_by_model:
         return pd.DataFrame({c: pd.Series(dtype=str) for c in cols})
@@ -151,8 +150,6 @@ def score_models(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, breakdown): per model type macro-F1 / accuracy with CIs and paired differences;
     per-class F1 and support per model."""
-    from wafersage.answer_parser import parse_labels
-
     truth = [set(v) for v in maps["labels"]]
     n, n_boot, seed, conf = len(truth), int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
     preds = {m: [parse_labels(a) for a in ans] for m, ans in answers_by_model.items()}
@@ -195,7 +192,6 @@ def training_maps(raw: Path, vqa_train: Path) -> pd.DataFrame:
     """The die-level maps of the VQA train split's wafers with the labels that split carries (what
     the VLM and the specialist learned from)."""
     from wafersage.modeling.vqa_data import LABELS, WAFER, read_split
-    from wafersage.rawtable import read_raw
 
     train = read_split(vqa_train)
     if LABELS not in train.columns:
@@ -211,12 +207,10 @@ def training_maps(raw: Path, vqa_train: Path) -> pd.DataFrame:
 
 def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[str]:
     """The trees baseline's answer for each val map: gradient-boosted trees
-    (:func:`wafersage.baselines.fit_trees`) on the geometric features, fitted on ``train``;
+    (:func:`wafersage.modeling.baselines.fit_trees`) on the geometric features, fitted on ``train``;
     multi-label data gets one tree model a class (one-vs-rest, every class at >= 0.5, else the
     most probable). Answers name the classes so they are parsed like any model's."""
-    from wafersage import taxonomy
-    from wafersage.baselines import fit_trees
-    from wafersage.features import geometric_features
+    from wafersage.modeling.baselines import fit_trees
 
     sets = [set(v) for v in train["labels"]]
     used = [c for c in taxonomy.classes() if any(c in s for s in sets)]
@@ -234,10 +228,7 @@ def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[st
 def specialist_answers(folder: Path, maps: pd.DataFrame) -> list[str] | None:
     """The answers of the specialist shipped in model ``folder`` alone (``None``: it has none),
     from the same rendered images the VLM sees."""
-    from wafersage.grounding import image_to_map
     from wafersage.modeling.specialist import FOLDER, Specialist
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
 
     if not (Path(folder) / FOLDER).is_dir():
         return None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from wafersage import taxonomy
+from wafersage.wafers import taxonomy
 
 Metric = Callable[[np.ndarray], np.ndarray]
 #: Paired model-vs-model differences reported wherever both models answered: (name, a, b) = a - b.

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.phrasing import mentions_class
+from wafersage.annotation.vqa import CLAIM_FIELDS, QUESTION_KINDS, parse_question
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
-from wafersage.phrasing import mentions_class
-from wafersage.promotion import item_metric
+from wafersage.registry.promotion import item_metric
 from wafersage.score.rules import Item, score_items
-from wafersage.taxonomy import NONE, primary_label
-from wafersage.vqa import CLAIM_FIELDS, QUESTION_KINDS, parse_question
+from wafersage.wafers.taxonomy import NONE, primary_label
 
 RESOURCE = "resources/unseen_questions.yaml"
 METRICS: tuple[str, ...] = ("type_macro_f1", "rule_score")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from wafersage.grounding import ground_all
+from wafersage.annotation.grounding import ground_all
 from wafersage.modeling.greedy import PromptEncoder, greedy_ids, is_plain_greedy
 
 

@@ -3,7 +3,8 @@ off/pass/fail pixels) plus the map's geometric features, blended with gradient-b
 the same features, trained by the pipeline on the training split's labels. It is shipped inside
 the model folder (``specialist/``: safetensors weights, the trees in skops format loaded with a
 fixed list of trusted types, and a JSON config; no pickle) and its class probabilities join the
-prompt's grounding line (:class:`wafersage.grounding.Grounder`), so the VLM learns when to trust it.
+prompt's grounding line (:class:`wafersage.annotation.grounding.Grounder`), so the VLM learns when to
+trust it.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
@@ -28,13 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
-from wafersage.baselines import fit_trees
-from wafersage.encoding import FAIL, PASS
-from wafersage.errors import WaferSageError
-from wafersage.features import geometric_features
-from wafersage.grounding import Grounder, check_mode
+from wafersage.annotation.grounding import Grounder, check_mode
+from wafersage.errors import WaferSageError, read_parquet
+from wafersage.evaluation import stats
+from wafersage.modeling.baselines import fit_trees
 from wafersage.progress import progress
+from wafersage.wafers import taxonomy
+from wafersage.wafers.encoding import FAIL, PASS
+from wafersage.wafers.features import geometric_features
 
 FOLDER = "specialist"
 WEIGHTS, CONFIG, TREES = "specialist.safetensors", "specialist.json", "trees.skops"
@@ -380,8 +382,6 @@ def pick_blend(
 ) -> tuple[float, dict[str, float]]:
     """The weight of :data:`BLENDS` whose blend of these members' probabilities has the best
     macro-F1 against ``labels`` (ties: the one nearest 0.5), and the macro-F1 of each weight."""
-    from wafersage.evaluation import stats
-
     truth = [set(v) for v in labels]
     ones = np.ones((1, len(truth)))
     scores = {
@@ -419,7 +419,7 @@ def fit_out_of_fold(
 
 
 class OutOfFold:
-    """An :class:`~wafersage.grounding.Advisor` that answers training maps from their out-of-fold
+    """An :class:`~wafersage.annotation.grounding.Advisor` that answers training maps from their out-of-fold
     probabilities (looked up by :func:`map_key`) and any other map from ``specialist``."""
 
     def __init__(self, specialist: Specialist, table: pd.DataFrame) -> None:
@@ -461,8 +461,6 @@ def grounder_of(model_folder: str | Path, info: dict[str, Any], oof: str | Path 
     """The :class:`Grounder` a model folder was trained with (its ``wafersage.json`` is ``info``);
     with ``oof`` (the specialist stage's out-of-fold file), training maps get their out-of-fold
     clauses."""
-    from wafersage.errors import read_parquet
-
     if not info.get("specialist"):
         return Grounder(check_mode(info.get("grounding")))
     advisor: Any = Specialist.load(Path(model_folder) / FOLDER)

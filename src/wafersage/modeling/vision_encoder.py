@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.modeling.vision_inputs import colorize, d4, patchify, resample_batch
-from wafersage.rawtable import decode_map
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import decode_map
 
 if TYPE_CHECKING:
     import torch

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wafersage.encoding import FAIL, OFF, PASS
-from wafersage.render import PALETTE, check_size, render_map, resample
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.render import PALETTE, check_size, render_map, resample
 
 if TYPE_CHECKING:
     from transformers import Qwen2VLImageProcessorPil

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from wafersage.config import validated
-from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
 from wafersage.modeling.vision_encoder import batch_inputs, build_encoder, gce_loss, nt_xent
 from wafersage.progress import progress
+from wafersage.wafers.encoding import FAIL, OFF, PASS
 
 
 def speckle(grids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

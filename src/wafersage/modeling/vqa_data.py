@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from wafersage.annotation.grounding import IMAGE as IMAGE_ONLY
+from wafersage.annotation.grounding import Grounding, as_grounder, ground_pngs
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.grounding import IMAGE as IMAGE_ONLY
-from wafersage.grounding import Grounding, as_grounder, ground_pngs
 
 #: The columns the model stages need (docs/architecture.md, data contract of data/vqa/*.parquet).
 WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "answer", "category"
@@ -64,7 +64,7 @@ def messages(question: str, answer: str | None = None) -> list[dict[str, str]]:
 
 def grounded_cells(images: Any, questions: Any, grounding: Grounding) -> list[tuple[bytes, str]]:
     """(PNG bytes, user text) of each image cell and question, grounded per ``grounding``
-    (``wafersage.grounding``): what the model is shown in training."""
+    (``wafersage.annotation.grounding``): what the model is shown in training."""
     return ground_pngs(grounding, [image_bytes(v) for v in images], [str(q) for q in questions])
 
 

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
+from wafersage.annotation.knowledge import KnowledgeBase
+from wafersage.annotation.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES, opposite_clock
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.knowledge import KnowledgeBase
-from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES, opposite_clock
-from wafersage.taxonomy import NONE, confusable_with
+from wafersage.wafers import taxonomy
+from wafersage.wafers.taxonomy import NONE, confusable_with
 
 VARIANTS: tuple[str, ...] = (
     "reference",

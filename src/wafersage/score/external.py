@@ -28,9 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from wafersage import taxonomy
+from wafersage.annotation.attributes import wafer_attributes
+from wafersage.annotation.descriptions import analytic_descriptions
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import build_rubric
 from wafersage.errors import WaferSageError
 from wafersage.score.rules import Item
+from wafersage.wafers import taxonomy
 
 #: The field holding the external judge's grade (0-10).
 GRADE = "llm_score"
@@ -115,11 +119,6 @@ def read_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 
 def wafer_rubric(wafer_id: str, grid: list[str], labels: list[str]) -> dict[str, Any]:
     """The rubric (as the rubrics stage writes it) of one wafer, from its map and labels."""
-    from wafersage.attributes import wafer_attributes
-    from wafersage.descriptions import analytic_descriptions
-    from wafersage.knowledge import load_knowledge_base
-    from wafersage.rubric import build_rubric
-
     kb = load_knowledge_base()
     m = np.array([[int(ch) for ch in row] for row in grid], dtype=np.uint8)
     attrs = wafer_attributes(m, labels)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from wafersage.answer_parser import negated_at, parse_labels
+from wafersage.annotation.answer_parser import negated_at, parse_labels
+from wafersage.annotation.knowledge import KnowledgeBase, load_knowledge_base
+from wafersage.annotation.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES
 from wafersage.atomic import atomic_path
-from wafersage.knowledge import KnowledgeBase, load_knowledge_base
-from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES
-from wafersage.taxonomy import NONE, confusable_with
+from wafersage.wafers.taxonomy import NONE, confusable_with
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ their character offsets. A phrase hits when one of its variants (synonyms, see :
 matches a window of the same number of tokens exactly, or, for variants of at least
 ``min_fuzzy_chars`` characters, with a rapidfuzz ratio of at least ``threshold`` (a window of
 whole tokens, so "ring" never hits inside "bring"). A match inside a negated clause does not count;
-the negation rule is the one of :mod:`wafersage.answer_parser` (one implementation project-wide).
+the negation rule is the one of :mod:`wafersage.annotation.answer_parser` (one implementation project-wide).
 Must-hit matches are *masked* before must-avoid phrases are looked for, so a required "edge ring"
 cannot also count as a forbidden "ring".
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from wafersage.answer_parser import negated_at
-from wafersage.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES
+from wafersage.annotation.answer_parser import negated_at
+from wafersage.annotation.phrasing import DISTRIBUTION_PHRASES, ZONE_PHRASES
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _MASK = "\x00"

@@ -6,7 +6,7 @@ The dataset columns the trainer passes as keyword lists: ``question`` (or the pr
 :func:`make_reward_funcs` returns the overall reward first, one callable per logged component and
 last the exact-type correctness term (:func:`type_exact`, as Visual-RFT rewards classification):
 on ``type`` questions 1 when the answer's parsed label set (the evaluation's
-:func:`~wafersage.answer_parser.parse_labels`) equals the wafer's labels, else 0; ``None`` on other
+:func:`~wafersage.annotation.answer_parser.parse_labels`) equals the wafer's labels, else 0; ``None`` on other
 categories, so TRL neither adds it there nor counts it in ``rewards/type_exact/mean``.
 :func:`reward_weights` gives the matching ``GRPOConfig.reward_weights``: overall 1, components 0
 (logged, not trained on), type term ``type_weight``; TRL sums them into the training reward.
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
 from wafersage.score.config import ScoreConfig, load
 from wafersage.score.rules import Item, combine, features
 

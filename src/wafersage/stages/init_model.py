@@ -6,7 +6,8 @@ pinned to the render size, and a ``Qwen3VLForConditionalGeneration`` from ``mode
 vision tower starts from the pretrained wafer encoder (``init_model.vision_init``). Any other
 ``model.base`` is a local Qwen3-VL checkpoint, loaded with ``model.dtype``. Either way the folder
 holds ``save_pretrained`` model + processor and ``wafersage.json`` (what was built, for SFT; its
-``grounding`` is the prompt mode every later stage and the server use, see ``wafersage.grounding``).
+``grounding`` is the prompt mode every later stage and the server use, see
+``wafersage.annotation.grounding``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wafersage import taxonomy
+from wafersage.annotation.grounding import IMAGE, Grounder
 from wafersage.atomic import atomic_path
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
-from wafersage.grounding import IMAGE, Grounder
 from wafersage.modeling.chat import CHAT_TEMPLATE, token_ids, train_tokenizer
 from wafersage.modeling.model_folder import BASE_INFO
 from wafersage.modeling.processor import WaferQwen3VLProcessor, as_wafer_processor
@@ -29,8 +29,9 @@ from wafersage.modeling.tiny_config import qwen3vl_config
 from wafersage.modeling.vision_encoder import META_FILE, load_tower_state
 from wafersage.modeling.vision_inputs import image_processor
 from wafersage.modeling.vqa_data import corpus, read_split
-from wafersage.render import check_size
 from wafersage.tracking import stage_run
+from wafersage.wafers import taxonomy
+from wafersage.wafers.render import check_size
 
 TINY = "tiny"
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rubric import read_records
 from wafersage.score.calibration import build_pool, read_absorbed
 from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.tracking import stage_run

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage import taxonomy
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
@@ -24,10 +23,11 @@ from wafersage.modeling.tiny_config import vision_config
 from wafersage.modeling.vision_encoder import encode_grids, multi_hot, save_encoder, table_maps
 from wafersage.modeling.vision_inputs import MERGE_SIZE, resample_batch, visual_tokens
 from wafersage.modeling.vision_train import check_trainable, probe_scores, train_encoder
-from wafersage.rawtable import read_raw
-from wafersage.render import check_size
-from wafersage.splits import wafer_splits
 from wafersage.tracking import stage_run
+from wafersage.wafers import taxonomy
+from wafersage.wafers.rawtable import read_raw
+from wafersage.wafers.render import check_size
+from wafersage.wafers.splits import wafer_splits
 
 
 def single_class(labels: pd.Series) -> np.ndarray:

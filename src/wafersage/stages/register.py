@@ -1,5 +1,5 @@
 """register: log the trained model to MLflow as a pyfunc: the checkpoint + processor folder with
-its model card (``README.md``, :mod:`wafersage.model_card`) as the artifact, the wafersage source as
+its model card (``README.md``, :mod:`wafersage.registry.model_card`) as the artifact, the wafersage source as
 its ``code_paths``, pinned requirements, a signature and an input example. The version is linked to
 its training runs (their run ids, found by the ``wafersage.stage`` tag) and tagged with its lineage
 (``git.commit`` / ``git.dirty``, the ``dvc.lock`` hashes of the data, models and pipeline inputs,
@@ -27,10 +27,8 @@ import wafersage
 from wafersage.atomic import atomic_path
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.model_card import CARD_FILE, COMMIT_TAG, DIRTY_TAG, model_card
 from wafersage.params import load_section
-from wafersage.rawtable import decode_map
-from wafersage.registry import (
+from wafersage.registry.loading import (
     CHALLENGER,
     ITEMS_ARTIFACT,
     MODEL_ARTIFACT,
@@ -38,9 +36,11 @@ from wafersage.registry import (
     SHA256_TAG,
     dvc_lock_hashes,
 )
-from wafersage.render import render_map
-from wafersage.synthetic import SyntheticConfig, generate
+from wafersage.registry.model_card import CARD_FILE, COMMIT_TAG, DIRTY_TAG, model_card
 from wafersage.tracking import EXPERIMENT, file_md5, git_commit, git_dirty, stage_run
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.render import render_map
+from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 #: Training-graph stages whose latest run ids are tagged on the model version.
 LINKED_STAGES = ("pretrain_vision", "init_model", "sft", "gspo", "align", "evaluate")

@@ -1,4 +1,4 @@
-"""rubrics: per described wafer, the rubric JSON (validated by :class:`wafersage.rubric.Rubric`),
+"""rubrics: per described wafer, the rubric JSON (validated by :class:`wafersage.annotation.rubric.Rubric`),
 with its root causes from the knowledge base; written as JSON lines with the attributes and
 descriptions it was built from."""
 
@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from wafersage.annotation.knowledge import load_knowledge_base
+from wafersage.annotation.rubric import SCHEMA_VERSION, build_rubric
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
-from wafersage.knowledge import load_knowledge_base
-from wafersage.rubric import SCHEMA_VERSION, build_rubric
 from wafersage.tracking import stage_run
 
 

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
+from wafersage.evaluation.type_scoring import type_scores
 from wafersage.modeling.finetune import (
     final_model,
     last_checkpoint,
@@ -47,11 +49,9 @@ from wafersage.modeling.vqa_data import (
     to_dataset,
 )
 from wafersage.progress import bars_enabled
-from wafersage.rubric import read_records
 from wafersage.score.config import load as load_reward
 from wafersage.score.rules import Item, score_items
 from wafersage.tracking import stage_run
-from wafersage.type_scoring import type_scores
 
 #: reports/sft/metrics.json (``rule_score`` when the rubrics and the aligned reward config are given).
 METRIC_KEYS = ("type_macro_f1", "type_accuracy", "rule_score", "val_loss", "train_wall_s", "steps")

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.grounding import image_to_map
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
-from wafersage.grounding import image_to_map
 from wafersage.modeling.specialist import choose_blend, fit, fit_out_of_fold, oof_table
 from wafersage.modeling.vqa_data import IMAGE, LABELS, WAFER, pil_image, read_split
-from wafersage.taxonomy import NONE
 from wafersage.tracking import stage_run
+from wafersage.wafers.taxonomy import NONE
 
 
 def wafer_maps(split: pd.DataFrame, path: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:

@@ -1,4 +1,4 @@
-"""split: every wafer of the raw table to train / val / test, once, by lot (:mod:`wafersage.splits`),
+"""split: every wafer of the raw table to train / val / test, once, by lot (:mod:`wafersage.wafers.splits`),
 gated by Great Expectations; every later stage reads this table."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.gates import run_gate
-from wafersage.rawtable import read_raw
-from wafersage.splits import SPLITS, split_table
-from wafersage.taxonomy import primary_label
 from wafersage.tracking import stage_run
+from wafersage.wafers.rawtable import read_raw
+from wafersage.wafers.splits import SPLITS, split_table
+from wafersage.wafers.taxonomy import primary_label
 
 
 def gate_frame(table: pd.DataFrame) -> pd.DataFrame:

@@ -11,9 +11,9 @@ import pandas as pd
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.gates import run_gate
-from wafersage.rawtable import map_stats, read_raw
-from wafersage.taxonomy import primary_label
 from wafersage.tracking import file_md5, stage_run
+from wafersage.wafers.rawtable import map_stats, read_raw
+from wafersage.wafers.taxonomy import primary_label
 
 
 def validation_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 
+from wafersage.annotation.phrasing import mentions_class
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError, read_jsonl, read_parquet
 from wafersage.gates import run_gate
-from wafersage.phrasing import mentions_class
-from wafersage.splits import SPLITS
 from wafersage.tracking import stage_run
+from wafersage.wafers.splits import SPLITS
 
 
 def read_splits(vqa_dir: Path) -> pd.DataFrame:

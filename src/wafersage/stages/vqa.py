@@ -1,7 +1,7 @@
 """vqa: rubric records -> QA pairs with rendered images, in the split stage's train/val/test,
 written as ``data/vqa/{train,val,test}.parquet``; metrics in ``reports/vqa/metrics.json``.
 
-The split was decided once over every wafer of the raw table (:mod:`wafersage.splits`), so a
+The split was decided once over every wafer of the raw table (:mod:`wafersage.wafers.splits`), so a
 cleaning verdict or a label correction that lets a wafer in or keeps it out moves no other wafer
 between train, val and test."""
 
@@ -16,15 +16,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wafersage.annotation.attributes import agreement_summary, truth_agreement
+from wafersage.annotation.vqa import CATEGORIES, frame, qa_pairs
 from wafersage.atomic import atomic_outputs
-from wafersage.attributes import agreement_summary, truth_agreement
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
-from wafersage.rawtable import decode_map, read_raw
-from wafersage.render import DEFAULT_SIZE, check_size, gallery, png_bytes
-from wafersage.splits import SPLITS, wafer_splits
 from wafersage.tracking import stage_run
-from wafersage.vqa import CATEGORIES, frame, qa_pairs
+from wafersage.wafers.rawtable import decode_map, read_raw
+from wafersage.wafers.render import DEFAULT_SIZE, check_size, gallery, png_bytes
+from wafersage.wafers.splits import SPLITS, wafer_splits
 
 SCHEMA = pa.schema(
     [

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from wafersage.errors import WaferSageError
+
 log = logging.getLogger(__name__)
 
 NONE = "none"
@@ -225,8 +227,6 @@ def primary_label(labels: list[str] | tuple[str, ...]) -> str | None:
 def require(names: Iterable[str], what: str) -> None:
     """Refuse (one-line :class:`~wafersage.errors.WaferSageError`) when the active taxonomy lacks
     a class that ``what`` (a source, the generator) produces."""
-    from wafersage.errors import WaferSageError
-
     missing = [c for c in names if c not in _active.index]
     if missing:
         raise WaferSageError(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from wafersage import taxonomy
-from wafersage.taxonomy import NONE
+from wafersage.wafers import taxonomy
+from wafersage.wafers.taxonomy import NONE
 
 #: Phrases (regular expressions over lower-cased text) for each class, most specific first.
 SYNONYMS: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """Analytic attributes of a wafer map: where the defect mass lies, what shape it has, how dense.
 
-The geometry is the one :mod:`wafersage.synthetic` documents (normalised coordinates, clock
+The geometry is the one :mod:`wafersage.wafers.synthetic` documents (normalised coordinates, clock
 positions clockwise from 12, zones by the mean normalised radius of the defect mass), so the
 attributes can be checked against the generator's ground truth.
 
@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from wafersage import taxonomy
-from wafersage.encoding import FAIL, OFF
-from wafersage.features import fail_neighbours
-from wafersage.rawtable import decode_map
-from wafersage.synthetic import CLOCK_MIN_R, SYMMETRIC, WHOLE_WAFER, clock_of, zone_of
-from wafersage.taxonomy import NONE
+from wafersage.wafers import taxonomy
+from wafersage.wafers.encoding import FAIL, OFF
+from wafersage.wafers.features import fail_neighbours
+from wafersage.wafers.rawtable import decode_map
+from wafersage.wafers.synthetic import CLOCK_MIN_R, SYMMETRIC, WHOLE_WAFER, clock_of, zone_of
+from wafersage.wafers.taxonomy import NONE
 
 #: The order in which patterns claim components of a mixed map.
 CLAIM_ORDER: tuple[str, ...] = (

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import (
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.rawtable import (
     MAX_SIDE,
     MIN_SIDE,
     check_labels,
@@ -47,8 +47,8 @@ from wafersage.rawtable import (
     new_table,
     npy_header,
 )
-from wafersage.safe_pickle import DEFAULT_MAX_BYTES, safe_load
-from wafersage.taxonomy import MIXEDWM38_ORDER
+from wafersage.wafers.safe_pickle import DEFAULT_MAX_BYTES, safe_load
+from wafersage.wafers.taxonomy import MIXEDWM38_ORDER
 
 SOURCES: tuple[str, ...] = (
     "synthetic",

@@ -5,10 +5,10 @@ folder's ``wafersage.json``, and read from there by every stage that prompts the
 evaluation, ``ask``/``serve``, the registered pyfunc), so training and serving always agree.
 
 The attributes come from the model's own input image (the rendered map, palette colours back to
-off/pass/fail per pixel), never from a label: :func:`wafersage.attributes.wafer_attributes`
+off/pass/fail per pixel), never from a label: :func:`wafersage.annotation.attributes.wafer_attributes`
 without labels, i.e. wafer-level yield and fail share, cluster count, the dominant defect mass's
 zone / clock / distribution / area / density / elongation, and the label-free rule guess
-:func:`wafersage.attributes.infer_pattern`. The same image gives the same text everywhere.
+:func:`wafersage.annotation.attributes.infer_pattern`. The same image gives the same text everywhere.
 
 Modes: ``image`` (no text, the default), ``image+attributes``, ``attributes`` (the text with a
 blank image: the ablation that shows what the image adds).
@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wafersage.attributes import wafer_attributes_batch
-from wafersage.encoding import FAIL, OFF, PASS
+from wafersage.annotation.attributes import wafer_attributes_batch
 from wafersage.errors import WaferSageError
-from wafersage.render import PALETTE
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.render import PALETTE
 
 IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES = "image", "image+attributes", "attributes"
 MODES: tuple[str, ...] = (IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES)
@@ -94,7 +94,7 @@ def _pct(v: float | None) -> str:
 
 def attributes_texts(maps: Sequence[np.ndarray]) -> list[str]:
     """:func:`attributes_text` of each map (computed together, see
-    :func:`wafersage.attributes.wafer_attributes_batch`)."""
+    :func:`wafersage.annotation.attributes.wafer_attributes_batch`)."""
     return [_facts(a) for a in wafer_attributes_batch(maps)]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from wafersage.knowledge import KnowledgeBase
-from wafersage.phrasing import (
+from wafersage.annotation.knowledge import KnowledgeBase
+from wafersage.annotation.phrasing import (
     class_list,
     density_word,
     pattern_sentence,
@@ -19,7 +19,7 @@ from wafersage.phrasing import (
     pick,
     structure,
 )
-from wafersage.taxonomy import NONE
+from wafersage.wafers.taxonomy import NONE
 
 VARIANTS: tuple[str, ...] = ("full", "spatial", "root_cause", "structured")
 

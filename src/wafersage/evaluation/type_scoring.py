@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wafersage import taxonomy
-from wafersage.answer_parser import parse_labels
+from wafersage.annotation.answer_parser import parse_labels
+from wafersage.wafers import taxonomy
 
 
 def type_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:

@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wafersage import taxonomy
 from wafersage.atomic import atomic_path
-from wafersage.encoding import FAIL, OFF, to_canonical
 from wafersage.errors import WaferSageError
-from wafersage.taxonomy import canonical
+from wafersage.wafers import taxonomy
+from wafersage.wafers.encoding import FAIL, OFF, to_canonical
+from wafersage.wafers.taxonomy import canonical
 
 MIN_SIDE, MAX_SIDE = 4, 512
 #: The largest side ``ingest.max_die_side`` may raise ``MAX_SIDE`` to; every reader of a raw table

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from wafersage import taxonomy
-from wafersage.answer_parser import spelling_pattern
-from wafersage.taxonomy import NONE
+from wafersage.annotation.answer_parser import spelling_pattern
+from wafersage.wafers import taxonomy
+from wafersage.wafers.taxonomy import NONE
 
 #: How each zone is said (first entry = the canonical phrase used in rubrics).
 ZONE_PHRASES: dict[str, list[str]] = {

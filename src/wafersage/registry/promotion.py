@@ -19,7 +19,9 @@ import pandas as pd
 
 from wafersage.config import GATE_METRICS, validated
 from wafersage.errors import WaferSageError, read_parquet
-from wafersage.registry import CHALLENGER, CHAMPION, SELECTION_ARTIFACT
+from wafersage.evaluation import stats
+from wafersage.registry.loading import CHALLENGER, CHAMPION, SELECTION_ARTIFACT
+from wafersage.tracking import setup
 
 
 def labels_of(text: Any) -> set[str]:
@@ -29,8 +31,6 @@ def labels_of(text: Any) -> set[str]:
 
 def item_metric(items: pd.DataFrame, name: str) -> Any:
     """The bootstrap metric (see :mod:`wafersage.evaluation.stats`) ``name`` over ``items``."""
-    from wafersage.evaluation import stats
-
     if name in ("rule_score", "judge_score"):
         return stats.mean_metric(items[name].astype(float).to_numpy())
     truth = [
@@ -46,8 +46,6 @@ def item_metric(items: pd.DataFrame, name: str) -> Any:
 
 def decide(challenger: pd.DataFrame, champion: pd.DataFrame | None, params: dict[str, Any]) -> dict[str, Any]:
     """The promotion decision from the two versions' per-item evaluation tables (``item_id`` keyed)."""
-    from wafersage.evaluation import stats
-
     p = validated("promote", params)
     metric, margin = p["metric"], float(p["margin"])
     conf, n_boot, seed = float(p["confidence"]), int(p["n_boot"]), int(p["seed"])
@@ -126,8 +124,6 @@ def alias_version(client: Any, name: str, alias: str) -> Any | None:
 def promote(model_name: str, params: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
     """Apply the promotion rule to ``model_name``'s challenger; move ``champion`` unless dry run."""
     from mlflow import MlflowClient
-
-    from wafersage.tracking import setup
 
     setup()
     client = MlflowClient()

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.errors import WaferSageError
-from wafersage.taxonomy import primary_label
+from wafersage.wafers.taxonomy import primary_label
 
 MIXED = "mixed"
 VERDICTS = ("keep", "flag", "relabel")

@@ -15,10 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from wafersage import taxonomy
-from wafersage.errors import read_jsonl
-from wafersage.knowledge import KnowledgeBase
-from wafersage.phrasing import (
+from wafersage.annotation.knowledge import KnowledgeBase
+from wafersage.annotation.phrasing import (
     DISTRIBUTION_PHRASES,
     ZONE_PHRASES,
     clock_phrase,
@@ -27,8 +25,10 @@ from wafersage.phrasing import (
     opposite_clock,
     structure,
 )
-from wafersage.synthetic import DISTRIBUTION
-from wafersage.taxonomy import NONE, confusable_with
+from wafersage.errors import read_jsonl
+from wafersage.wafers import taxonomy
+from wafersage.wafers.synthetic import DISTRIBUTION
+from wafersage.wafers.taxonomy import NONE, confusable_with
 
 SCHEMA_VERSION = 1
 Zone = Literal["center", "inner", "middle", "edge", "whole", "none"]

@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.encoding import FAIL, OFF, PASS
+from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import new_table, params_json
-from wafersage.taxonomy import NONE, WM811K_CLASSES, confusable_with
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.rawtable import COLUMNS, SCHEMA, check_table, new_table, params_json
+from wafersage.wafers.taxonomy import NONE, WM811K_CLASSES, confusable_with
 
 #: The generator draws WM-811K's nine classes (an active taxonomy must include them: ingest checks).
 CLASSES: tuple[str, ...] = WM811K_CLASSES
@@ -568,8 +569,6 @@ def _arrow_chunk(cfg: SyntheticConfig, start: int, stop: int) -> Any:
     """Wafers ``start:stop`` as a checked Arrow table in the raw schema (runs in a worker)."""
     import pyarrow as pa
 
-    from wafersage.rawtable import COLUMNS, SCHEMA, check_table
-
     df = generate_range(cfg, start, stop)
     check_table(df, "<synthetic>")
     return pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
@@ -594,9 +593,6 @@ def write_parquet_chunked(
     from concurrent.futures import ProcessPoolExecutor
 
     import pyarrow.parquet as pq
-
-    from wafersage.atomic import atomic_path
-    from wafersage.rawtable import SCHEMA
 
     if cfg.n_wafers <= 0:
         raise WaferSageError(path, "no wafers", "synthetic.n_wafers must be > 0")

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.descriptions import wafer_rng
-from wafersage.phrasing import (
+from wafersage.annotation.descriptions import wafer_rng
+from wafersage.annotation.phrasing import (
     DISTRIBUTION_PHRASES,
     ZONE_PHRASES,
     class_list,
@@ -33,7 +33,7 @@ from wafersage.phrasing import (
     pick,
     structure,
 )
-from wafersage.taxonomy import NONE
+from wafersage.wafers.taxonomy import NONE
 
 CATEGORIES: tuple[str, ...] = ("type", "spatial", "morphology", "root_cause", "consistency")
 COLUMNS: tuple[str, ...] = (

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import check_labels
-from wafersage.taxonomy import primary_label
+from wafersage.wafers.rawtable import check_labels
+from wafersage.wafers.taxonomy import primary_label
 
 #: Where the pipeline reads the corrections (dvc.yaml: a dependency of the clean stage).
 DEFAULT_PATH = Path("data/review/corrections.csv")

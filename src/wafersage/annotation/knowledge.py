@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from wafersage import taxonomy
 from wafersage.errors import WaferSageError
+from wafersage.wafers import taxonomy
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from wafersage.atomic import atomic_path
-from wafersage.encoding import FAIL, OFF, PASS
 from wafersage.errors import WaferSageError
-from wafersage.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
+from wafersage.wafers.encoding import FAIL, OFF, PASS
+from wafersage.wafers.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
 
 #: Fixed palette (RGB) per canonical value.
 PALETTE: dict[int, tuple[int, int, int]] = {

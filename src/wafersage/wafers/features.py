@@ -1,7 +1,7 @@
 """Geometric and density features of wafer maps, vectorised over the whole raw table.
 
 The one place these features are defined; the clean stage, VQA attributes and benchmarks import
-them. Geometry is the generator's (see :mod:`wafersage.synthetic`): die ``(i, j)`` sits at
+them. Geometry is the generator's (see :mod:`wafersage.wafers.synthetic`): die ``(i, j)`` sits at
 ``x = (j + 0.5 - cols/2) / (cols/2)``, ``y = (i + 0.5 - rows/2) / (rows/2)`` (down positive),
 ``r = hypot(x, y)``, clock angle ``deg = atan2(x, -y) mod 360`` (clockwise from 12 o'clock).
 On-wafer dies are those the map marks on-wafer (not a fixed circle), so real maps work too.
@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from wafersage.encoding import FAIL, OFF
-from wafersage.synthetic import ZONE_CENTER_MAX, ZONE_INNER_MAX, ZONE_MIDDLE_MAX
+from wafersage.wafers.encoding import FAIL, OFF
+from wafersage.wafers.synthetic import ZONE_CENTER_MAX, ZONE_INNER_MAX, ZONE_MIDDLE_MAX
 
 #: Ring names and their upper bounds on normalised radius (the generator's zone thresholds).
 RINGS: tuple[tuple[str, float], ...] = (

@@ -1,7 +1,7 @@
 """The MLflow model registry: loading a registered pyfunc (which runs its logged code), downloading
 a version's model folder as files (which runs none), the names of the artifacts and tags a version
 carries, and the ``dvc.lock`` hashes it is tagged with. The promotion rule is
-:mod:`wafersage.promotion`."""
+:mod:`wafersage.registry.promotion`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wafersage.errors import WaferSageError
+from wafersage.tracking import setup
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 ITEMS_ARTIFACT = "evaluation/items.parquet"
@@ -23,8 +24,6 @@ SHA256_TAG = "model.sha256"
 def load_pyfunc(uri: str) -> Any:
     """``mlflow.pyfunc.load_model(uri)`` with a one-line error when it is not there."""
     from mlflow.exceptions import MlflowException
-
-    from wafersage.tracking import setup
 
     mlflow = setup()
     try:
@@ -52,8 +51,6 @@ def download_model_folder(uri: str, dst: Path) -> RegisteredFolder:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from wafersage.tracking import setup
 
     setup()
     try:

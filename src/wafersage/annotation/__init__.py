@@ -1,0 +1,1 @@
+"""From a map to text: attributes, descriptions, rubrics, VQA pairs, grounding, answer parsing, VLM client."""

@@ -1,0 +1,1 @@
+"""Label quality: cleaning scores and verdicts, and an engineer's corrections."""

@@ -1,0 +1,1 @@
+"""The MLflow model registry: loading registered versions, promotion, and the model card."""

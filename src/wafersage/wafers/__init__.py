@@ -1,0 +1,1 @@
+"""Wafer maps as data: encoding, taxonomy, raw table, loaders, synthesis, rendering, features, splits."""
