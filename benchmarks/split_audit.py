@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from wafersage.rawtable import read_raw
-from wafersage.splits import SPLITS, read_splits
+from wafersage.wafers.rawtable import read_raw
+from wafersage.wafers.splits import SPLITS, read_splits
 
 
 def audit(ws: Path) -> list[tuple[str, bool, str]]:
