@@ -136,6 +136,7 @@ def test_rotated_or_flipped_map_gets_the_same_class(trained):
 def test_stage_writes_encoder_metrics_and_embeddings(tmp_path):
     from wafersage.modeling.vision_encoder import embed
     from wafersage.stages import pretrain_vision
+    from wafersage.wafers.splits import wafer_splits
 
     df = raw_table(n_per_class=4, size=24)
     df.loc[::5, "labels"] = pd.Series([[]] * len(df.loc[::5]), index=df.index[::5], dtype=object)
@@ -153,7 +154,7 @@ def test_stage_writes_encoder_metrics_and_embeddings(tmp_path):
     assert saved == m and saved["image_size"] == SIZE and saved["steps"] == 4
     assert {"linear_probe_macro_f1", "knn_macro_f1", "train_wall_s"} <= set(saved)
     assert 0.0 <= saved["linear_probe_macro_f1"] <= 1.0
-    assert 0.6 * len(df) <= saved["n_train"] < len(df)
+    assert saved["n_train"] == int((wafer_splits(df, None) == "train").sum())  # the train split only
     files = {p.name for p in (tmp_path / "vision").iterdir()}
     assert files == {"vision_tower.safetensors", "vision_config.json", "head.safetensors", "encoder.json"}
     maps = [disc(24), center(24)]
