@@ -1,7 +1,8 @@
 """One meaning for a map image everywhere: a map sent as ``.npy``, as a die-level grayscale PNG
 (0/1/2 or 0/128/255, as ``ingest --source png-folder`` reads it) or as the picture ``wafersage
-render`` draws reaches the model as the same pixels, and gets the same answer from ``serve``,
-``ask``, the MLflow pyfunc and the evaluation's real-val path."""
+render`` draws (which carries its die-level map) reaches the model as the same pixels and the same
+die-level map, and gets the same answer from ``serve``, ``ask``, the MLflow pyfunc and the
+evaluation's real-val path."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from tiny_model import SIZE, build_tiny_model
 
-from wafersage.annotation.grounding import IMAGE_ATTRIBUTES, image_text
+from wafersage.annotation.grounding import IMAGE_ATTRIBUTES, attributes_text, image_text, image_to_map
 from wafersage.annotation.vqa import Q_TYPE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val
@@ -30,7 +31,7 @@ from wafersage.serving.predictor import Predictor
 from wafersage.serving.pyfunc import WaferVLM
 from wafersage.wafers.loaders import load
 from wafersage.wafers.rawtable import decode_map, new_table
-from wafersage.wafers.render import render_map
+from wafersage.wafers.render import MAP_KEY, map_text, render_map, save_png
 from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
@@ -49,6 +50,13 @@ def center_map() -> np.ndarray:
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def rendered_png(m: np.ndarray, size: int = SIZE) -> bytes:
+    """The PNG ``wafersage render`` writes: the picture and its die-level map."""
+    buf = io.BytesIO()
+    save_png(render_map(m, size), buf)
     return buf.getvalue()
 
 
@@ -72,7 +80,7 @@ def forms(m: np.ndarray) -> dict[str, bytes]:
         "npy": npy_bytes(m),
         "png-012": png_bytes(Image.fromarray(m)),
         "png-0-128-255": png_bytes(Image.fromarray(PROCESSED[m])),
-        "rendered": png_bytes(render_map(m, SIZE)),
+        "rendered": rendered_png(m),
     }
 
 
@@ -85,12 +93,13 @@ class Recorder:
     ``inner``."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.images = inner, []
+        self.inner, self.images, self.maps = inner, [], []
         self.image_size, self.folder = inner.image_size, inner.folder
         self.max_new_tokens = inner.max_new_tokens
 
     def answer(self, images: list[Any], questions: list[str], max_new_tokens: int | None = None) -> list[str]:
         self.images.extend(pixels(im) for im in images)
+        self.maps.extend(im.info.get(MAP_KEY) for im in images)
         return self.inner.answer(images, questions, max_new_tokens)
 
     def count_tokens(self, text: str) -> int:
@@ -134,7 +143,9 @@ def _gray_palette(m: np.ndarray) -> Image.Image:
         pytest.param(lambda m: png_bytes(_gray_palette(m)), id="png-P-gray-012"),
         pytest.param(lambda m: png_bytes(Image.fromarray(PROCESSED[m]).convert("RGB")), id="png-RGB-gray"),
         pytest.param(lambda m: base64.b64encode(png_bytes(Image.fromarray(m))).decode(), id="base64-png-012"),
-        pytest.param(lambda m: png_bytes(render_map(m, SIZE)), id="rendered"),
+        pytest.param(rendered_png, id="rendered"),
+        pytest.param(lambda m: png_bytes(render_map(m, SIZE)), id="rendered-picture-alone"),
+        pytest.param(lambda m: rendered_png(m, 2 * SIZE), id="rendered-larger"),
         pytest.param(lambda m: render_map(m, SIZE).quantize(colors=3), id="rendered-P-indices-012"),
         pytest.param(lambda m: png_data_url(render_map(m, SIZE)), id="rendered-data-url"),
     ],
@@ -208,11 +219,43 @@ def test_serve_gives_every_form_of_a_map_the_same_input_and_answer(predictor):
     assert len(rec.images) == 4
     for name, got in zip(forms(m), rec.images, strict=True):
         np.testing.assert_array_equal(got, want, err_msg=name)
-    assert image_text(Image.fromarray(rec.images[1])) == image_text(render_map(m, SIZE))
+    assert rec.maps == [map_text(m)] * 4  # every form reaches the grounding with its die-level map
     expected = predictor.answer([render_map(m, SIZE)], [QUESTION], 6)[0]
     assert answers == dict.fromkeys(forms(m), expected)
     resized = Image.fromarray(m).convert("RGB").resize((SIZE, SIZE), Image.Resampling.NEAREST)
     assert predictor.answer([resized], [QUESTION], 6)[0] != expected  # the answers tell inputs apart
+
+
+def forged_png(m: np.ndarray, text: str) -> bytes:
+    """The picture of ``m`` carrying ``text`` as its die-level map."""
+    image = render_map(m, SIZE)
+    image.info[MAP_KEY] = text
+    buf = io.BytesIO()
+    save_png(image, buf)
+    return buf.getvalue()
+
+
+def test_a_picture_without_its_map_is_grounded_from_its_pixels_and_a_false_map_is_refused(predictor):
+    m = center_map()
+    carried, alone = model_image(rendered_png(m), SIZE), model_image(png_bytes(render_map(m, SIZE)), SIZE)
+    np.testing.assert_array_equal(pixels(carried), pixels(alone))
+    assert carried.info[MAP_KEY] == map_text(m) and MAP_KEY not in alone.info
+    assert image_text(carried) == attributes_text(m)
+    assert image_text(alone) == attributes_text(image_to_map(render_map(m, SIZE)))
+    assert image_text(alone) != image_text(carried)  # the 64 px picture blurs this map's shape
+    other = m.copy()
+    other[:, :3] = 2
+    cases = {
+        map_text(other): "map does not match its pixels",
+        "30x38:012": "text has the wrong size",
+        "a map": "text is not a map",
+    }
+    with TestClient(create_app(predictor, ServeLimits(max_tokens=6))) as client:
+        for text, rule in cases.items():
+            with pytest.raises(WaferSageError, match=rule):
+                model_image(forged_png(m, text), SIZE)
+            r = _chat(client, data_url("image/png", forged_png(m, text)))
+            assert r.status_code == 400 and rule in r.json()["error"]["message"]
 
 
 def test_serve_refuses_a_gray_image_that_is_no_map_with_a_400(predictor):

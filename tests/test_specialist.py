@@ -54,8 +54,8 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[Specialist, np.ndarray, list[list[str]]]:
-    _, train_maps, train_labels = stage.wafer_maps(vqa_table(400, 64, seed=100), Path("train"))
-    _, val_maps, val_labels = stage.wafer_maps(vqa_table(150, 64, seed=101), Path("val"))
+    _, train_maps, _, train_labels = stage.wafer_maps(vqa_table(400, 64, seed=100), Path("train"))
+    _, val_maps, _, val_labels = stage.wafer_maps(vqa_table(150, 64, seed=101), Path("val"))
     return fit(train_maps, train_labels, FAST), val_maps, val_labels
 
 
@@ -306,7 +306,7 @@ def test_the_blend_weight_is_the_best_one_and_ties_go_to_the_nearest_half():
 
 def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():
     """On random labels the trees memorise their training maps; out of fold they are at chance."""
-    _, maps, _ = stage.wafer_maps(vqa_table(240, 64, seed=7), Path("train"))
+    _, maps, _, _ = stage.wafer_maps(vqa_table(240, 64, seed=7), Path("train"))
     rng = np.random.default_rng(0)
     labels = [[c] for c in rng.choice(["Center", "Loc", "Scratch"], size=len(maps))]
     p = {**FAST, "epochs": 1}
@@ -330,3 +330,38 @@ def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_special
     assert got[0] == got[2] == clauses_of(probs[:1], names)[0] == "Specialist: Loc 100%."
     assert got[1] == model.clauses([maps[5]])[0]
     assert table["map_key"].tolist() == [map_key(maps[0]), map_key(maps[1])]
+
+
+def test_features_come_from_the_die_level_map_the_image_carries(tmp_path):
+    """The stage reads each wafer's die-level map out of its PNG; a specialist fitted on them
+    measures its features there (saved with it), and one fitted without them ignores them."""
+    raw = generate(
+        SyntheticConfig.from_dict({"n_wafers": 120, "seed": 5, "noise_rate": 0.0, "mixed_fraction": 0.0})
+    )
+    table = vqa_table(120, 64, seed=5)
+    _, maps, dies, labels = stage.wafer_maps(table, Path("train"))
+    for die, row in zip(dies, raw.itertuples(), strict=True):
+        np.testing.assert_array_equal(die, decode_map(row.map, row.rows, row.cols))
+    assert any(d.shape != (64, 64) for d in dies)
+    p = {**FAST, "epochs": 1}
+    die_model = fit(maps, labels, p, dies)
+    square_model = fit(maps, labels, p)
+    assert die_model.config.die_features and not square_model.config.die_features
+    with_dies = die_model.members(list(maps[:30]), dies[:30])
+    assert not np.allclose(with_dies[0], die_model.members(list(maps[:30]))[0], atol=1e-4)
+    np.testing.assert_array_equal(
+        square_model.members(list(maps[:30]), dies[:30])[0], square_model.members(list(maps[:30]))[0]
+    )
+    die_model.save(tmp_path / "s")
+    again = Specialist.load(tmp_path / "s")
+    assert again.config.die_features
+    np.testing.assert_array_equal(
+        again.probabilities(list(maps[:30]), dies[:30]), die_model.probabilities(list(maps[:30]), dies[:30])
+    )
+    # a grounder reads the die map from the image: the same clause as the specialist given it
+    from wafersage.modeling.vqa_data import pil_image
+
+    images = [pil_image(v) for v in table.drop_duplicates("wafer_id")["image"][:10]]
+    lines = Grounder(IMAGE_ATTRIBUTES, die_model).texts(images)
+    for line, clause in zip(lines, die_model.clauses(list(maps[:10]), dies[:10]), strict=True):
+        assert line.endswith(clause)

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
 from wafersage.wafers.rawtable import decode_map
-from wafersage.wafers.render import render_map
+from wafersage.wafers.render import png_bytes
 from wafersage.wafers.synthetic import SyntheticConfig, generate
 
 QUESTIONS = (
     ("type", "What type of defect pattern is visible on this wafer map?"),
     ("spatial", "Where on the wafer are the failing dies concentrated?"),
 )
-
-
-def _png(m, size: int) -> bytes:
-    buf = io.BytesIO()
-    render_map(m, size).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame:
@@ -37,7 +30,7 @@ def vqa_table(n_wafers: int = 40, size: int = 64, seed: int = 0) -> pd.DataFrame
     }
     for row in raw.itertuples():
         cls = list(row.true_labels)[0]
-        png = _png(decode_map(row.map, row.rows, row.cols), size)
+        png = png_bytes(decode_map(row.map, row.rows, row.cols), size)
         answers = {
             "type": f"{cls}." if cls != "none" else "No defect pattern.",
             "spatial": "Across the wafer." if cls in ("none", "Random", "Near-full") else "In one zone.",

@@ -4,11 +4,14 @@ The mode is fixed when the base model is built (``init_model.grounding``), writt
 folder's ``wafersage.json``, and read from there by every stage that prompts the model (SFT, GSPO,
 evaluation, ``ask``/``serve``, the registered pyfunc), so training and serving always agree.
 
-The attributes come from the model's own input image (the rendered map, palette colours back to
-off/pass/fail per pixel), never from a label: :func:`wafersage.annotation.attributes.wafer_attributes`
-without labels, i.e. wafer-level yield and fail share, cluster count, the dominant defect mass's
-zone / clock / distribution / area / density / elongation, and the label-free rule guess
-:func:`wafersage.annotation.attributes.infer_pattern`. The same image gives the same text everywhere.
+The attributes come from the map behind the model's input image, never from a label: the die-level
+map the rendered image carries (:func:`wafersage.wafers.render.embedded_map`; every image the
+pipeline renders, and every map ``serve``/``ask`` read, carry one), else the picture itself
+(palette colours back to off/pass/fail per pixel). They are
+:func:`wafersage.annotation.attributes.wafer_attributes` without labels, i.e. wafer-level yield and
+fail share, cluster count, the dominant defect mass's zone / clock / distribution / area / density
+/ elongation, and the label-free rule guess :func:`wafersage.annotation.attributes.infer_pattern`.
+The same image gives the same text everywhere.
 
 Modes: ``image`` (no text, the default), ``image+attributes``, ``attributes`` (the text with a
 blank image: the ablation that shows what the image adds).
@@ -27,7 +30,7 @@ import numpy as np
 from wafersage.annotation.attributes import wafer_attributes_batch
 from wafersage.errors import WaferSageError
 from wafersage.wafers.encoding import FAIL, OFF, PASS
-from wafersage.wafers.render import PALETTE
+from wafersage.wafers.render import PALETTE, embedded_map
 
 IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES = "image", "image+attributes", "attributes"
 MODES: tuple[str, ...] = (IMAGE, IMAGE_ATTRIBUTES, ATTRIBUTES)
@@ -127,8 +130,11 @@ class Advisor(Protocol):
     """A helper model shipped in the model folder whose verdict on a map joins the grounding text
     (e.g. :class:`wafersage.modeling.specialist.Specialist`)."""
 
-    def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
-        """One text clause per canonical map (as decoded from the model's input image)."""
+    def clauses(
+        self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
+    ) -> list[str]:
+        """One text clause per canonical map as decoded from the model's input image, with the
+        die-level map behind it where known."""
         ...
 
 
@@ -141,16 +147,26 @@ class Grounder:
     advisor: Advisor | None = None
 
     def texts(self, images: Sequence[Any]) -> list[str]:
-        """The grounding line of each image (PIL or RGB array); images sharing pixels share work,
-        and the distinct ones are decoded and measured together."""
+        """The grounding line of each image (PIL or RGB array), measured on the die-level map it
+        carries, else on its pixels; images sharing pixels and map share work, and the distinct
+        ones are decoded and measured together."""
         arrays = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
-        keys = [hashlib.md5(a.tobytes() + str(a.shape).encode()).hexdigest() for a in arrays]
+        dies = [embedded_map(im) for im in images]
+        keys = [
+            hashlib.md5(
+                a.tobytes()
+                + str(a.shape).encode()
+                + (b"" if d is None else d.tobytes() + str(d.shape).encode())
+            ).hexdigest()
+            for a, d in zip(arrays, dies, strict=True)
+        ]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        maps = dict(zip(first, images_to_maps([arrays[i] for i in first.values()]), strict=True))
-        lines = _texts_cached(maps)
-        if self.advisor is not None and maps:
-            clauses = self.advisor.clauses(list(maps.values()))
-            lines = {k: f"{lines[k]} {c}" for k, c in zip(maps, clauses, strict=True)}
+        seen = dict(zip(first, images_to_maps([arrays[i] for i in first.values()]), strict=True))
+        die = {k: dies[i] for k, i in first.items()}
+        lines = _texts_cached({k: seen[k] if die[k] is None else die[k] for k in first})
+        if self.advisor is not None and seen:
+            clauses = self.advisor.clauses(list(seen.values()), list(die.values()))
+            lines = {k: f"{lines[k]} {c}" for k, c in zip(seen, clauses, strict=True)}
         return [lines[k] for k in keys]
 
 

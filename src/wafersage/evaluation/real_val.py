@@ -227,13 +227,13 @@ def trees_answers(train: pd.DataFrame, maps: pd.DataFrame, seed: int) -> list[st
 
 def specialist_answers(folder: Path, maps: pd.DataFrame) -> list[str] | None:
     """The answers of the specialist shipped in model ``folder`` alone (``None``: it has none),
-    from the same rendered images the VLM sees."""
+    from the same rendered images (and the die-level maps they carry) the VLM sees."""
     from wafersage.modeling.specialist import FOLDER, Specialist
 
     if not (Path(folder) / FOLDER).is_dir():
         return None
     model = Specialist.load(Path(folder) / FOLDER)
     size = model.config.size
-    cells = zip(maps["map"], maps["rows"], maps["cols"], strict=True)
-    seen = [image_to_map(render_map(decode_map(b, r, c), size)) for b, r, c in cells]
-    return [" and ".join(sorted(labels)) + "." for labels in model.predict(seen)]
+    dies = [decode_map(b, r, c) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"], strict=True)]
+    seen = [image_to_map(render_map(m, size)) for m in dies]
+    return [" and ".join(sorted(labels)) + "." for labels in model.predict(seen, dies)]

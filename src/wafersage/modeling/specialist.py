@@ -1,10 +1,11 @@
 """The specialist: a small CNN over the map as the VLM sees it (the rendered image decoded back to
-off/pass/fail pixels) plus the map's geometric features, blended with gradient-boosted trees on
-the same features, trained by the pipeline on the training split's labels. It is shipped inside
-the model folder (``specialist/``: safetensors weights, the trees in skops format loaded with a
-fixed list of trusted types, and a JSON config; no pickle) and its class probabilities join the
-prompt's grounding line (:class:`wafersage.annotation.grounding.Grounder`), so the VLM learns when to
-trust it.
+off/pass/fail pixels) plus the geometric features of the die-level map behind it (the one the
+rendered image carries; the picture's own pixels when it carries none), blended with
+gradient-boosted trees on the same features, trained by the pipeline on the training split's
+labels. It is shipped inside the model folder (``specialist/``: safetensors weights, the trees
+in skops format loaded with a fixed list of trusted types, and a JSON config; no pickle) and its
+class probabilities join the prompt's grounding line
+(:class:`wafersage.annotation.grounding.Grounder`), so the VLM learns when to trust it.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
@@ -63,6 +64,8 @@ class SpecialistConfig:
     tta: bool = False
     #: The trees' weight in the blended probabilities (0: no trees member).
     blend: float = 0.0
+    #: Features measured on the die-level maps (``False``: on the ``size``-square maps).
+    die_features: bool = False
     trained: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,10 +90,27 @@ def _net(n_features: int, n_classes: int, width: int) -> Any:
     return Net()
 
 
-def _features(maps: np.ndarray) -> np.ndarray:
-    n, h, w = maps.shape
-    table = pd.DataFrame({"rows": h, "cols": w, "map": [m.tobytes() for m in maps]})
+def _features(maps: Sequence[np.ndarray]) -> np.ndarray:
+    table = pd.DataFrame(
+        {
+            "rows": [m.shape[0] for m in maps],
+            "cols": [m.shape[1] for m in maps],
+            "map": [np.ascontiguousarray(m, dtype=np.uint8).tobytes() for m in maps],
+        }
+    )
     return np.nan_to_num(geometric_features(table).to_numpy(np.float32))
+
+
+def _view_features(
+    seen: np.ndarray, dies: Sequence[np.ndarray | None] | None, k: int, flip: bool
+) -> np.ndarray:
+    """The geometric features of view (``k``, ``flip``) of each map: of its die-level map where
+    ``dies`` gives one, else of the ``size``-square map the CNN sees."""
+    if dies is None:
+        return _features(list(_view(seen, k, flip)))
+    return _features(
+        [_view((s if d is None else d)[None], k, flip)[0] for s, d in zip(seen, dies, strict=True)]
+    )
 
 
 #: The eight rotations/flips of a map: (quarter turns, then a left-right flip).
@@ -138,14 +158,18 @@ class Specialist:
         self.net.eval()
 
     def members(
-        self, maps: Sequence[np.ndarray], batch_size: int = 512
+        self,
+        maps: Sequence[np.ndarray],
+        dies: Sequence[np.ndarray | None] | None = None,
+        batch_size: int = 512,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, classes) probabilities of the CNN and of the trees (``None``: no trees) for canonical
-        ``size`` x ``size`` maps."""
+        ``size`` x ``size`` maps and, where known, the die-level maps behind them."""
         import torch
 
         c = self.config
         arr = _stack(maps, c.size)
+        dies = list(dies) if c.die_features and dies is not None else None
         mean, std = np.asarray(c.feature_mean, np.float32), np.asarray(c.feature_std, np.float32)
         views = VIEWS if c.tta else VIEWS[:1]
         cnn = np.zeros((len(arr), len(c.classes)), dtype=np.float64)
@@ -154,7 +178,9 @@ class Specialist:
             for s in range(0, len(arr), batch_size):
                 for k, flip in views:
                     part = _view(arr[s : s + batch_size], k, flip)
-                    raw = _features(part)
+                    raw = _view_features(
+                        arr[s : s + batch_size], None if dies is None else dies[s : s + batch_size], k, flip
+                    )
                     logits = self.net(_planes(part), torch.from_numpy((raw - mean) / std))
                     p = torch.sigmoid(logits) if c.multi_label else torch.softmax(logits, 1)
                     cnn[s : s + batch_size] += p.double().numpy() / len(views)
@@ -164,19 +190,25 @@ class Specialist:
                         )
         return cnn, trees
 
-    def probabilities(self, maps: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, classes) blended probabilities of canonical ``size`` x ``size`` maps."""
-        cnn, trees = self.members(maps)
+    def probabilities(
+        self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """(n, classes) blended probabilities (see :meth:`members`)."""
+        cnn, trees = self.members(maps, dies)
         return blended(cnn, trees, self.config.blend)
 
-    def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
+    def clauses(
+        self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
+    ) -> list[str]:
         """``Specialist: Center 93%, Loc 5%.`` per map (the grounding clause)."""
-        return clauses_of(self.probabilities(maps), self.config.classes)
+        return clauses_of(self.probabilities(maps, dies), self.config.classes)
 
-    def predict(self, maps: Sequence[np.ndarray]) -> list[set[str]]:
+    def predict(
+        self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
+    ) -> list[set[str]]:
         """Label sets: the top class (single-label), or every class at >= 0.5 (multi-label; the top
         class when none is)."""
-        return decide(self.probabilities(maps), self.config.classes, self.config.multi_label)
+        return decide(self.probabilities(maps, dies), self.config.classes, self.config.multi_label)
 
     def save(self, folder: str | Path) -> None:
         """``folder/specialist.safetensors`` + ``folder/specialist.json`` (+ ``trees.skops``)."""
@@ -265,9 +297,15 @@ class _Data:
     y: np.ndarray  # (n, classes) 0/1
     used: list[str]
     multi: bool
+    die: bool  # features from die-level maps
 
 
-def _prepare(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], size: int) -> _Data:
+def _prepare(
+    maps: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    size: int,
+    dies: Sequence[np.ndarray | None] | None = None,
+) -> _Data:
     arr = _stack(maps, size)
     sets = [[c for c in taxonomy.classes() if c in set(v)] for v in labels]
     if any(not s for s in sets):
@@ -279,8 +317,8 @@ def _prepare(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], size: 
     y = np.zeros((len(sets), len(used)), dtype=np.float32)
     for r, s in enumerate(sets):
         y[r, [index[c] for c in s]] = 1.0
-    feats = np.stack([_features(_view(arr, k, flip)) for k, flip in VIEWS])
-    return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets))
+    feats = np.stack([_view_features(arr, dies, k, flip) for k, flip in VIEWS])
+    return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets), dies is not None)
 
 
 def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, int]:
@@ -336,6 +374,7 @@ def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
         feature_std=[float(v) for v in std],
         tta=bool(p["tta"]),
         blend=0.5 if trees is not None else 0.0,
+        die_features=d.die,
         trained={"maps": len(rows), "steps": steps, "train_s": round(time.perf_counter() - t0, 2)},
     )
     return Specialist(config, net, trees)
@@ -348,23 +387,32 @@ def _threads(p: dict[str, Any]) -> None:
         torch.set_num_threads(int(p["threads"]))
 
 
-def fit(maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any]) -> Specialist:
-    """Train on canonical ``p['size']``-square maps and their label lists (names from the taxonomy).
+def fit(
+    maps: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    p: dict[str, Any],
+    dies: Sequence[np.ndarray | None] | None = None,
+) -> Specialist:
+    """Train on canonical ``p['size']``-square maps, the die-level maps behind them (``dies``: the
+    features' source; ``None``: the square maps) and their label lists (names from the taxonomy).
 
     ``p``: ``size, width, epochs, batch_size, lr, weight_decay, label_smoothing, seed, threads, tta,
     trees`` (fit the trees member too; it starts at weight 0.5, see :func:`choose_blend`).
     """
     _threads(p)
-    d = _prepare(maps, labels, int(p["size"]))
+    d = _prepare(maps, labels, int(p["size"]), dies)
     return _fit_rows(d, np.arange(len(d.arr)), p)
 
 
 def choose_blend(
-    model: Specialist, maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]]
+    model: Specialist,
+    maps: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    dies: Sequence[np.ndarray | None] | None = None,
 ) -> dict[str, float]:
     """Set ``model``'s trees weight to the one of :data:`BLENDS` with the best macro-F1 on these
     (selection-split) maps; the macro-F1 of each weight."""
-    cnn, trees = model.members(maps)
+    cnn, trees = model.members(maps, dies)
     if trees is None:
         return {}
     model.config.blend, scores = pick_blend(
@@ -393,7 +441,11 @@ def pick_blend(
 
 
 def fit_out_of_fold(
-    maps: Sequence[np.ndarray], labels: Sequence[Sequence[str]], p: dict[str, Any], folds: int
+    maps: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    p: dict[str, Any],
+    folds: int,
+    dies: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[Specialist, np.ndarray, np.ndarray | None]:
     """:func:`fit` on every map, and each map's (CNN, trees or ``None``) probabilities over the
     specialist's classes from a specialist fitted on the other ``folds`` - 1 folds (stratified by
@@ -401,7 +453,7 @@ def fit_out_of_fold(
     from sklearn.model_selection import KFold, StratifiedKFold
 
     _threads(p)
-    d = _prepare(maps, labels, int(p["size"]))
+    d = _prepare(maps, labels, int(p["size"]), dies)
     model = _fit_rows(d, np.arange(len(d.arr)), p)
     strata = d.y.argmax(1)
     stratified = np.unique(strata, return_counts=True)[1].min() >= folds
@@ -411,7 +463,9 @@ def fit_out_of_fold(
     cnn = np.zeros(d.y.shape, dtype=np.float64)
     trees = np.zeros_like(cnn) if p["trees"] else None
     for train_rows, held in split.split(np.zeros(len(strata)), strata):
-        a, b = _fit_rows(d, train_rows, p).members(list(d.arr[held]))
+        a, b = _fit_rows(d, train_rows, p).members(
+            list(d.arr[held]), None if dies is None else [dies[i] for i in held]
+        )
         cnn[held] = a
         if trees is not None and b is not None:
             trees[held] = b
@@ -434,10 +488,17 @@ class OutOfFold:
         )
         self.known = dict(zip(table["map_key"], clauses_of(probs, names), strict=True))
 
-    def clauses(self, maps: Sequence[np.ndarray]) -> list[str]:
+    def clauses(
+        self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
+    ) -> list[str]:
         keys = [map_key(m) for m in maps]
         todo = [i for i, k in enumerate(keys) if k not in self.known]
-        fresh = dict(zip(todo, self.specialist.clauses([maps[i] for i in todo]), strict=True)) if todo else {}
+        dies_todo = None if dies is None else [dies[i] for i in todo]
+        fresh = (
+            dict(zip(todo, self.specialist.clauses([maps[i] for i in todo], dies_todo), strict=True))
+            if todo
+            else {}
+        )
         return [fresh[i] if i in fresh else self.known[k] for i, k in enumerate(keys)]
 
 

@@ -6,10 +6,11 @@ the model's image size (:func:`wafersage.wafers.render.render_map`): a canonical
 a nested list / JSON text, or a die-level grayscale image (one pixel a die; values within
 ``{0,1,2}`` or ``{0,128,255}``, as in ``loaders.PNG_ENCODINGS``; mode L/I/I;16/LA/1, a palette
 image with gray colours, or an RGB image with equal channels). A colour image is a picture
-rendered with :data:`wafersage.wafers.render.PALETTE` (e.g. by ``wafersage render``) and is kept, resized
-with nearest neighbour when its size differs. Images and arrays come as PIL images, PNG/JPEG or
-``.npy`` bytes or files, ``data:`` URLs (what OpenAI clients send) or base64 text. Every bad input
-is a one-line :class:`WaferSageError`.
+rendered with :data:`wafersage.wafers.render.PALETTE` (e.g. by ``wafersage render``) and is kept,
+resized with nearest neighbour when its size differs; one that carries its die-level map (as
+``wafersage render`` and the pipeline write them, checked against its pixels) is re-rendered from
+that map. Images and arrays come as PIL images, PNG/JPEG or ``.npy`` bytes or files, ``data:`` URLs
+(what OpenAI clients send) or base64 text. Every bad input is a one-line :class:`WaferSageError`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from PIL import Image
 from wafersage.errors import WaferSageError
 from wafersage.wafers.loaders import PNG_ENCODINGS
 from wafersage.wafers.rawtable import check_map, npy_header
-from wafersage.wafers.render import render_map
+from wafersage.wafers.render import MAP_KEY, embedded_map, render_map, save_png
 
 #: Largest image side accepted (pixels) and largest decoded image (pixels) - decompression bombs.
 MAX_SIDE = 2048
@@ -114,7 +115,21 @@ def die_map(image: Image.Image, source: str) -> np.ndarray | None:
 
 def _from_pil(image: Image.Image, source: str, size: int) -> Image.Image:
     m = die_map(image, source)
+    if m is None:
+        m = drawn_map(image, source)
     return fit(image, size) if m is None else render_map(m, size)
+
+
+def drawn_map(image: Image.Image, source: str) -> np.ndarray | None:
+    """The die-level map a rendered picture carries (``wafersage render`` writes it into the PNG),
+    checked against the picture's own pixels; ``None`` when it carries none."""
+    m = embedded_map(image, source)
+    if m is None:
+        return None
+    w, h = image.size
+    if w != h or w % 32 or not np.array_equal(np.asarray(render_map(m, w)), np.asarray(image.convert("RGB"))):
+        raise WaferSageError(source, f"the image's {MAP_KEY} map does not match its pixels", f"{w}x{h}")
+    return m
 
 
 def decode_bytes(data: bytes, source: str, size: int, max_side: int = MAX_SIDE) -> Image.Image:
@@ -195,7 +210,8 @@ def map_files(path: Path) -> list[Path]:
 
 
 def png_data_url(image: Image.Image) -> str:
-    """A PIL image as the ``data:image/png;base64,...`` URL OpenAI clients send."""
+    """A PIL image as the ``data:image/png;base64,...`` URL OpenAI clients send (a rendered map
+    keeps the die-level map it carries)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    save_png(image, buf)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

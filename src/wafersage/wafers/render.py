@@ -1,17 +1,23 @@
-"""Map -> image: deterministic, fixed palette, fail dies never lost when downscaling."""
+"""Map -> image: deterministic, fixed palette, fail dies never lost when downscaling.
+
+A rendered image carries the die-level map it was drawn from (:data:`MAP_KEY`: in the PIL image's
+``info`` and, saved, as a compressed PNG text chunk), so whoever reads the picture (grounding, the
+specialist) measures the map at die resolution rather than from the downscaled pixels.
+"""
 
 from __future__ import annotations
 
+import re
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.wafers.encoding import FAIL, OFF, PASS
-from wafersage.wafers.rawtable import MAX_SIDE, MIN_SIDE, check_map, npy_header
+from wafersage.wafers.rawtable import MAX_SIDE, MAX_SIDE_LIMIT, MIN_SIDE, check_map, npy_header
 
 #: Fixed palette (RGB) per canonical value.
 PALETTE: dict[int, tuple[int, int, int]] = {
@@ -20,6 +26,10 @@ PALETTE: dict[int, tuple[int, int, int]] = {
     FAIL: (220, 30, 30),
 }
 _LUT = np.array([PALETTE[OFF], PALETTE[PASS], PALETTE[FAIL]], dtype=np.uint8)
+#: The key of the die-level map in a rendered image's ``info`` and PNG text chunks.
+MAP_KEY = "wafersage:map"
+_DIGITS = np.frombuffer(b"012", dtype=np.uint8)
+_MAP_TEXT = re.compile(r"^(\d{1,4})x(\d{1,4}):([012]*)$")
 #: The image side when params.yaml does not set ``render.size`` (4 visual tokens; see docs/benchmarks.md).
 DEFAULT_SIZE = 64
 
@@ -47,15 +57,54 @@ def resample(m: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def map_text(m: np.ndarray) -> str:
+    """A canonical map as text: ``<rows>x<cols>:`` and one digit a die, row by row."""
+    m = np.asarray(m, dtype=np.uint8)
+    return f"{m.shape[0]}x{m.shape[1]}:" + _DIGITS[m.ravel()].tobytes().decode("ascii")
+
+
+def map_from_text(text: str, source: object = "image") -> np.ndarray:
+    """The canonical map of :func:`map_text`'s text (any other text is a one-line error)."""
+    match = _MAP_TEXT.match(text) if isinstance(text, str) and len(text) <= 16 + MAX_SIDE_LIMIT**2 else None
+    if match is None:
+        raise WaferSageError(source, f"the image's {MAP_KEY} text is not a map", str(text)[:40])
+    rows, cols, digits = int(match.group(1)), int(match.group(2)), match.group(3)
+    if (
+        not (MIN_SIDE <= rows <= MAX_SIDE_LIMIT and MIN_SIDE <= cols <= MAX_SIDE_LIMIT)
+        or len(digits) != rows * cols
+    ):
+        raise WaferSageError(source, f"the image's {MAP_KEY} text has the wrong size", f"{rows}x{cols}")
+    return (np.frombuffer(digits.encode("ascii"), dtype=np.uint8) - ord("0")).reshape(rows, cols)
+
+
+def embedded_map(image: object, source: object = "image") -> np.ndarray | None:
+    """The die-level map a rendered image carries (:data:`MAP_KEY`), or ``None``."""
+    text = getattr(image, "info", {}).get(MAP_KEY)
+    return None if text is None else map_from_text(text, source)
+
+
 def render_map(m: np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
-    """The RGB image of a canonical map."""
-    return Image.fromarray(_LUT[resample(np.asarray(m, dtype=np.uint8), check_size(size))], mode="RGB")
+    """The RGB image of a canonical map, carrying the map itself (:data:`MAP_KEY`)."""
+    m = np.asarray(m, dtype=np.uint8)
+    image = Image.fromarray(_LUT[resample(m, check_size(size))], mode="RGB")
+    image.info[MAP_KEY] = map_text(m)
+    return image
+
+
+def save_png(image: Image.Image, target: Path | BytesIO) -> None:
+    """``image`` as PNG, its die-level map (if any, and small enough for PIL to read back) in a
+    compressed text chunk (deterministic)."""
+    info = PngImagePlugin.PngInfo()
+    text = image.info.get(MAP_KEY)
+    if isinstance(text, str) and len(text) <= PngImagePlugin.MAX_TEXT_CHUNK:
+        info.add_text(MAP_KEY, text, zip=True)
+    image.save(target, format="PNG", optimize=False, pnginfo=info)
 
 
 def png_bytes(m: np.ndarray, size: int) -> bytes:
-    """The rendered map as PNG bytes (deterministic)."""
+    """The rendered map as PNG bytes (deterministic, the map in a text chunk)."""
     buf = BytesIO()
-    render_map(m, size).save(buf, format="PNG", optimize=False)
+    save_png(render_map(m, size), buf)
     return buf.getvalue()
 
 
@@ -95,11 +144,11 @@ def render_path(src: Path, dst: Path, size: int = DEFAULT_SIZE) -> list[Path]:
         with atomic_path(dst, directory=True) as tmp:
             tmp.mkdir(parents=True, exist_ok=True)
             for f, m in zip(files, maps, strict=True):
-                render_map(m, size).save(tmp / f"{f.stem}.png")
+                save_png(render_map(m, size), tmp / f"{f.stem}.png")
         return [dst / f"{f.stem}.png" for f in files]
     image = render_map(read_npy_map(src), size)
     with atomic_path(dst) as tmp:
-        image.save(tmp, format="PNG")
+        save_png(image, tmp)
     return [dst]
 
 
