@@ -1,3 +1,4 @@
+import io
 import subprocess
 import sys
 
@@ -8,7 +9,17 @@ from PIL import Image
 
 from wafersage.errors import WaferSageError
 from wafersage.wafers.encoding import FAIL, OFF, PASS
-from wafersage.wafers.render import DEFAULT_SIZE, PALETTE, render_map, resample
+from wafersage.wafers.render import (
+    DEFAULT_SIZE,
+    MAP_KEY,
+    PALETTE,
+    embedded_map,
+    map_from_text,
+    map_text,
+    png_bytes,
+    render_map,
+    resample,
+)
 
 
 def test_render_is_deterministic_and_uses_the_palette():
@@ -38,6 +49,33 @@ def test_small_map_is_upscaled_centred_with_aspect_kept():
     assert (r[:16] == OFF).all() and (r[-16:] == OFF).all()  # 64-px-high map, padded top and bottom
 
 
+def test_a_rendered_image_carries_its_die_level_map_through_png():
+    m = with_center(45)
+    m[3, 10] = FAIL  # a lone fail the 64 px picture merges with its neighbours
+    image = render_map(m, 64)
+    assert image.info[MAP_KEY] == map_text(m) and map_text(m).startswith("45x45:")
+    reread = Image.open(io.BytesIO(png_bytes(m, 64)))
+    np.testing.assert_array_equal(embedded_map(reread), m)
+    np.testing.assert_array_equal(embedded_map(reread.convert("RGB").resize((32, 32))), m)
+    assert embedded_map(Image.new("RGB", (64, 64))) is None
+    assert png_bytes(m, 64) == png_bytes(m, 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("45x45:" + "0" * 2024, "wrong size"),
+        ("3x3:" + "0" * 9, "wrong size"),
+        ("4x4:" + "0123" * 4, "not a map"),
+        ("4x4" + "0" * 16, "not a map"),
+        ("-4x4:" + "0" * 16, "not a map"),
+    ],
+)
+def test_a_bad_map_text_is_a_one_line_error(text, rule):
+    with pytest.raises(WaferSageError, match=rule):
+        map_from_text(text, "x.png")
+
+
 @pytest.mark.parametrize("size", [0, 50, -32])
 def test_size_must_be_multiple_of_32(size):
     with pytest.raises(WaferSageError, match="multiple of 32"):
@@ -55,6 +93,7 @@ def test_cli_renders_a_file_and_a_folder(tmp_path):
     r = _cli("render", str(tmp_path / "a.npy"), str(tmp_path / "a.png"), "--size", "64")
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "a.png").size == (64, 64)
+    np.testing.assert_array_equal(embedded_map(Image.open(tmp_path / "a.png")), with_center(40))
     (tmp_path / "maps").mkdir()
     for f in ("a.npy", "b.npy"):
         (tmp_path / "maps" / f).write_bytes((tmp_path / f).read_bytes())
