@@ -31,7 +31,7 @@ from PIL import Image
 from wafersage.config import ServeLimits
 from wafersage.serving.app import RequestError, chat_inputs
 from wafersage.serving.images import NPY_MAGIC
-from wafersage.wafers.render import render_map
+from wafersage.wafers.render import render_map, save_png
 
 IMAGE_SIZE = 64
 LIMITS = ServeLimits(max_json_depth=32)
@@ -40,7 +40,7 @@ STRATEGIES = ("bytes", "tree", "image", "nesting")
 
 def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    save_png(image, buf)  # a rendered map keeps its die-level map chunk, as `wafersage render` writes
     return buf.getvalue()
 
 
