@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +25,7 @@ from wafersage.annotation.grounding import IMAGE_ATTRIBUTES, attributes_text, im
 from wafersage.annotation.vqa import Q_TYPE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val
+from wafersage.serving import images
 from wafersage.serving.app import ServeLimits, create_app
 from wafersage.serving.ask import ask
 from wafersage.serving.images import model_image, png_data_url
@@ -226,6 +228,17 @@ def test_serve_gives_every_form_of_a_map_the_same_input_and_answer(predictor):
     assert predictor.answer([resized], [QUESTION], 6)[0] != expected  # the answers tell inputs apart
 
 
+class Keep(logging.Handler):
+    """Keeps the messages logged to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def forged_png(m: np.ndarray, text: str) -> bytes:
     """The picture of ``m`` carrying ``text`` as its die-level map."""
     image = render_map(m, SIZE)
@@ -237,7 +250,20 @@ def forged_png(m: np.ndarray, text: str) -> bytes:
 
 def test_a_picture_without_its_map_is_grounded_from_its_pixels_and_a_false_map_is_refused(predictor):
     m = center_map()
-    carried, alone = model_image(rendered_png(m), SIZE), model_image(png_bytes(render_map(m, SIZE)), SIZE)
+    said = Keep()
+    logger = logging.getLogger("wafersage.serving")
+    logger.addHandler(said)
+    level, logger.level = logger.level, logging.WARNING
+    images._warn_bare_picture.cache_clear()
+    try:
+        carried = model_image(rendered_png(m), SIZE)
+        assert said.messages == []
+        alone = model_image(png_bytes(render_map(m, SIZE)), SIZE)
+        model_image(png_bytes(render_map(m, SIZE)), SIZE)
+    finally:
+        logger.removeHandler(said)
+        logger.setLevel(level)
+    assert len(said.messages) == 1 and "without its die-level map" in said.messages[0]  # said once
     np.testing.assert_array_equal(pixels(carried), pixels(alone))
     assert carried.info[MAP_KEY] == map_text(m) and MAP_KEY not in alone.info
     assert image_text(carried) == attributes_text(m)

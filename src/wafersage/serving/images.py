@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from wafersage.wafers.loaders import PNG_ENCODINGS
 from wafersage.wafers.rawtable import check_map, npy_header
 from wafersage.wafers.render import MAP_KEY, embedded_map, render_map, save_png
 
+log = logging.getLogger("wafersage.serving")
 #: Largest image side accepted (pixels) and largest decoded image (pixels) - decompression bombs.
 MAX_SIDE = 2048
 MAX_PIXELS = 4_000_000
@@ -117,7 +120,19 @@ def _from_pil(image: Image.Image, source: str, size: int) -> Image.Image:
     m = die_map(image, source)
     if m is None:
         m = drawn_map(image, source)
-    return fit(image, size) if m is None else render_map(m, size)
+    if m is None:
+        _warn_bare_picture()
+        return fit(image, size)
+    return render_map(m, size)
+
+
+@functools.cache
+def _warn_bare_picture() -> None:
+    """Say once a process that a picture without its die-level map is read from its pixels."""
+    log.warning(
+        "a picture without its die-level map is read from its pixels and answered less exactly; "
+        "send .npy maps, die-level PNGs or `wafersage render` output"
+    )
 
 
 def drawn_map(image: Image.Image, source: str) -> np.ndarray | None:
