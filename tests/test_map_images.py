@@ -31,6 +31,7 @@ from wafersage.serving.ask import ask
 from wafersage.serving.images import model_image, png_data_url
 from wafersage.serving.predictor import Predictor
 from wafersage.serving.pyfunc import WaferVLM
+from wafersage.wafers import render
 from wafersage.wafers.loaders import load
 from wafersage.wafers.rawtable import decode_map, new_table
 from wafersage.wafers.render import MAP_KEY, map_text, render_map, save_png
@@ -57,9 +58,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def rendered_png(m: np.ndarray, size: int = SIZE) -> bytes:
     """The PNG ``wafersage render`` writes: the picture and its die-level map."""
-    buf = io.BytesIO()
-    save_png(render_map(m, size), buf)
-    return buf.getvalue()
+    return render.png_bytes(m, size)
 
 
 def npy_bytes(m: np.ndarray) -> bytes:
