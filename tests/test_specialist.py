@@ -169,7 +169,12 @@ def test_the_stage_and_the_model_folder_ship_it_and_every_prompt_reads_it(tmp_pa
 
     text = pred.grounder.texts([pil_image(image)])[0]
     assert text.startswith("Map facts: ") and " Specialist: " in text
-    assert Grounder(IMAGE_ATTRIBUTES).texts([pil_image(image)])[0] == text.split(" Specialist: ")[0]
+    # the specialist's verdict takes the rule guess's place; a folder from before keeps its guess
+    facts = Grounder(IMAGE_ATTRIBUTES).texts([pil_image(image)])[0]
+    assert "; rule guess " in facts and "rule guess" not in text and info["rule_guess"] is False
+    assert facts.split("; rule guess ")[0] + "." == text.split(" Specialist: ")[0]
+    older = grounder_of(tmp_path / "base", {k: v for k, v in info.items() if k != "rule_guess"})
+    assert older.texts([pil_image(image)])[0] == f"{facts} Specialist: {text.split(' Specialist: ')[1]}"
     ship(tmp_path / "base", tmp_path / "copy")
     assert grounder_of(tmp_path / "copy", info).advisor is not None
     # training prompts read the stage's out-of-fold clauses; val maps the shipped specialist's

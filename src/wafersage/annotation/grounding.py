@@ -10,8 +10,9 @@ pipeline renders, and every map ``serve``/``ask`` read, carry one), else the pic
 (palette colours back to off/pass/fail per pixel). They are
 :func:`wafersage.annotation.attributes.wafer_attributes` without labels, i.e. wafer-level yield and
 fail share, cluster count, the dominant defect mass's zone / clock / distribution / area / density
-/ elongation, and the label-free rule guess :func:`wafersage.annotation.attributes.infer_pattern`.
-The same image gives the same text everywhere.
+/ elongation, and the label-free rule guess :func:`wafersage.annotation.attributes.infer_pattern`
+(left out where a specialist's verdict follows: the model folder records which). The same image
+gives the same text everywhere.
 
 Modes: ``image`` (no text, the default), ``image+attributes``, ``attributes`` (the text with a
 blank image: the ablation that shows what the image adds).
@@ -95,18 +96,19 @@ def _pct(v: float | None) -> str:
     return f"{round(100 * float(v or 0.0))}%"
 
 
-def attributes_texts(maps: Sequence[np.ndarray]) -> list[str]:
+def attributes_texts(maps: Sequence[np.ndarray], rule_guess: bool = True) -> list[str]:
     """:func:`attributes_text` of each map (computed together, see
     :func:`wafersage.annotation.attributes.wafer_attributes_batch`)."""
-    return [_facts(a) for a in wafer_attributes_batch(maps)]
+    return [_facts(a, rule_guess) for a in wafer_attributes_batch(maps)]
 
 
-def attributes_text(m: np.ndarray) -> str:
-    """One line of label-free facts about a canonical map (the grounding text)."""
-    return attributes_texts([m])[0]
+def attributes_text(m: np.ndarray, rule_guess: bool = True) -> str:
+    """One line of label-free facts about a canonical map (the grounding text), ending with the
+    rule guess unless ``rule_guess`` is false."""
+    return attributes_texts([m], rule_guess)[0]
 
 
-def _facts(a: dict[str, Any]) -> str:
+def _facts(a: dict[str, Any], rule_guess: bool) -> str:
     main = a["main"]
     n = int(a["n_components"])
     parts = [f"yield {_pct(a['yield'])}", f"{n} cluster" + ("" if n == 1 else "s")]
@@ -122,7 +124,8 @@ def _facts(a: dict[str, Any]) -> str:
         ]
     else:
         parts.append("no defect cluster")
-    parts.append(f"rule guess {a['inferred_pattern']}")
+    if rule_guess:
+        parts.append(f"rule guess {a['inferred_pattern']}")
     return "Map facts: " + "; ".join(parts) + "."
 
 
@@ -140,11 +143,14 @@ class Advisor(Protocol):
 
 @dataclass(frozen=True)
 class Grounder:
-    """How a model folder's prompts are grounded: the ``mode`` and, optionally, an
-    :class:`Advisor` whose clause follows the map facts (modes with text only)."""
+    """How a model folder's prompts are grounded: the ``mode``, optionally an :class:`Advisor`
+    whose clause follows the map facts (modes with text only), and whether the facts end with the
+    rule guess (a folder with a specialist leaves it out: on real WM-811K the VLM followed the rule
+    guess against a confident specialist, see docs/benchmarks.md)."""
 
     mode: str = IMAGE
     advisor: Advisor | None = None
+    rule_guess: bool = True
 
     def texts(self, images: Sequence[Any]) -> list[str]:
         """The grounding line of each image (PIL or RGB array), measured on the die-level map it
@@ -163,7 +169,7 @@ class Grounder:
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         seen = dict(zip(first, images_to_maps([arrays[i] for i in first.values()]), strict=True))
         die = {k: dies[i] for k, i in first.items()}
-        lines = _texts_cached({k: seen[k] if die[k] is None else die[k] for k in first})
+        lines = _texts_cached({k: seen[k] if die[k] is None else die[k] for k in first}, self.rule_guess)
         if self.advisor is not None and seen:
             clauses = self.advisor.clauses(list(seen.values()), list(die.values()))
             lines = {k: f"{lines[k]} {c}" for k, c in zip(seen, clauses, strict=True)}
@@ -178,16 +184,17 @@ def as_grounder(grounding: Grounding) -> Grounder:
     return grounding if isinstance(grounding, Grounder) else Grounder(check_mode(grounding))
 
 
-#: Attribute texts by image content (a wafer's ten QA pairs share one image).
-_TEXTS: dict[str, str] = {}
+#: Attribute texts by (image content, rule guess shown) (a wafer's ten QA pairs share one image).
+_TEXTS: dict[tuple[str, bool], str] = {}
 _MAX_CACHED = 200_000
 
 
-def _texts_cached(maps: dict[str, np.ndarray]) -> dict[str, str]:
+def _texts_cached(maps: dict[str, np.ndarray], rule_guess: bool) -> dict[str, str]:
     """The attribute text of each map (by content key), the uncached ones computed together."""
-    todo = [k for k in maps if k not in _TEXTS]
-    fresh = dict(zip(todo, attributes_texts([maps[k] for k in todo]), strict=True))
-    lines = {k: fresh[k] if k in fresh else _TEXTS[k] for k in maps}
+    todo = [k for k in maps if (k, rule_guess) not in _TEXTS]
+    texts = attributes_texts([maps[k] for k in todo], rule_guess)
+    fresh = {(k, rule_guess): t for k, t in zip(todo, texts, strict=True)}
+    lines = {k: fresh[key] if (key := (k, rule_guess)) in fresh else _TEXTS[key] for k in maps}
     if len(_TEXTS) + len(fresh) > _MAX_CACHED:
         _TEXTS.clear()
     _TEXTS.update(fresh)

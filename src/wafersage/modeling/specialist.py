@@ -522,14 +522,15 @@ def grounder_of(model_folder: str | Path, info: dict[str, Any], oof: str | Path 
     """The :class:`Grounder` a model folder was trained with (its ``wafersage.json`` is ``info``);
     with ``oof`` (the specialist stage's out-of-fold file), training maps get their out-of-fold
     clauses."""
+    mode, rule_guess = check_mode(info.get("grounding")), bool(info.get("rule_guess", True))
     if not info.get("specialist"):
-        return Grounder(check_mode(info.get("grounding")))
+        return Grounder(mode, rule_guess=rule_guess)
     advisor: Any = Specialist.load(Path(model_folder) / FOLDER)
     if oof is not None:
         advisor = OutOfFold(
             advisor, read_parquet(oof, "specialist out-of-fold file", "run `dvc repro specialist`")
         )
-    return Grounder(check_mode(info.get("grounding")), advisor)
+    return Grounder(mode, advisor, rule_guess)
 
 
 def ship(src_folder: str | Path, dst_folder: str | Path) -> None:

@@ -111,7 +111,8 @@ def run(
 ) -> dict[str, Any]:
     """Build or load the base model and save it (model + processor) into ``out``; with
     ``init_model.specialist: true``, a ``specialist`` folder given and a grounding mode with text,
-    the specialist is shipped inside it and its clause joins every grounding line."""
+    the specialist is shipped inside it and its clause takes the rule guess's place in every
+    grounding line."""
     p, m = validated("init_model", params), validated("model", model_params)
     check_size(image_size)
     base = str(m["base"])
@@ -128,7 +129,7 @@ def run(
             raise WaferSageError(
                 specialist, "specialist image size is not render.size", str(advisor.config.size)
             )
-    grounder = Grounder(p["grounding"], advisor)
+    grounder = Grounder(p["grounding"], advisor, rule_guess=advisor is None)
     if base == TINY:
         # bad input fails before any run or output exists
         texts = corpus(read_split(vqa_train), grounder)
@@ -153,6 +154,7 @@ def run(
             "dtype": str(m["dtype"]) if base != TINY else "float32",
             "grounding": p["grounding"],
             "specialist": advisor is not None,
+            "rule_guess": grounder.rule_guess,  # absent in older folders: shown
             "taxonomy": taxonomy.active().as_dict(),  # the classes it answers in (serve/ask need no params)
         }
         with atomic_path(out, directory=True) as tmp:
