@@ -38,6 +38,7 @@ from wafersage.modeling.specialist import (
     _planes,
     _prepare,
     _trees_proba,
+    _view_features,
     blended,
     decide,
     fit,
@@ -54,21 +55,10 @@ def die_features(maps: pd.DataFrame) -> np.ndarray:
 
 
 def die_view_features(maps: pd.DataFrame) -> np.ndarray:
-    """(8 views, n, features): :func:`die_features` of each rotation/flip of the die-level maps,
-    the views in the order and orientation the specialist's training uses (``VIEWS``)."""
+    """(8 views, n, features): the geometric features of each rotation/flip of the die-level maps,
+    as the specialist's training measures them (``VIEWS``, ``_view_features``)."""
     dies = [decode_map(b, r, c) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"], strict=True)]
-    out = []
-    for k, flip in VIEWS:
-        views = [np.ascontiguousarray(np.rot90(m, k)[:, ::-1] if flip else np.rot90(m, k)) for m in dies]
-        table = pd.DataFrame(
-            {
-                "rows": [v.shape[0] for v in views],
-                "cols": [v.shape[1] for v in views],
-                "map": [v.tobytes() for v in views],
-            }
-        )
-        out.append(die_features(table))
-    return np.stack(out)
+    return np.stack([_view_features(dies, dies, k, flip) for k, flip in VIEWS])
 
 
 def members_on_features(
