@@ -49,6 +49,7 @@ FAST = {
     "threads": 1,
     "tta": False,
     "trees": True,
+    "picture_features": False,
 }
 
 
@@ -362,6 +363,26 @@ def test_features_come_from_the_die_level_map_the_image_carries(tmp_path):
     assert again.config.die_features
     np.testing.assert_array_equal(
         again.probabilities(list(maps[:30]), dies[:30]), die_model.probabilities(list(maps[:30]), dies[:30])
+    )
+    # trained on both sources, a bare picture (no die map) is read with the picture's own features
+    both = fit(maps, labels, {**p, "picture_features": True}, dies)
+    assert both.config.picture_features and not die_model.config.picture_features
+    assert both.trees.n_features_in_ == die_model.trees.n_features_in_ + 1
+    np.testing.assert_array_equal(
+        both.members(list(maps[:30]), [None] * 30)[1], both.members(list(maps[:30]))[1]
+    )
+    _, held, held_dies, held_labels = stage.wafer_maps(vqa_table(100, 64, seed=6), Path("val"))
+
+    def trees_accuracy(model: Specialist, given: list | None) -> float:
+        probs = model.members(list(held), given)[1]
+        names = model.config.classes
+        return float(np.mean([names[i] in v for i, v in zip(probs.argmax(1), held_labels, strict=True)]))
+
+    assert trees_accuracy(both, None) >= trees_accuracy(die_model, None) + 0.05
+    assert trees_accuracy(both, held_dies) >= trees_accuracy(die_model, held_dies) - 0.02
+    both.save(tmp_path / "both")
+    np.testing.assert_array_equal(
+        Specialist.load(tmp_path / "both").probabilities(list(held)), both.probabilities(list(held))
     )
     # a grounder reads the die map from the image: the same clause as the specialist given it
     from wafersage.modeling.vqa_data import pil_image

@@ -2,10 +2,14 @@
 off/pass/fail pixels) plus the geometric features of the die-level map behind it (the one the
 rendered image carries; the picture's own pixels when it carries none), blended with
 gradient-boosted trees on the same features, trained by the pipeline on the training split's
-labels. It is shipped inside the model folder (``specialist/``: safetensors weights, the trees
-in skops format loaded with a fixed list of trusted types, and a JSON config; no pickle) and its
-class probabilities join the prompt's grounding line
-(:class:`wafersage.annotation.grounding.Grounder`), so the VLM learns when to trust it.
+labels. With ``picture_features`` both members also learn from the features of the picture itself
+(a trailing 0/1 feature says which source a row's features come from), so a picture that carries
+no die-level map is read as well as its pixels allow, not with features of the wrong scale.
+
+It is shipped inside the model folder (``specialist/``: safetensors weights, the trees in skops
+format loaded with a fixed list of trusted types, and a JSON config; no pickle) and its class
+probabilities join the prompt's grounding line (:class:`wafersage.annotation.grounding.Grounder`),
+so the VLM learns when to trust it.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
@@ -66,6 +70,8 @@ class SpecialistConfig:
     blend: float = 0.0
     #: Features measured on the die-level maps (``False``: on the ``size``-square maps).
     die_features: bool = False
+    #: Trained on the picture's features too; the features end with their source (1: die-level).
+    picture_features: bool = False
     trained: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +105,12 @@ def _features(maps: Sequence[np.ndarray]) -> np.ndarray:
         }
     )
     return np.nan_to_num(geometric_features(table).to_numpy(np.float32))
+
+
+def _with_source(raw: np.ndarray, die: np.ndarray | float) -> np.ndarray:
+    """``raw`` (n, features) with the source feature appended (1: die-level map, 0: picture)."""
+    column = np.broadcast_to(np.asarray(die, dtype=np.float32), (len(raw),))[:, None]
+    return np.concatenate([raw, column], axis=1)
 
 
 def _view_features(
@@ -178,9 +190,11 @@ class Specialist:
             for s in range(0, len(arr), batch_size):
                 for k, flip in views:
                     part = _view(arr[s : s + batch_size], k, flip)
-                    raw = _view_features(
-                        arr[s : s + batch_size], None if dies is None else dies[s : s + batch_size], k, flip
-                    )
+                    given = None if dies is None else dies[s : s + batch_size]
+                    raw = _view_features(arr[s : s + batch_size], given, k, flip)
+                    if c.picture_features:
+                        die = [False] * len(raw) if given is None else [d is not None for d in given]
+                        raw = _with_source(raw, np.asarray(die, dtype=np.float32))
                     logits = self.net(_planes(part), torch.from_numpy((raw - mean) / std))
                     p = torch.sigmoid(logits) if c.multi_label else torch.softmax(logits, 1)
                     cnn[s : s + batch_size] += p.double().numpy() / len(views)
@@ -298,6 +312,7 @@ class _Data:
     used: list[str]
     multi: bool
     die: bool  # features from die-level maps
+    pictures: np.ndarray | None = None  # (8 views, n, features) of the square maps, when both sources
 
 
 def _prepare(
@@ -305,6 +320,7 @@ def _prepare(
     labels: Sequence[Sequence[str]],
     size: int,
     dies: Sequence[np.ndarray | None] | None = None,
+    picture_features: bool = False,
 ) -> _Data:
     arr = _stack(maps, size)
     sets = [[c for c in taxonomy.classes() if c in set(v)] for v in labels]
@@ -318,7 +334,11 @@ def _prepare(
     for r, s in enumerate(sets):
         y[r, [index[c] for c in s]] = 1.0
     feats = np.stack([_view_features(arr, dies, k, flip) for k, flip in VIEWS])
-    return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets), dies is not None)
+    pictures = None
+    if picture_features and dies is not None:
+        pictures = np.stack([_with_source(_view_features(arr, None, k, flip), 0.0) for k, flip in VIEWS])
+        feats = np.stack([_with_source(f, 1.0) for f in feats])
+    return _Data(arr, feats, y, used, any(len(s) > 1 for s in sets), dies is not None, pictures)
 
 
 def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, int]:
@@ -328,8 +348,10 @@ def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.nda
 
     torch.manual_seed(int(p["seed"]))
     feats, y = d.feats[:, rows], d.y[rows]
-    mean, std = feats.mean((0, 1)), feats.std((0, 1)) + 1e-6
+    both = feats if d.pictures is None else np.concatenate([feats, d.pictures[:, rows]], axis=1)
+    mean, std = both.mean((0, 1)), both.std((0, 1)) + 1e-6
     x, f = _planes(d.arr[rows]), torch.from_numpy((feats - mean) / std)
+    pictures = None if d.pictures is None else torch.from_numpy((d.pictures[:, rows] - mean) / std)
     counts = y.sum(0)
     weight = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / len(d.used)), dtype=torch.float32)
     target = torch.from_numpy(y) if d.multi else torch.from_numpy(y.argmax(1))
@@ -347,7 +369,10 @@ def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.nda
         for s in range(steps_per_epoch):
             idx = perm[s * bs : (s + 1) * bs]
             view = int(torch.randint(len(VIEWS), (1,), generator=gen))
-            logits = net(_view_planes(x[idx], *VIEWS[view]), f[view][idx])
+            fv = f[view][idx]
+            if pictures is not None:  # each map's features from either source, half and half
+                fv = torch.where(torch.rand(len(idx), 1, generator=gen) < 0.5, pictures[view][idx], fv)
+            logits = net(_view_planes(x[idx], *VIEWS[view]), fv)
             if d.multi:
                 tb = target[idx] * (1 - smooth) + smooth / 2
                 loss = F.binary_cross_entropy_with_logits(logits, tb, weight=weight)
@@ -364,7 +389,10 @@ def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
     t0 = time.perf_counter()
     net, mean, std, steps = _fit_net(d, rows, p)
     y = d.y[rows] if d.multi else d.y[rows].argmax(1)
-    trees = fit_trees(d.feats[0, rows], y, int(p["seed"])) if p["trees"] else None
+    x = d.feats[0, rows]
+    if d.pictures is not None:
+        x, y = np.concatenate([x, d.pictures[0, rows]]), np.concatenate([y, y])
+    trees = fit_trees(x, y, int(p["seed"])) if p["trees"] else None
     config = SpecialistConfig(
         size=int(d.arr.shape[1]),
         classes=d.used,
@@ -375,6 +403,7 @@ def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
         tta=bool(p["tta"]),
         blend=0.5 if trees is not None else 0.0,
         die_features=d.die,
+        picture_features=d.pictures is not None,
         trained={"maps": len(rows), "steps": steps, "train_s": round(time.perf_counter() - t0, 2)},
     )
     return Specialist(config, net, trees)
@@ -397,10 +426,11 @@ def fit(
     features' source; ``None``: the square maps) and their label lists (names from the taxonomy).
 
     ``p``: ``size, width, epochs, batch_size, lr, weight_decay, label_smoothing, seed, threads, tta,
-    trees`` (fit the trees member too; it starts at weight 0.5, see :func:`choose_blend`).
+    trees`` (fit the trees member too; it starts at weight 0.5, see :func:`choose_blend`) and
+    ``picture_features`` (with ``dies``: learn from the square maps' features too).
     """
     _threads(p)
-    d = _prepare(maps, labels, int(p["size"]), dies)
+    d = _prepare(maps, labels, int(p["size"]), dies, bool(p["picture_features"]))
     return _fit_rows(d, np.arange(len(d.arr)), p)
 
 
@@ -453,7 +483,7 @@ def fit_out_of_fold(
     from sklearn.model_selection import KFold, StratifiedKFold
 
     _threads(p)
-    d = _prepare(maps, labels, int(p["size"]), dies)
+    d = _prepare(maps, labels, int(p["size"]), dies, bool(p["picture_features"]))
     model = _fit_rows(d, np.arange(len(d.arr)), p)
     strata = d.y.argmax(1)
     stratified = np.unique(strata, return_counts=True)[1].min() >= folds
