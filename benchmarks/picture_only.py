@@ -11,16 +11,15 @@ bootstrap CIs and the paired difference (map - picture) on the same maps.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _paired import report
 from PIL import Image
 
-from wafersage.annotation.answer_parser import parse_labels
 from wafersage.annotation.grounding import image_to_map
-from wafersage.evaluation import real_val, stats
+from wafersage.evaluation import real_val
 from wafersage.modeling.specialist import FOLDER, Specialist
 from wafersage.serving.predictor import Predictor
 from wafersage.wafers.rawtable import decode_map
@@ -58,31 +57,8 @@ def main() -> None:
             answers[name] = [" and ".join(sorted(s)) + "." for s in spec.predict(seen, given)]
 
     truth = [set(v) for v in maps["labels"]]
-    f1 = {k: stats.macro_f1_metric(truth, [parse_labels(a) for a in v]) for k, v in answers.items()}
-    n = len(truth)
-    out = {
-        "model": str(args.model),
-        "n": n,
-        "wall_s": wall,
-        "macro_f1": {k: stats.rounded(stats.ci(m, n, args.n_boot, args.seed)) for k, m in f1.items()},
-        "map_minus_picture": {
-            who: stats.rounded(
-                stats.paired_diff(f1[f"{who}_map"], f1[f"{who}_picture"], n, args.n_boot, args.seed)
-            )
-            for who in ("vlm", "specialist")
-            if f"{who}_map" in f1
-        },
-        "answers_differ": {
-            who: int(
-                sum(a != b for a, b in zip(answers[f"{who}_map"], answers[f"{who}_picture"], strict=True))
-            )
-            for who in ("vlm", "specialist")
-            if f"{who}_map" in answers
-        },
-    }
-    print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    pairs = {who: (f"{who}_map", f"{who}_picture") for who in ("vlm", "specialist")}
+    report(args, answers, truth, pairs, wall, "map_minus_picture")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
-from wafersage.annotation.answer_parser import parse_labels
+from _paired import report
+
 from wafersage.annotation.grounding import Grounder, image_to_map
-from wafersage.evaluation import real_val, stats
+from wafersage.evaluation import real_val
 from wafersage.modeling.specialist import FOLDER, Specialist
 from wafersage.serving.predictor import Predictor
 from wafersage.wafers.rawtable import decode_map
@@ -61,26 +61,8 @@ def main() -> None:
             wall[name] = round(time.perf_counter() - t0, 1)
 
     truth = [set(v) for v in maps["labels"]]
-    f1 = {k: stats.macro_f1_metric(truth, [parse_labels(a) for a in v]) for k, v in answers.items()}
-    n = len(truth)
-    who = [w for w in ("specialist", "vlm") if f"{w}_1" in f1]
-    out = {
-        "model": str(args.model),
-        "n": n,
-        "wall_s": wall,
-        "macro_f1": {k: stats.rounded(stats.ci(m, n, args.n_boot, args.seed)) for k, m in f1.items()},
-        "eight_minus_one": {
-            w: stats.rounded(stats.paired_diff(f1[f"{w}_8"], f1[f"{w}_1"], n, args.n_boot, args.seed))
-            for w in who
-        },
-        "answers_differ": {
-            w: int(sum(a != b for a, b in zip(answers[f"{w}_1"], answers[f"{w}_8"], strict=True)))
-            for w in who
-        },
-    }
-    print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    pairs = {who: (f"{who}_8", f"{who}_1") for who in ("specialist", "vlm")}
+    report(args, answers, truth, pairs, wall, "eight_minus_one")
 
 
 if __name__ == "__main__":
