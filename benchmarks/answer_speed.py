@@ -3,12 +3,14 @@ decoder (``generate_answers``), back to back in one run, with a check that the a
 
     .venv/bin/python benchmarks/answer_speed.py [--model models/sft] [--n 256] [--batch 8 32 128]
         [--max-new-tokens 40] [--repeats 5] [--threads N] [--train-steps 60] [--grounding MODE]
-        [--cold]
+        [--cold] [--val ../shared/data/wm811k/val_data.pkl.xz]
 
 Without ``--model`` a tiny default model (64 px) is built in a temp folder and taught the type
 answer ("Center.", "Edge-Loc and Loc.", ...) for ``--train-steps`` steps, so that its answers are
-short and end at eos, as a trained model's do. The maps come from the synthetic generator (seed 0),
-rendered with ``render_map`` at the model's image size. For each batch size the script reports
+short and end at eos, as a trained model's do. With ``--model`` the prompts are grounded as that
+folder's model was trained (its specialist included) unless ``--grounding`` names a mode. The maps
+come from the synthetic generator (seed 0), or with ``--val`` from a real val split (a seeded
+sample), rendered with ``render_map`` at the model's image size. For each batch size the script reports
 maps/s as the median of ``--repeats`` timed runs of each path (the runs alternate). Grounding
 texts are cached by image content, so after the first run the timed runs reuse them; with
 ``--cold`` the cache is cleared before each timed run, so every map's text is computed, as for a
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from wafersage.annotation import grounding as grounding_module
-from wafersage.annotation.grounding import ground_all
+from wafersage.annotation.grounding import Grounding, as_grounder, ground_all
+from wafersage.evaluation import real_val
 from wafersage.modeling.generate import generate_answers
 from wafersage.serving.predictor import Predictor
 from wafersage.wafers.rawtable import decode_map
@@ -36,6 +39,13 @@ from wafersage.wafers.synthetic import SyntheticConfig, generate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 QUESTION = "What type of defect pattern is visible on this wafer map?"
+
+
+def real_maps(val: Path, n: int, size: int) -> list[Any]:
+    """``n`` maps of a real WM-811K val split (seeded sample) rendered at ``size``."""
+    table = real_val.load_maps(real_val.RealVal("wm811k-processed", val), n, 0)
+    cells = zip(table["map"], table["rows"], table["cols"], strict=True)
+    return [render_map(decode_map(b, r, c), size) for b, r, c in cells]
 
 
 def maps(n: int, size: int, seed: int) -> tuple[list[Any], list[str]]:
@@ -77,7 +87,7 @@ def generate_path(
     questions: list[str],
     batch_size: int,
     max_new_tokens: int,
-    grounding: str,
+    grounding: Grounding,
 ) -> list[str]:
     """The answers as ``generate_answers`` computed them with ``model.generate`` (the reference)."""
     import torch
@@ -124,6 +134,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=60, help="teaching steps of a fresh tiny model")
     ap.add_argument("--grounding", default=None, help="prompt mode (default: the model folder's)")
     ap.add_argument("--cold", action="store_true", help="clear the grounding text cache before each run")
+    ap.add_argument("--val", type=Path, default=None, help="a real WM-811K val pickle (default: synthetic)")
     a = ap.parse_args()
 
     import torch
@@ -141,13 +152,15 @@ def main() -> None:
     else:
         pred = Predictor(a.model)
     model, processor = pred.model, pred.processor
-    grounding = a.grounding or pred.grounding
-    images, _ = maps(a.n, pred.image_size, seed=0)
+    grounding = as_grounder(a.grounding or pred.grounder)
+    images = real_maps(a.val, a.n, pred.image_size) if a.val else maps(a.n, pred.image_size, seed=0)[0]
     questions = [QUESTION] * a.n
     runs = {"generate": generate_path, "fast": generate_answers}
     print(
         f"torch threads {torch.get_num_threads()}, model {a.model}, {pred.image_size} px, grounding "
-        f"{grounding}{' (cold cache)' if a.cold else ''}, {a.n} maps, max new tokens {a.max_new_tokens}"
+        f"{grounding.mode}{' with the specialist' if grounding.advisor else ''}"
+        f"{' (cold cache)' if a.cold else ''}, {a.n} {'real' if a.val else 'synthetic'} maps, "
+        f"max new tokens {a.max_new_tokens}"
     )
     print(
         "| batch | generate maps/s | fast maps/s | fast / generate | answers equal | runs (generate; fast) |"
