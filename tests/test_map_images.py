@@ -227,17 +227,6 @@ def test_serve_gives_every_form_of_a_map_the_same_input_and_answer(predictor):
     assert predictor.answer([resized], [QUESTION], 6)[0] != expected  # the answers tell inputs apart
 
 
-class Keep(logging.Handler):
-    """Keeps the messages logged to it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def forged_png(m: np.ndarray, text: str) -> bytes:
     """The picture of ``m`` carrying ``text`` as its die-level map."""
     image = render_map(m, SIZE)
@@ -247,22 +236,16 @@ def forged_png(m: np.ndarray, text: str) -> bytes:
     return buf.getvalue()
 
 
-def test_a_picture_without_its_map_is_grounded_from_its_pixels_and_a_false_map_is_refused(predictor):
+def test_a_picture_without_its_map_is_grounded_from_its_pixels_and_a_false_map_is_refused(predictor, caplog):
     m = center_map()
-    said = Keep()
-    logger = logging.getLogger("wafersage.serving")
-    logger.addHandler(said)
-    level, logger.level = logger.level, logging.WARNING
     images._warn_bare_picture.cache_clear()
-    try:
+    with caplog.at_level(logging.WARNING, logger="wafersage.serving"):
         carried = model_image(rendered_png(m), SIZE)
-        assert said.messages == []
+        assert caplog.records == []
         alone = model_image(png_bytes(render_map(m, SIZE)), SIZE)
         model_image(png_bytes(render_map(m, SIZE)), SIZE)
-    finally:
-        logger.removeHandler(said)
-        logger.setLevel(level)
-    assert len(said.messages) == 1 and "without its die-level map" in said.messages[0]  # said once
+    said = [r.getMessage() for r in caplog.records if r.name == "wafersage.serving"]
+    assert len(said) == 1 and "without its die-level map" in said[0]  # said once
     np.testing.assert_array_equal(pixels(carried), pixels(alone))
     assert carried.info[MAP_KEY] == map_text(m) and MAP_KEY not in alone.info
     assert image_text(carried) == attributes_text(m)
