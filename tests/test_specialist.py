@@ -23,6 +23,8 @@ from wafersage.modeling.specialist import (
     WEIGHTS,
     OutOfFold,
     Specialist,
+    _inference,
+    _planes,
     choose_blend,
     clauses_of,
     fit,
@@ -98,6 +100,22 @@ def test_saved_as_safetensors_skops_and_json_and_loads_to_the_same_probabilities
     (tmp_path / "s" / CONFIG).write_text("{not json")
     with pytest.raises(WaferSageError, match="cannot load the specialist"):
         Specialist.load(tmp_path / "s")
+
+
+def test_the_fast_forward_gives_the_networks_logits(trained):
+    """Inference folds each batch norm into its convolution and runs channels-last: the logits of
+    the trained network (batch-norm statistics away from the identity) to float rounding."""
+    import torch
+
+    model, maps, _ = trained
+    bn = model.net.conv[0][1]
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=0.05)
+    x = _planes(np.stack(maps[:40]))
+    f = torch.randn(40, len(model.config.feature_mean), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want, got = model.net(x, f), _inference(model.net)(x, f)
+    assert (want - got).abs().max() < 1e-4
+    assert (want - want.roll(1, 0)).abs().max() > 0.1  # logits that differ between maps
 
 
 def test_eight_view_averaging_makes_it_blind_to_rotations_and_flips(trained):
