@@ -264,3 +264,72 @@ def test_a_lora_wrapped_model_and_training_after_answering():
     assert torch.equal(_fast(model, processor, images, qs, 6), _reference(model, processor, images, qs, 6))
     generate_answers(model, processor, images, qs, 3, 6, "image")
     _teach(model, processor, images, steps=1)
+
+
+def _primed(rows: torch.Tensor, pad: int, eos: int) -> greedy.AnswerDrafts:
+    """Drafts learnt from ``rows`` of new token ids (cut after eos, pads dropped)."""
+    drafts = greedy.AnswerDrafts()
+    learnt = []
+    for row in rows.tolist():
+        learnt.append(row[: row.index(eos) + 1] if eos in row else [t for t in row if t != pad])
+    drafts.add(learnt)
+    return drafts
+
+
+@pytest.mark.parametrize(("n", "offset", "max_new"), CASES)
+@pytest.mark.parametrize("source", ["itself", "another batch", "noise"])
+def test_drafted_decoding_gives_generates_tokens(tiny, chaotic, n, offset, max_new, source):
+    """Drafts that are all right, partly right or all wrong change nothing in the tokens: on the
+    taught model and on the small-margin one, with rows ending at eos on different steps."""
+    for model, processor in (tiny, chaotic):
+        tok = processor.tokenizer
+        images, qs = _images(n, seed=3 + offset), _batch(n, offset)
+        eos = tok.eos_token_id
+        if model is chaotic[0] and n > 1 and max_new > 2:
+            eos = _mid_token(_reference(model, processor, images, qs, max_new))
+        ref = _reference(model, processor, images, qs, max_new, eos)
+        if source == "itself":
+            drafts = _primed(ref, tok.pad_token_id, eos)
+        elif source == "another batch":
+            other = _reference(model, processor, _images(6, seed=40), _batch(6, offset + 1), 24, eos)
+            drafts = _primed(other, tok.pad_token_id, eos)
+        else:
+            noise = torch.randint(3, len(tok), (8, 30), generator=torch.Generator().manual_seed(n))
+            drafts = _primed(torch.cat([noise, ref[:, :1].repeat(1, 30)[:8]]), tok.pad_token_id, eos)
+        with torch.inference_mode():
+            inputs = PromptEncoder(processor)(images, qs)
+            got = greedy_ids(model, inputs, max_new, eos, tok.pad_token_id, drafts)
+        assert got.shape == ref.shape
+        assert torch.equal(got, ref)
+
+
+def test_right_drafts_cut_the_forward_passes(tiny, monkeypatch):
+    """With drafts that hold the answers, a batch decodes in two or three forwards, not one a
+    token; and the answers it decodes are drafts for the next batch."""
+    model, processor = tiny
+    tok = processor.tokenizer
+    images, qs = _images(7, seed=3), _batch(7)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    drafts = greedy.AnswerDrafts()
+    with torch.inference_mode():
+        inputs = PromptEncoder(processor)(images, qs)
+        first = greedy_ids(model, inputs, 24, tok.eos_token_id, tok.pad_token_id, drafts)
+        plain = len(calls)
+        calls.clear()
+        again = greedy_ids(model, inputs, 24, tok.eos_token_id, tok.pad_token_id, drafts)
+    assert torch.equal(first, again)
+    assert plain == first.shape[1]  # no drafts yet: the prefill and one forward a further token
+    assert len(calls) <= 3 < plain
+
+
+def test_drafts_follow_the_longest_known_context_and_fit_the_room():
+    drafts = greedy.AnswerDrafts(order=3, length=4)
+    drafts.add([[5, 6, 7, 8, 9, 2], [1, 6, 7, 3, 2]])
+    assert drafts.draft([], 10) == [1, 6, 7, 3]  # the latest answer's start
+    assert drafts.draft([5, 6, 7], 10) == [8, 9, 2]  # (5, 6, 7) beats the later (6, 7)
+    assert drafts.draft([4, 6, 7], 10) == [3, 2]  # only (6, 7) is known: its latest continuation
+    assert drafts.draft([5, 6, 7], 2) == [8, 9]
+    assert drafts.draft([5, 6, 7], 0) == []
+    assert drafts.draft([42], 10) == []

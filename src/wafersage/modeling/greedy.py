@@ -178,13 +178,61 @@ def _rope_positions(model: Any, inputs: dict[str, Any]) -> Any:
     return torch.cat([text[None], vision[:, inverse]])
 
 
+class AnswerDrafts:
+    """Draft continuations for :func:`greedy_ids`, looked up in the answers already decoded.
+
+    Each decoded row is kept as n-grams (up to ``order`` tokens, the row's start included) and the
+    ``length`` tokens that followed each. A row in progress gets the continuation of the longest of
+    its last n-grams seen before (the latest one seen). Templated answers repeat, so a draft often
+    covers the rest of an answer. Drafts are only proposals: the model verifies every token."""
+
+    _START = -1
+
+    def __init__(self, order: int = 3, length: int = 12, max_keys: int = 200_000) -> None:
+        self.order, self.length, self.max_keys = order, length, max_keys
+        self._next: dict[tuple[int, ...], list[int]] = {}
+
+    def add(self, rows: Sequence[Sequence[int]]) -> None:
+        """Learn the continuations in ``rows`` (token ids, eos included where a row ended)."""
+        if len(self._next) > self.max_keys:
+            self._next.clear()
+        for row in rows:
+            seq = [self._START, *row]
+            for i in range(1, len(seq)):
+                follow = seq[i : i + self.length]
+                for n in range(1, min(self.order, i) + 1):
+                    self._next[tuple(seq[i - n : i])] = follow
+
+    def draft(self, row: Sequence[int], room: int) -> list[int]:
+        """At most ``room`` tokens that may follow ``row`` (empty when none is known)."""
+        if room < 1:
+            return []
+        seq = [self._START, *row[-self.order :]] if len(row) < self.order else list(row[-self.order :])
+        for n in range(min(self.order, len(seq)), 0, -1):
+            follow = self._next.get(tuple(seq[-n:]))
+            if follow is not None:
+                return follow[:room]
+        return []
+
+
 def greedy_ids(
-    model: Any, inputs: dict[str, Any], max_new_tokens: int, eos_token_id: int, pad_token_id: int
+    model: Any,
+    inputs: dict[str, Any],
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    drafts: AnswerDrafts | None = None,
 ) -> Any:
     """New token ids (B, <= ``max_new_tokens``) of plain greedy decoding from the processor's
     left-padded ``inputs``, as ``model.generate(**inputs, do_sample=False, ...)`` returns them after
     the prompt: ``pad_token_id`` after a row's ``eos_token_id``, and no columns after the step where
-    every row has finished. Call it under ``torch.inference_mode()`` with the model in eval mode."""
+    every row has finished. Call it under ``torch.inference_mode()`` with the model in eval mode.
+
+    With ``drafts``, each step feeds every running row its last token plus a drafted continuation,
+    keeps the drafted tokens up to the first one greedy decoding would not have chosen, and adds
+    the token the model chose there; the rejected tokens stay in the cache, masked out. The
+    decoded rows are then added to ``drafts``. Rows that have finished leave the batch (and the
+    cache), so the last steps run on the long answers only."""
     import torch
 
     if max_new_tokens < 1:
@@ -201,26 +249,49 @@ def greedy_ids(
         use_cache=True,
         logits_to_keep=1,
     )
-    batch = mask.shape[0]
-    running = torch.ones(batch, dtype=torch.long, device=mask.device)
-    tokens = []
-    positions = positions[..., -1:]
-    for step in range(max_new_tokens):
-        nxt = out.logits[:, -1].float().argmax(dim=-1)
-        nxt = nxt * running + pad_token_id * (1 - running)
-        tokens.append(nxt)
-        running = running * (nxt != eos_token_id).long()
-        if step + 1 == max_new_tokens or not bool(running.any()):
+    rows: list[list[int]] = [[t] for t in out.logits[:, -1].float().argmax(dim=-1).tolist()]
+    live = list(range(len(rows)))  # the rows in the forward batch: the ones still running
+    cache, positions = out.cache, positions[..., -1:] + 1  # where each row's next fed token sits
+    while True:
+        going = [
+            k for k, i in enumerate(live) if rows[i][-1] != eos_token_id and len(rows[i]) < max_new_tokens
+        ]
+        if not going:
             break
-        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
-        positions = positions + 1
-        cache = out.cache
+        if len(going) < len(live):  # drop finished rows from the cache, the mask and the positions
+            keep = torch.tensor(going, device=mask.device)
+            cache.batch_select_indices(keep)
+            mask, positions = mask[keep], positions[:, keep]
+            live = [live[k] for k in going]
+        guess = [
+            drafts.draft(rows[i], max_new_tokens - len(rows[i]) - 1) if drafts is not None else []
+            for i in live
+        ]
+        width = 1 + max(len(g) for g in guess)
+        fed = [
+            [rows[i][-1], *g] + [pad_token_id] * (width - 1 - len(g))
+            for i, g in zip(live, guess, strict=True)
+        ]
+        fresh = [[1] * (1 + len(g)) + [0] * (width - 1 - len(g)) for g in guess]
+        mask = torch.cat([mask, torch.tensor(fresh, device=mask.device)], dim=-1)
         out = model(
-            input_ids=nxt[:, None],
+            input_ids=torch.tensor(fed, device=mask.device),
             attention_mask=mask,
-            position_ids=positions,
+            position_ids=positions + torch.arange(width, device=mask.device),
             cache=cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=width,
         )
-    return torch.stack(tokens, dim=1)
+        cache = out.cache
+        chosen = out.logits.float().argmax(dim=-1).tolist()
+        for k, (i, g) in enumerate(zip(live, guess, strict=True)):
+            kept = 0  # drafted tokens greedy decoding would have chosen, up to eos
+            while kept < len(g) and chosen[k][kept] == g[kept] and g[kept] != eos_token_id:
+                kept += 1
+            rows[i] += [*g[:kept], chosen[k][kept]]
+            mask[k, mask.shape[1] - width + kept + 1 :] = 0
+            positions[:, k] += kept + 1
+    if drafts is not None:
+        drafts.add(rows)
+    length = max(len(r) for r in rows)
+    return torch.tensor([r + [pad_token_id] * (length - len(r)) for r in rows], device=mask.device)

@@ -12,6 +12,7 @@ from typing import Any
 
 from wafersage.errors import WaferSageError
 from wafersage.modeling.generate import generate_answers
+from wafersage.modeling.greedy import AnswerDrafts
 from wafersage.modeling.model_folder import base_info, checked_files, folder_sha256
 from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
@@ -53,6 +54,7 @@ class Predictor:
         self.model.eval()
         self.name = str(info.get("stage", self.folder.name))
         self._lock = threading.Lock()
+        self._drafts = AnswerDrafts()  # drafts from every answer this model gave
 
     def answer(
         self, images: Sequence[Any], questions: Sequence[str], max_new_tokens: int | None = None
@@ -71,6 +73,7 @@ class Predictor:
                 self.batch_size,
                 int(max_new_tokens or self.max_new_tokens),
                 self.grounder,
+                self._drafts,
             )
 
     def count_tokens(self, text: str) -> int:
