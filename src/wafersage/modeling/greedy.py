@@ -2,11 +2,13 @@
 token, with less work around the model's own forward.
 
 :func:`greedy_ids` runs one forward over the left-padded prompt (vision tower included, logits of
-the last position only), then one token a step on the returned key/value cache. A finished row is
-fed ``pad`` as ``generate`` feeds it, and the loop stops once every row has emitted ``eos``. The
+the last position only), then steps on the returned key/value cache. Each step feeds every
+unfinished row its last token, plus a continuation drafted from earlier answers
+(:class:`AnswerDrafts`) that the same forward verifies. A finished row leaves the batch and the
+cache, and the loop stops once every row has emitted ``eos`` or ``max_new_tokens`` tokens. The
 positions are the ones ``generate`` builds. The text row comes from the attention mask and the three
-multimodal rope rows from ``get_rope_index``, computed once per distinct prompt row. Each step adds
-one to all four rows.
+multimodal rope rows from ``get_rope_index``, computed once per distinct prompt row. Each fed
+token adds one to all four rows.
 
 :class:`PromptEncoder` returns the processor's batch without the processor's per-call overhead. The
 chat template and the tokenizer run once per distinct question, and the image processor's pixel
