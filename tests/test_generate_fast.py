@@ -333,3 +333,13 @@ def test_drafts_follow_the_longest_known_context_and_fit_the_room():
     assert drafts.draft([5, 6, 7], 2) == [8, 9]
     assert drafts.draft([5, 6, 7], 0) == []
     assert drafts.draft([42], 10) == []
+
+
+def test_drafts_forget_everything_when_the_table_outgrows_its_cap():
+    """A long-lived server's drafts stay bounded: past ``max_keys`` the table starts afresh."""
+    drafts = greedy.AnswerDrafts(order=2, length=3, max_keys=50)
+    for k in range(40):
+        drafts.add([[100 + k, 200 + k, 300 + k, 2]])
+        assert len(drafts._next) <= 50 + 2 * 4
+    assert drafts.draft([139], 5) == [239, 339, 2]  # the latest answers are still drafted
+    assert drafts.draft([100], 5) == []  # the oldest are gone
