@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,12 @@ from wafersage.wafers.rawtable import decode_map
 from wafersage.wafers.render import render_map
 
 
-def median_s(fn: object, repeats: int) -> float:
+def median_s(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn``."""
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
