@@ -5,7 +5,7 @@ run, with a check that all three give the same answers.
 
     .venv/bin/python benchmarks/answer_speed.py [--model models/sft] [--n 256] [--batch 8 32 128]
         [--max-new-tokens 40] [--repeats 5] [--threads N] [--train-steps 60] [--grounding MODE]
-        [--cold] [--val ../shared/data/wm811k/val_data.pkl.xz]
+        [--cold] [--val ../shared/data/wm811k/val_data.pkl.xz] [--workers 2]
 
 Without ``--model`` a tiny default model (64 px) is built in a temp folder and taught the type
 answer ("Center.", "Edge-Loc and Loc.", ...) for ``--train-steps`` steps, so that its answers are
@@ -16,7 +16,9 @@ sample), rendered with ``render_map`` at the model's image size. For each batch 
 maps/s as the median of ``--repeats`` timed runs of each path (the runs alternate). Grounding
 texts are cached by image content, so after the first run the timed runs reuse them; with
 ``--cold`` the cache is cleared before each timed run, so every map's text is computed, as for a
-folder of new maps.
+folder of new maps. With ``--workers N`` a fourth path, ``workers``, answers as ``wafersage ask
+--workers N`` does: ``generate_answers`` in N processes forked for each run (the fork is timed),
+with the model folder's own grounding and drafts learnt afresh.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from wafersage.evaluation import real_val
 from wafersage.modeling.generate import generate_answers
 from wafersage.modeling.greedy import AnswerDrafts
 from wafersage.serving.predictor import Predictor
+from wafersage.serving.workers import answer_in_workers
 from wafersage.wafers.rawtable import decode_map
 from wafersage.wafers.render import render_map
 from wafersage.wafers.synthetic import SyntheticConfig, generate
@@ -127,6 +130,15 @@ def generate_path(
     return out
 
 
+def workers_path(predictor: Predictor, workers: int, *args: Any) -> list[str]:
+    """The answers as ``wafersage ask --workers N`` computes them (the predictor's own grounding;
+    ``args``: :func:`generate_answers`' from ``images`` on)."""
+    images, questions, batch_size, max_new_tokens, _ = args
+    predictor.batch_size, predictor.max_new_tokens = batch_size, max_new_tokens
+    predictor._drafts = AnswerDrafts()  # drafts learnt afresh, as in the drafted path
+    return answer_in_workers(predictor, images, questions, workers)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: a fresh tiny model)")
@@ -139,6 +151,7 @@ def main() -> None:
     ap.add_argument("--grounding", default=None, help="prompt mode (default: the model folder's)")
     ap.add_argument("--cold", action="store_true", help="clear the grounding text cache before each run")
     ap.add_argument("--val", type=Path, default=None, help="a real WM-811K val pickle (default: synthetic)")
+    ap.add_argument("--workers", type=int, default=0, help="also time N forked workers (0: not)")
     a = ap.parse_args()
 
     import torch
@@ -164,17 +177,22 @@ def main() -> None:
         "greedy": partial(generate_answers, drafts=AnswerDrafts(length=0)),  # no drafts
         "drafted": generate_answers,  # fresh drafts each call
     }
+    if a.workers:
+        if a.grounding:
+            raise SystemExit("--workers answers with the model folder's own grounding: drop --grounding")
+        runs["workers"] = lambda _m, _p, *args: workers_path(pred, a.workers, *args)
     print(
         f"torch threads {torch.get_num_threads()}, model {a.model}, {pred.image_size} px, grounding "
         f"{grounding.mode}{' with the specialist' if grounding.advisor else ''}"
         f"{' (cold cache)' if a.cold else ''}, {a.n} {'real' if a.val else 'synthetic'} maps, "
-        f"max new tokens {a.max_new_tokens}"
+        f"max new tokens {a.max_new_tokens}{f', {a.workers} workers' if a.workers else ''}"
     )
+    extra = f" {a.workers} workers maps/s | workers / generate |" if a.workers else ""
     print(
         "| batch | generate maps/s | greedy maps/s | drafted maps/s | drafted / generate "
-        "| drafted / greedy | answers equal | runs (generate; greedy; drafted) |"
+        f"| drafted / greedy |{extra} answers equal | runs ({'; '.join(runs)}) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---|---|")
+    print("|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if a.workers else "") + "---|---|")
     for bs in a.batch:
         answers = {
             k: f(model, processor, images, questions, bs, a.max_new_tokens, grounding)
@@ -190,16 +208,17 @@ def main() -> None:
                 rates[k].append(a.n / (time.perf_counter() - t))
                 if got != answers[k]:
                     raise SystemExit(f"{k}: answers changed between runs")
-        same = answers["greedy"] == answers["generate"] == answers["drafted"]
+        same = all(v == answers["generate"] for v in answers.values())
         med = {k: statistics.median(v) for k, v in rates.items()}
         text = "; ".join(", ".join(f"{x:.0f}" for x in rates[k]) for k in runs)
         print(
             f"| {bs} | {med['generate']:.1f} | {med['greedy']:.1f} | {med['drafted']:.1f} "
-            f"| {med['drafted'] / med['generate']:.2f}x | {med['drafted'] / med['greedy']:.2f}x "
-            f"| {'yes' if same else 'NO'} | {text} |"
+            f"| {med['drafted'] / med['generate']:.2f}x | {med['drafted'] / med['greedy']:.2f}x |"
+            + (f" {med['workers']:.1f} | {med['workers'] / med['generate']:.2f}x |" if a.workers else "")
+            + f" {'yes' if same else 'NO'} | {text} |"
         )
         if not same:
-            diff = sum(len({x, y, z}) > 1 for x, y, z in zip(*answers.values(), strict=True))
+            diff = sum(len(set(row)) > 1 for row in zip(*answers.values(), strict=True))
             raise SystemExit(f"batch {bs}: {diff} of {a.n} answers differ")
     top = max(answers["drafted"], key=answers["drafted"].count)
     print(

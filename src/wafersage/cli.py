@@ -693,6 +693,13 @@ def ask(
     out: Annotated[Path | None, typer.Option(help="JSON lines written here (default: stdout).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length cap in tokens.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Maps answered per batch.")] = 16,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes sharing a folder's maps (each a share of the cores); 2 on a quiet 2-core box.",
+        ),
+    ] = 1,
     params: Params = Path("params.yaml"),
 ) -> None:
     """Answer a question about a wafer map (or each map in a folder): one JSON line a map."""
@@ -706,7 +713,7 @@ def ask(
     map_files(map_path)  # a wrong path fails before the model loads
     name = load_section("register", params)["model_name"]
     predictor = load_predictor(model, name, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    records = run_ask(map_path, question, predictor, out)
+    records = run_ask(map_path, question, predictor, out, workers)
     if out is None:
         for r in records:
             typer.echo(json.dumps(r))

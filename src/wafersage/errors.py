@@ -25,6 +25,10 @@ class WaferSageError(Exception):
             msg += f" ({detail})"
         super().__init__(msg.replace("\n", " "))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Rebuilt from its parts, so the error crosses a process boundary intact."""
+        return type(self), (self.file, self.rule, self.detail, self.row)
+
 
 def read_parquet(path: str | Path, what: str, hint: str | None = None) -> pd.DataFrame:
     """``path`` as a DataFrame; a missing or unreadable file is a one-line :class:`WaferSageError`

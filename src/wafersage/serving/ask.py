@@ -9,16 +9,20 @@ from typing import Any
 from wafersage.atomic import atomic_path
 from wafersage.errors import WaferSageError
 from wafersage.serving.images import map_files, model_image
+from wafersage.serving.workers import answer_in_workers
 
 
-def ask(path: Path, question: str, predictor: Any, out: Path | None = None) -> list[dict[str, str]]:
+def ask(
+    path: Path, question: str, predictor: Any, out: Path | None = None, workers: int = 1
+) -> list[dict[str, str]]:
     """One ``{"file", "question", "answer"}`` record a map (all maps are read and checked before
-    the model runs, so a bad file leaves no output); JSON lines written to ``out`` when given."""
+    the model runs, so a bad file leaves no output); JSON lines written to ``out`` when given.
+    ``workers`` > 1 shares the maps among forked worker processes (:mod:`~wafersage.serving.workers`)."""
     if not question.strip():
         raise WaferSageError(None, "question is empty")
     files = map_files(Path(path))
     images = [model_image(f, predictor.image_size) for f in files]
-    answers = predictor.answer(images, [question] * len(files))
+    answers = answer_in_workers(predictor, images, [question] * len(files), workers)
     records = [
         {"file": f.name, "question": question, "answer": a} for f, a in zip(files, answers, strict=True)
     ]
