@@ -96,7 +96,7 @@ class Recorder:
     def __init__(self, inner: Any) -> None:
         self.inner, self.images, self.maps = inner, [], []
         self.image_size, self.folder = inner.image_size, inner.folder
-        self.max_new_tokens = inner.max_new_tokens
+        self.max_new_tokens, self.batch_size = inner.max_new_tokens, inner.batch_size
 
     def answer(self, images: list[Any], questions: list[str], max_new_tokens: int | None = None) -> list[str]:
         self.images.extend(pixels(im) for im in images)
@@ -330,7 +330,7 @@ def test_ask_on_a_folder_answers_like_the_real_val_path(tmp_path, predictor):
         pic = Image.fromarray(m if i % 2 else PROCESSED[m])  # both die-level encodings
         pic.save(folder / f"m{i}.png")
     val, via_ask = Recorder(predictor), Recorder(predictor)
-    answers, question = real_val.answers(val, table, {"generation_batch_size": 2})
+    answers, question = real_val.answers(val, table)
     assert question == Q_TYPE[real_val.QUESTION_INDEX]
     records = ask(folder, question, via_ask)
     assert [r["file"] for r in records] == [f"m{i}.png" for i in range(4)]

@@ -54,6 +54,8 @@ def test_workers_answer_in_order_in_other_processes_with_their_share_of_the_core
     assert {pid for _, pid, _, _ in got}.isdisjoint({str(os.getpid())})
     assert {threads for _, _, threads, _ in got} == {"2"}
     assert [int(n) for *_, n in got] == [2] * 8 + [1]  # the serial path's batches
+    pinned = answer_in_workers(EchoPredictor(), [None] * 9, questions, 2, threads=3)
+    assert {a.split("|")[2] for a in pinned} == {"3"}
     serial = answer_in_workers(EchoPredictor(), [None] * 9, questions, 1)
     assert {a.split("|")[1] for a in serial} == {str(os.getpid())}
 

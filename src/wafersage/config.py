@@ -547,6 +547,7 @@ class EvaluateParams(Section):
 
     seed: int = 0
     threads: int = Field(1, ge=0)
+    workers: int = Field(2, ge=1)
     max_pairs: int = Field(1000, ge=1)
     generation_batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(40, ge=1)

@@ -24,7 +24,7 @@ from wafersage.annotation.grounding import image_to_map
 from wafersage.annotation.vqa import Q_TYPE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
-from wafersage.progress import progress
+from wafersage.serving.workers import answer_in_workers
 from wafersage.wafers import taxonomy
 from wafersage.wafers.features import geometric_features
 from wafersage.wafers.loaders import load
@@ -109,16 +109,15 @@ def load_maps(real: RealVal, max_maps: int | None, seed: int) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def answers(pred: Any, maps: pd.DataFrame, p: dict[str, Any]) -> tuple[list[str], str]:
+def answers(pred: Any, maps: pd.DataFrame, workers: int = 1, threads: int = 0) -> tuple[list[str], str]:
     """Every map rendered at the model's image size, answered by ``pred`` (a serving
-    ``Predictor``, batched); the question asked."""
+    ``Predictor``, batched; in ``workers`` processes of ``threads`` torch threads, see
+    :func:`~wafersage.serving.workers.answer_in_workers`); the question asked."""
     question = Q_TYPE[QUESTION_INDEX]
-    bs = int(p["generation_batch_size"])
-    out: list[str] = []
-    cells = list(zip(maps["map"], maps["rows"], maps["cols"], strict=True))
-    for s in progress(range(0, len(cells), bs), f"real val {pred.folder.name}", unit="batch"):
-        images = [render_map(decode_map(b, r, c), pred.image_size) for b, r, c in cells[s : s + bs]]
-        out.extend(pred.answer(images, [question] * len(images)))
+    cells = zip(maps["map"], maps["rows"], maps["cols"], strict=True)
+    images = [render_map(decode_map(b, r, c), pred.image_size) for b, r, c in cells]
+    label = f"real val {pred.folder.name}"
+    out = answer_in_workers(pred, images, [question] * len(images), workers, threads, label)
     return out, question
 
 

@@ -22,7 +22,7 @@ def ask(
         raise WaferSageError(None, "question is empty")
     files = map_files(Path(path))
     images = [model_image(f, predictor.image_size) for f in files]
-    answers = answer_in_workers(predictor, images, [question] * len(files), workers)
+    answers = answer_in_workers(predictor, images, [question] * len(files), workers, label="ask")
     records = [
         {"file": f.name, "question": question, "answer": a} for f, a in zip(files, answers, strict=True)
     ]

@@ -12,9 +12,11 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from wafersage.errors import WaferSageError
+from wafersage.progress import progress
 
-#: Shares a worker gets on average (smaller shares even out a core that another job slows).
-SHARES_PER_WORKER = 4
+#: Shares a worker gets on average (smaller shares even out a core that another job slows, and
+#: move the progress bar).
+SHARES_PER_WORKER = 8
 
 _job: tuple[Any, list[Any], list[str]] | None = None  # set before the fork, read by the workers
 
@@ -45,26 +47,37 @@ def _answer(bounds: tuple[int, int]) -> list[str]:
 
 
 def answer_in_workers(
-    predictor: Any, images: Sequence[Any], questions: Sequence[str], workers: int
+    predictor: Any,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    workers: int = 1,
+    threads: int = 0,
+    label: str = "answering",
 ) -> list[str]:
-    """``predictor.answer(images, questions)``, shared among ``workers`` forked processes with
-    ``cores() // workers`` torch threads each (one worker: answered here)."""
+    """``predictor.answer(images, questions)`` in whole batches, shared among ``workers`` forked
+    processes with ``threads`` torch threads each (0: ``cores() // workers``; one worker: answered
+    here, on this process's threads), with a progress bar named ``label``."""
     global _job
     if workers < 1:
         raise WaferSageError(None, "workers must be at least 1", str(workers))
-    if workers == 1 or len(images) <= predictor.batch_size:
-        return predictor.answer(images, questions)
-    if "fork" not in multiprocessing.get_all_start_methods():
-        raise WaferSageError(None, "answering in several workers needs fork (Linux)", "use --workers 1")
     parts = shares(len(images), predictor.batch_size, workers * SHARES_PER_WORKER)
+    if workers == 1 or len(parts) < 2:
+        return [
+            a
+            for s, e in progress(parts, label, unit="share")
+            for a in predictor.answer(images[s:e], questions[s:e])
+        ]
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise WaferSageError(None, "answering in several workers needs fork (Linux)", "use one worker")
     _job = (predictor, list(images), [str(q) for q in questions])
     try:
         with ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_threads,
-            initargs=(max(1, cores() // workers),),
+            initargs=(threads or max(1, cores() // workers),),
         ) as pool:
-            return [a for part in pool.map(_answer, parts) for a in part]
+            answered = progress(pool.map(_answer, parts), label, total=len(parts), unit="share")
+            return [a for part in answered for a in part]
     finally:
         _job = None

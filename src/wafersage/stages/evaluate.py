@@ -37,13 +37,13 @@ from wafersage.evaluation import real_val, stats, unseen_phrasing
 from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
 from wafersage.evaluation.stats import per_class_f1 as class_f1
-from wafersage.progress import progress
 from wafersage.registry.promotion import item_metric, labels_of
 from wafersage.score.calibration import POOL_COLUMNS
 from wafersage.score.config import load as load_reward
 from wafersage.score.judges import JudgeItem, make_judge
 from wafersage.score.rules import Item, score_items
 from wafersage.serving.images import fit
+from wafersage.serving.workers import answer_in_workers
 from wafersage.tracking import file_md5, flatten, stage_run
 from wafersage.wafers.taxonomy import primary_label
 
@@ -131,16 +131,15 @@ def predictor(folder: Path, p: dict[str, Any]) -> Any:
 
 def generate(pred: Any, df: pd.DataFrame, p: dict[str, Any], what: str) -> tuple[list[str], float]:
     """Greedy answers of ``pred`` (a :class:`~wafersage.serving.predictor.Predictor`) to every row
-    (batched, with a progress bar) and the seconds it took."""
+    (batched, in ``evaluate.workers`` processes, with a progress bar) and the seconds it took."""
     from wafersage.modeling.vqa_data import pil_image
 
     images = [fit(pil_image(v), pred.image_size) for v in df["image"]]
     questions = list(df["question"].astype(str))
-    bs = int(p["generation_batch_size"])
-    answers: list[str] = []
     t0 = time.perf_counter()
-    for s in progress(range(0, len(df), bs), f"{what} {pred.folder.name}", unit="batch"):
-        answers.extend(pred.answer(images[s : s + bs], questions[s : s + bs]))
+    answers = answer_in_workers(
+        pred, images, questions, int(p["workers"]), int(p["threads"]), f"{what} {pred.folder.name}"
+    )
     return answers, time.perf_counter() - t0
 
 
@@ -359,7 +358,9 @@ def run(
             if len(val_pairs):
                 pool_frames.append(pool_rows(folder.name, val_pairs, generate(pred, val_pairs, p, "pool")[0]))
             if real_maps is not None and folder.name in p["real_val_models"]:
-                real_answers[folder.name], real_question = real_val.answers(pred, real_maps, p)
+                real_answers[folder.name], real_question = real_val.answers(
+                    pred, real_maps, int(p["workers"]), int(p["threads"])
+                )
             answers, secs = generate(pred, df, p, "evaluate")
             speed[folder.name] = round(len(answers) / secs, 3) if secs > 0 else None
             if len(unseen_df):
