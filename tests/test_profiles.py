@@ -20,7 +20,7 @@ def _params(tmp_path: Path, repo_root: Path, profile: str) -> Path:
     return path
 
 
-def test_the_real_profile_lengthens_gspo_and_leaves_the_rest(tmp_path, repo_root):
+def test_the_real_profile_lengthens_gspo_and_the_specialist_and_leaves_the_rest(tmp_path, repo_root):
     (tmp_path / "e").mkdir()
     embedded, real = _params(tmp_path / "e", repo_root, "embedded"), _params(tmp_path, repo_root, "real")
     plain, preset = load_section("gspo", embedded), load_section("gspo", real)
@@ -31,6 +31,9 @@ def test_the_real_profile_lengthens_gspo_and_leaves_the_rest(tmp_path, repo_root
         k: v for k, v in plain.items() if k != "curriculum"
     }
     assert load_section("sft", real) == load_section("sft", embedded)
+    spec, spec_real = load_section("specialist", embedded), load_section("specialist", real)
+    assert (spec["epochs"], spec["fold_epochs"]) == (10, None)
+    assert spec_real == {**spec, "epochs": 20, "fold_epochs": 10}
 
 
 def test_an_unknown_profile_is_a_one_line_error(tmp_path, repo_root):

@@ -343,6 +343,21 @@ def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():
     np.testing.assert_allclose(cnn.sum(1), 1.0, atol=1e-5)
 
 
+def test_fold_models_train_for_fold_epochs_and_the_shipped_one_for_epochs(monkeypatch):
+    from wafersage.modeling import specialist as module
+
+    _, maps, _, _ = stage.wafer_maps(vqa_table(40, 64, seed=3), Path("train"))
+    labels = [[c] for c in np.random.default_rng(1).choice(["Center", "Loc"], size=len(maps))]
+    fits, real = [], module._fit_net
+    monkeypatch.setattr(
+        module, "_fit_net", lambda d, rows, p: fits.append((len(rows), p["epochs"])) or real(d, rows, p)
+    )
+    for fold_epochs, want in [(1, 1), (None, 2)]:
+        fits.clear()
+        fit_out_of_fold(maps, labels, {**FAST, "epochs": 2, "fold_epochs": fold_epochs}, folds=2)
+        assert fits == [(len(maps), 2), (len(maps) // 2, want), (len(maps) // 2, want)]
+
+
 def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_specialist(trained):
     model, maps, _ = trained
     names = model.config.classes

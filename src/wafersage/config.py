@@ -327,6 +327,7 @@ class SpecialistParams(Section):
     tta: bool = False
     trees: bool = True
     folds: int = 2
+    fold_epochs: int | None = Field(None, ge=1)
     picture_features: bool = True
 
     @model_validator(mode="after")

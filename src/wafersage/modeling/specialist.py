@@ -499,7 +499,8 @@ def fit_out_of_fold(
 ) -> tuple[Specialist, np.ndarray, np.ndarray | None]:
     """:func:`fit` on every map, and each map's (CNN, trees or ``None``) probabilities over the
     specialist's classes from a specialist fitted on the other ``folds`` - 1 folds (stratified by
-    the first label where every label has ``folds`` maps, seeded). The maps are prepared once."""
+    the first label where every label has ``folds`` maps, seeded; ``p['fold_epochs']`` epochs,
+    ``None``: ``p['epochs']``). The maps are prepared once."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     _threads(p)
@@ -512,8 +513,9 @@ def fit_out_of_fold(
     )
     cnn = np.zeros(d.y.shape, dtype=np.float64)
     trees = np.zeros_like(cnn) if p["trees"] else None
+    fold_p = {**p, "epochs": p.get("fold_epochs") or p["epochs"]}
     for train_rows, held in split.split(np.zeros(len(strata)), strata):
-        a, b = _fit_rows(d, train_rows, p).members(
+        a, b = _fit_rows(d, train_rows, fold_p).members(
             list(d.arr[held]), None if dies is None else [dies[i] for i in held]
         )
         cnn[held] = a
