@@ -69,6 +69,19 @@ def test_a_workers_error_reaches_the_caller_whole():
         answer_in_workers(EchoPredictor(), [None], ["q"], 0)
 
 
+@pytest.fixture
+def logger_kept(monkeypatch):
+    """The project's logger and level variable put back after a test that sets ``--log-level``."""
+    from wafersage import progress
+
+    monkeypatch.setenv(progress.LEVEL_ENV, os.environ.get(progress.LEVEL_ENV, "WARNING"))
+    log = progress.LOG
+    kept = log.level, log.handlers[:], log.propagate
+    yield
+    log.setLevel(kept[0])
+    log.handlers[:], log.propagate = kept[1], kept[2]
+
+
 def _lively_model(folder):
     """A tiny model folder with its weight matrices scaled up, so its answers differ by map."""
     import torch
@@ -84,7 +97,7 @@ def _lively_model(folder):
     return folder
 
 
-def test_ask_in_two_workers_writes_the_one_process_answers(tmp_path, monkeypatch):
+def test_ask_in_two_workers_writes_the_one_process_answers(tmp_path, monkeypatch, logger_kept):
     import torch
     from typer.testing import CliRunner
 
@@ -106,8 +119,11 @@ def test_ask_in_two_workers_writes_the_one_process_answers(tmp_path, monkeypatch
     for w in (1, 2):
         out[w] = tmp_path / f"answers{w}.jsonl"
         args = [str(maps), QUESTION, "--model", str(model), "--out", str(out[w]), "--max-new-tokens", "8"]
-        r = CliRunner().invoke(app, ["ask", *args, "--batch-size", "2", "--workers", str(w)])
+        r = CliRunner().invoke(
+            app, ["--log-level", "INFO", "ask", *args, "--batch-size", "2", "--workers", str(w)]
+        )
         assert r.exit_code == 0, r.output
+        assert "ask: read 9 map(s) in " in r.output and f"maps/s, {w} worker(s))" in r.output
     torch.set_num_threads(threads)
     one, two = ([json.loads(x) for x in out[w].read_text().splitlines()] for w in (1, 2))
     assert [x["file"] for x in two] == [f"m{i}.npy" for i in range(9)]
