@@ -69,6 +69,18 @@ def test_a_workers_error_reaches_the_caller_whole():
         answer_in_workers(EchoPredictor(), [None], ["q"], 0)
 
 
+def test_several_workers_without_fork_is_a_one_line_error(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with pytest.raises(
+        WaferSageError,
+        match=r"^<input>: answering in several workers needs fork \(Linux\) \(use one worker\)$",
+    ):
+        answer_in_workers(EchoPredictor(), [None] * 9, [f"q{i}" for i in range(9)], 2)
+    assert len(answer_in_workers(EchoPredictor(), [None] * 9, [f"q{i}" for i in range(9)], 1)) == 9
+
+
 @pytest.fixture
 def logger_kept(monkeypatch):
     """The project's logger and level variable put back after a test that sets ``--log-level``."""
