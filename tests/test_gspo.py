@@ -93,6 +93,32 @@ def test_schedule_goes_easy_to_hard_mixing_review_and_learning() -> None:
     assert flat.difficulties == (1, 2, 3) and flat.steps == 4
 
 
+def test_type_fraction_sets_the_share_of_type_questions_in_each_pool() -> None:
+    rng = np.random.default_rng(1)
+    table = _table(240).assign(category=rng.choice(["type", "spatial", "morphology", "root_cause"], 240))
+    stages = [{**s, "type_fraction": 0.5} for s in STAGES]
+    sched = Schedule(table, parse_stages(stages), Layout(4, 1, 1), seed=0)
+    for chunk in sched.chunks:
+        rows = table.iloc[chunk]
+        for pool in (REVIEW, LEARNING):  # 2 prompts a pool, one of them a type question
+            assert (rows[rows["pool"] == pool]["category"] == "type").sum() == 1
+    only = parse_stages([{**STAGES[0], "steps": 60, "type_fraction": 1.0}])
+    many = Schedule(table, only, Layout(4, 1, 1), 0)
+    assert set(table.iloc[[i for c in many.chunks for i in c]]["category"]) == {"type"}
+    plain = Schedule(table, parse_stages([{**STAGES[0], "steps": 60}]), Layout(4, 1, 1), 0)
+    drawn = table.iloc[[i for c in plain.chunks for i in c]]["category"]
+    assert 0.1 < (drawn == "type").mean() < 0.4  # as the pools hold them (a quarter here)
+    mixed = [{**stages[0], "type_fraction": 0.2}, {**stages[1], "type_fraction": 0.6}]
+    (flat,) = flat_stage(parse_stages(mixed))
+    assert flat.type_fraction == pytest.approx(0.4)
+    with pytest.raises(WaferSageError, match="on every curriculum stage or on none"):
+        flat_stage(parse_stages([stages[0], STAGES[1]]))
+    with pytest.raises(WaferSageError, match="type_fraction"):
+        Schedule(table.assign(category="spatial"), parse_stages(stages), Layout(4, 1, 1), seed=0)
+    with pytest.raises(WaferSageError, match="type_fraction in"):
+        parse_stages([{**STAGES[0], "type_fraction": 1.5}])
+
+
 def test_sampler_has_trl_repeat_layout_and_layout_maps_steps() -> None:
     sched = Schedule(_table(), parse_stages(STAGES), Layout(4, 2, 2), seed=0)
     # grad_accum 2, steps_per_generation 2: one chunk per optimizer step

@@ -459,6 +459,7 @@ class CurriculumStage(Section):
     difficulties: list[Literal[1, 2, 3]] = Field(min_length=1)
     steps: int = Field(ge=1)
     review_fraction: float = Field(0.5, ge=0, le=1)
+    type_fraction: float | None = Field(None, ge=0, le=1)  # share of each pool's draw that is type questions
 
 
 def _default_stages() -> list[CurriculumStage]:

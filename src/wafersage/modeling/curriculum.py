@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.errors import WaferSageError
+from wafersage.modeling.vqa_data import TYPE_CATEGORY
 
 #: Which pool a prompt comes from (column ``pool`` of the curriculum table).
 REVIEW, LEARNING = "review", "learning"
@@ -25,13 +26,15 @@ REVIEW, LEARNING = "review", "learning"
 
 @dataclass(frozen=True)
 class Stage:
-    """One curriculum stage: the difficulties it draws, how many optimizer steps it lasts and the
-    share of each chunk taken from the review pool."""
+    """One curriculum stage: the difficulties it draws, how many optimizer steps it lasts, the
+    share of each chunk taken from the review pool and, when set, the share of each pool's draw
+    that is defect-type questions (None: as the pool holds them)."""
 
     name: str
     difficulties: tuple[int, ...]
     steps: int
     review_fraction: float
+    type_fraction: float | None = None
 
 
 def parse_stages(raw: Sequence[dict]) -> list[Stage]:
@@ -40,30 +43,40 @@ def parse_stages(raw: Sequence[dict]) -> list[Stage]:
         raise WaferSageError("params.yaml", "gspo.curriculum.stages is empty")
     out = []
     for i, s in enumerate(raw):
-        unknown = set(s) - {"name", "difficulties", "steps", "review_fraction"}
+        unknown = set(s) - {"name", "difficulties", "steps", "review_fraction", "type_fraction"}
         if unknown:
             raise WaferSageError(
                 "params.yaml", "unknown key in a gspo curriculum stage", ", ".join(unknown), i
             )
         diffs = tuple(int(d) for d in s.get("difficulties") or ())
         frac = float(s.get("review_fraction", 0.5))
+        typed = None if s.get("type_fraction") is None else float(s["type_fraction"])
         if not diffs or any(d not in (1, 2, 3) for d in diffs):
             raise WaferSageError(
                 "params.yaml", "curriculum difficulties must be a subset of 1, 2, 3", str(diffs), i
             )
-        if int(s.get("steps", 0)) < 1 or not 0.0 <= frac <= 1.0:
+        if int(s.get("steps", 0)) < 1 or not 0.0 <= frac <= 1.0 or not 0.0 <= (typed or 0.0) <= 1.0:
             raise WaferSageError(
-                "params.yaml", "curriculum stage needs steps >= 1 and 0 <= review_fraction <= 1", row=i
+                "params.yaml",
+                "curriculum stage needs steps >= 1 and review_fraction, type_fraction in [0, 1]",
+                row=i,
             )
-        out.append(Stage(str(s.get("name") or f"stage{i}"), diffs, int(s["steps"]), frac))
+        out.append(Stage(str(s.get("name") or f"stage{i}"), diffs, int(s["steps"]), frac, typed))
     return out
 
 
 def flat_stage(stages: Sequence[Stage]) -> list[Stage]:
-    """The no-curriculum ablation: one stage over all difficulties, same steps and review share."""
-    steps = sum(s.steps for s in stages)
-    frac = float(np.average([s.review_fraction for s in stages], weights=[s.steps for s in stages]))
-    return [Stage("all", (1, 2, 3), steps, frac)]
+    """The no-curriculum ablation: one stage over all difficulties, same steps, review share and
+    type share (steps-weighted means)."""
+    steps = [s.steps for s in stages]
+    frac = float(np.average([s.review_fraction for s in stages], weights=steps))
+    typed = [s.type_fraction for s in stages]
+    if any(t is None for t in typed) and any(t is not None for t in typed):
+        raise WaferSageError(
+            "params.yaml", "the flat ablation needs type_fraction on every curriculum stage or on none"
+        )
+    share = None if typed[0] is None else float(np.average(typed, weights=steps))
+    return [Stage("all", (1, 2, 3), sum(steps), frac, share)]
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ class Schedule:
         self.chunks: list[list[int]] = []
         self.chunk_stage: list[int] = []
         diff, pool = table["difficulty"].to_numpy(), table["pool"].to_numpy()
+        typed = table["category"].to_numpy() == TYPE_CATEGORY if "category" in table else None
         for si, st in enumerate(self.stages):
             n = layout.chunks_for(st.steps)
             ok = np.isin(diff, st.difficulties)
@@ -114,9 +128,9 @@ class Schedule:
                     f"{st.name}: difficulties {st.difficulties}",
                 )
             rng = np.random.default_rng([seed, si])
-            draw_r, draw_l = _cycler(review, rng), _cycler(learning, rng)
+            parts = [_parts(review, n_rev, typed, st, rng), _parts(learning, k - n_rev, typed, st, rng)]
             for _ in range(n):
-                chunk = [next(draw_r) for _ in range(n_rev)] + [next(draw_l) for _ in range(k - n_rev)]
+                chunk = [next(draw) for part in parts for draw, count in part for _ in range(count)]
                 self.chunks.append([int(i) for i in rng.permutation(chunk)])
                 self.chunk_stage.append(si)
 
@@ -129,6 +143,28 @@ class Schedule:
         """Stage index of optimizer step ``global_step`` (0-based; clamped to the last stage)."""
         c = min(self.layout.chunk_at(max(global_step, 0)), len(self.chunks) - 1)
         return self.chunk_stage[c]
+
+
+def _parts(
+    indices: np.ndarray, count: int, typed: np.ndarray | None, stage: Stage, rng: np.random.Generator
+) -> list[tuple[Iterator[int], int]]:
+    """How a chunk draws ``count`` prompts from one pool's ``indices``: ``(cycler, how many)``
+    pairs, the pool's type questions and the rest apart when the stage sets ``type_fraction``."""
+    if stage.type_fraction is None or not count:
+        return [(_cycler(indices, rng), count)]
+    if typed is None:
+        raise WaferSageError("data/vqa", "type_fraction needs the prompts' category column", stage.name)
+    n_type = int(round(count * stage.type_fraction))
+    out = []
+    for rows, c in ((indices[typed[indices]], n_type), (indices[~typed[indices]], count - n_type)):
+        if c and not len(rows):
+            raise WaferSageError(
+                "data/vqa",
+                "no prompts for a curriculum stage's type_fraction",
+                f"{stage.name}: difficulties {stage.difficulties}",
+            )
+        out.append((_cycler(rows, rng), c))
+    return out
 
 
 def _cycler(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
