@@ -172,36 +172,6 @@ def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
     assert not any("lora" in n for n, _ in merged.named_parameters())
 
 
-def _padding_share(trainer) -> float:
-    """Padding tokens over all tokens of the first 6 training batches."""
-    pad, total = 0, 0
-    for i, batch in enumerate(trainer.get_train_dataloader()):
-        mask = batch["attention_mask"]
-        pad, total = pad + int((mask == 0).sum()), total + mask.numel()
-        if i == 5:
-            break
-    return pad / total
-
-
-def test_group_by_length_batches_rows_of_like_length(setup, tmp_path):
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    from wafersage.stages import sft
-
-    base, vqa = setup
-    df = pd.read_parquet(vqa / "train.parquet")
-    grouped = sft.build_trainer(
-        validated("sft", {**FAST, "group_by_length": True}), base, df, df.iloc[:8], tmp_path / "a", False
-    )
-    plain = sft.build_trainer(validated("sft", FAST), base, df, df.iloc[:8], tmp_path / "b", False)
-    assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)
-    lengths = grouped.train_dataset["length"]
-    repeated = sft.oversample_type(df, validated("sft", FAST)["type_oversample"], 0.5)
-    assert len(lengths) == len(repeated) and min(lengths) < max(lengths)
-    assert _padding_share(grouped) < 0.5 * _padding_share(plain)
-    assert grouped.train().global_step == FAST["max_steps"]
-
-
 def test_type_oversampling_repeats_only_type_pairs(setup):
     from wafersage.stages import sft
 

@@ -436,7 +436,6 @@ class SftParams(Section):
     weight_decay: float = 0.0
     optim: str = "adamw_torch"
     max_length: int = Field(256, ge=1)
-    group_by_length: bool = False
     logging_steps: int = Field(10, ge=1)
     eval_steps: int = Field(100, ge=1)
     eval_max_samples: int = Field(256, ge=0)

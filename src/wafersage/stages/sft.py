@@ -81,14 +81,6 @@ def oversample_type(df: pd.DataFrame, times: int, balance: float = 0.0) -> pd.Da
     return pd.concat([df, *more], ignore_index=True)
 
 
-def with_lengths(dataset: Any, tokenizer: Any) -> Any:
-    """``dataset`` (of :func:`~wafersage.modeling.vqa_data.to_dataset`) with a ``length`` column: the
-    tokens of each row's message text, which length-grouped batching sorts by."""
-    texts = ["\n".join(m["content"] for m in row) for row in dataset["messages"]]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return dataset.add_column("length", [len(row) for row in ids])
-
-
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df if len(df) <= n else df.sample(n=n, random_state=seed).sort_index()
 
@@ -112,9 +104,6 @@ def _training_args(p: dict[str, Any], out: Path, has_eval: bool) -> Any:
         weight_decay=float(p["weight_decay"]),
         optim=str(p["optim"]),
         max_length=int(p["max_length"]),
-        # length-grouped batches read a "length" column, which the vision collator passes over
-        train_sampling_strategy="group_by_length" if p["group_by_length"] else "random",
-        remove_unused_columns=not p["group_by_length"],
         assistant_only_loss=True,
         gradient_checkpointing=bool(p["gradient_checkpointing"]),
         bf16=bool(p["bf16"]),
@@ -162,18 +151,13 @@ def build_trainer(
         [EarlyStoppingCallback(early_stopping_patience=int(p["early_stopping_patience"]))] if has_eval else []
     )
     grounding = grounder_of(base, info, oof)
-    train = to_dataset(
-        oversample_type(train_df, int(p["type_oversample"]), float(p["type_balance"])), grounding
-    )
-    evaluation = to_dataset(val, grounding) if has_eval else None
-    if p["group_by_length"]:
-        train = with_lengths(train, processor.tokenizer)
-        evaluation = with_lengths(evaluation, processor.tokenizer) if has_eval else None
     return SFTTrainer(
         model=model,
         args=_training_args(p, ckpt, has_eval),
-        train_dataset=train,
-        eval_dataset=evaluation,
+        train_dataset=to_dataset(
+            oversample_type(train_df, int(p["type_oversample"]), float(p["type_balance"])), grounding
+        ),
+        eval_dataset=to_dataset(val, grounding) if has_eval else None,
         processing_class=processor,
         peft_config=peft_config_for(p) if lora else None,
         callbacks=callbacks,
