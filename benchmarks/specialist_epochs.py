@@ -1,11 +1,12 @@
-"""A longer-trained specialist against a pipeline run's own, on every real WM-811K val map.
+"""A longer-trained (or wider) specialist against a pipeline run's own, on every real WM-811K val map.
 
 Refits the specialist as the pipeline's `specialist` stage does (the run's VQA train split, the
 die-level maps its images carry, the trees' weight chosen on its VQA val split), with ``--epochs``
-in place of the run's, and scores it and the run's shipped specialist on the same real val maps:
-macro-F1 with bootstrap CIs, the paired difference, the refit CNN alone, per-class F1.
+(and ``--width``, when given) in place of the run's, and scores it and the run's shipped
+specialist on the same real val maps: macro-F1 with bootstrap CIs, the paired difference, the
+refit CNN alone, per-class F1.
 
-    .venv/bin/python benchmarks/specialist_epochs.py --run . --epochs 20 \\
+    .venv/bin/python benchmarks/specialist_epochs.py --run . --epochs 20 [--width 24] \\
         [--val ../shared/data/wm811k/val_data.pkl.xz] [--json out.json]
 
 ``--run`` is a workspace whose real-data pipeline has run (``data/vqa``, ``models/specialist``,
@@ -35,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a workspace whose real-data pipeline ran")
     ap.add_argument("--epochs", type=int, required=True)
+    ap.add_argument("--width", type=int, help="channels of the first conv block (default: the run's)")
     ap.add_argument("--val", type=Path, default=VAL)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--json", type=Path)
@@ -42,7 +44,7 @@ def main() -> None:
 
     shipped = Specialist.load(a.run / "models/specialist")
     run_p = load_section("specialist", a.run / "params.yaml")
-    p = {**run_p, "epochs": a.epochs}
+    p = {**run_p, "epochs": a.epochs, "width": a.width or run_p["width"]}
     _, maps, dies, labels = wafer_maps(read_split(a.run / "data/vqa/train.parquet"), Path("train"))
     _, val_maps, val_dies, val_labels = wafer_maps(read_split(a.run / "data/vqa/val.parquet"), Path("val"))
     t0 = time.perf_counter()
@@ -65,6 +67,7 @@ def main() -> None:
     out = {
         "run": str(a.run),
         "epochs": {"shipped": run_p["epochs"], "refit": a.epochs},
+        "width": {"shipped": run_p["width"], "refit": p["width"]},
         "refit_fit_s": round(fit_s, 1),
         "refit_trees_weight": model.config.blend,
         "refit_vqa_val_by_trees_weight": blends,

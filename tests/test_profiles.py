@@ -20,12 +20,14 @@ def _params(tmp_path: Path, repo_root: Path, profile: str) -> Path:
     return path
 
 
-def test_the_real_profile_lengthens_gspo_and_the_specialist_and_leaves_the_rest(tmp_path, repo_root):
+def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_path, repo_root):
     (tmp_path / "e").mkdir()
     embedded, real = _params(tmp_path / "e", repo_root, "embedded"), _params(tmp_path, repo_root, "real")
     plain, preset = load_section("gspo", embedded), load_section("gspo", real)
     assert [s["steps"] for s in plain["curriculum"]["stages"]] == [10, 10, 10]
-    assert [s["steps"] for s in preset["curriculum"]["stages"]] == [40, 40, 40]
+    assert [s["steps"] for s in preset["curriculum"]["stages"]] == [80, 80, 80]
+    assert [s["type_fraction"] for s in plain["curriculum"]["stages"]] == [None, None, None]
+    assert [s["type_fraction"] for s in preset["curriculum"]["stages"]] == [1.0, 1.0, 1.0]
     assert preset["curriculum"]["enabled"] is True and preset["curriculum"]["learning_split"] == "rl"
     assert {k: v for k, v in preset.items() if k != "curriculum"} == {
         k: v for k, v in plain.items() if k != "curriculum"
