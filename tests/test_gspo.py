@@ -108,6 +108,8 @@ def test_type_fraction_sets_the_share_of_type_questions_in_each_pool() -> None:
     plain = Schedule(table, parse_stages([{**STAGES[0], "steps": 60}]), Layout(4, 1, 1), 0)
     drawn = table.iloc[[i for c in plain.chunks for i in c]]["category"]
     assert 0.1 < (drawn == "type").mean() < 0.4  # as the pools hold them (a quarter here)
+    unset = parse_stages([{**STAGES[0], "steps": 60}])  # unset: the categories play no part at all
+    assert Schedule(table.drop(columns="category"), unset, Layout(4, 1, 1), 0).chunks == plain.chunks
     mixed = [{**stages[0], "type_fraction": 0.2}, {**stages[1], "type_fraction": 0.6}]
     (flat,) = flat_stage(parse_stages(mixed))
     assert flat.type_fraction == pytest.approx(0.4)
@@ -115,6 +117,8 @@ def test_type_fraction_sets_the_share_of_type_questions_in_each_pool() -> None:
         flat_stage(parse_stages([stages[0], STAGES[1]]))
     with pytest.raises(WaferSageError, match="type_fraction"):
         Schedule(table.assign(category="spatial"), parse_stages(stages), Layout(4, 1, 1), seed=0)
+    with pytest.raises(WaferSageError, match="type_fraction needs the prompts' category column"):
+        Schedule(table.drop(columns="category"), parse_stages(stages), Layout(4, 1, 1), seed=0)
     with pytest.raises(WaferSageError, match="type_fraction in"):
         parse_stages([{**STAGES[0], "type_fraction": 1.5}])
 
