@@ -85,7 +85,7 @@ def main() -> None:
         secs[name] = median_s(lambda: spec.members(seen, dies), args.repeats)
     spec._forward = shipped
     ref, new = probs.values()
-    clauses = [clauses_of(p, spec.config.classes) for p in (ref, new)]
+    clauses = [clauses_of(p, spec.config.classes, spec.config.multi_label) for p in (ref, new)]
     differ = sum(a != b for a, b in zip(*clauses, strict=True))
     print(f"torch threads {torch.get_num_threads()}, {len(seen)} real val maps, {args.repeats} repeats")
     print("| CNN forward | ms a map (CNN + features + trees) |\n|---|---:|")

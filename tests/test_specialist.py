@@ -143,6 +143,17 @@ def test_the_clause_names_the_most_probable_classes_first(trained):
         assert clause.startswith("Specialist: ") and f"{round(100 * row.max())}%" in clause
 
 
+def test_a_multi_label_clause_names_every_decided_label_past_the_top_three():
+    names = ["Center", "Donut", "Loc", "Scratch", "Random"]
+    row = np.array([[0.91, 0.62, 0.97, 0.55, 0.3]])
+    assert clauses_of(row, names, multi_label=True) == [
+        "Specialist: Loc 97%, Center 91%, Donut 62%, Scratch 55%."
+    ]
+    assert clauses_of(row, names) == ["Specialist: Loc 97%, Center 91%, Donut 62%."]
+    low = np.array([[0.91, 0.01, 0.3, 0.2, 0.1]])
+    assert clauses_of(low, names, multi_label=True) == ["Specialist: Center 91%, Loc 30%, Scratch 20%."]
+
+
 def test_training_needs_labels_and_two_classes_and_known_keys(tmp_path):
     maps = np.ones((4, 64, 64), dtype=np.uint8)
     with pytest.raises(WaferSageError, match="at least two classes"):
@@ -369,6 +380,14 @@ def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_special
     assert got[0] == got[2] == clauses_of(probs[:1], names)[0] == "Specialist: Loc 100%."
     assert got[1] == model.clauses([maps[5]])[0]
     assert table["map_key"].tolist() == [map_key(maps[0]), map_key(maps[1])]
+    four = np.zeros((1, len(names)))
+    four[0, [names.index(c) for c in ("Loc", "Center", "Donut", "Scratch")]] = [0.9, 0.8, 0.7, 0.6]
+    four_table = oof_table(["w1"], list(maps[:1]), names, four, four)
+    multi = Specialist(type(model.config)(**{**model.config.__dict__, "multi_label": True}), model.net)
+    assert OutOfFold(multi, four_table).clauses([maps[0]]) == [
+        "Specialist: Loc 90%, Center 80%, Donut 70%, Scratch 60%."
+    ]
+    assert OutOfFold(model, four_table).clauses([maps[0]]) == ["Specialist: Loc 90%, Center 80%, Donut 70%."]
 
 
 def test_features_come_from_the_die_level_map_the_image_carries(tmp_path):

@@ -51,8 +51,10 @@ TRUSTED_TREE_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePr
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Classes named in the grounding clause: the most probable, at most this many ...
 TOP_K = 3
-#: ... and only those at or above this probability (the first is always named).
+#: ... and only those at or above this probability (the first is always named) ...
 MIN_SHOWN = 0.02
+#: ... and, for a multi-label specialist, every class at or above its decision threshold.
+THRESHOLD = 0.5
 
 
 @dataclass
@@ -234,7 +236,7 @@ class Specialist:
         self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
     ) -> list[str]:
         """``Specialist: Center 93%, Loc 5%.`` per map (the grounding clause)."""
-        return clauses_of(self.probabilities(maps, dies), self.config.classes)
+        return clauses_of(self.probabilities(maps, dies), self.config.classes, self.config.multi_label)
 
     def predict(
         self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
@@ -292,11 +294,13 @@ def blended(cnn: np.ndarray, trees: np.ndarray | None, blend: float) -> np.ndarr
     return cnn if trees is None or blend <= 0 else (1 - blend) * cnn + blend * trees
 
 
-def clauses_of(probs: np.ndarray, names: Sequence[str]) -> list[str]:
-    """The grounding clause of each row of class probabilities: the top classes, in order."""
+def clauses_of(probs: np.ndarray, names: Sequence[str], multi_label: bool = False) -> list[str]:
+    """The grounding clause of each row of class probabilities: the top classes, in order (with a
+    multi-label specialist, every label it decides on even past ``TOP_K``)."""
     out = []
     for row in probs:
-        order = [int(i) for i in np.argsort(-row)[:TOP_K]]
+        shown_k = max(TOP_K, int((row >= THRESHOLD).sum())) if multi_label else TOP_K
+        order = [int(i) for i in np.argsort(-row)[:shown_k]]
         shown = [i for j, i in enumerate(order) if j == 0 or row[i] >= MIN_SHOWN]
         out.append("Specialist: " + ", ".join(f"{names[i]} {round(100 * row[i])}%" for i in shown) + ".")
     return out
@@ -306,7 +310,7 @@ def decide(probs: np.ndarray, names: Sequence[str], multi_label: bool) -> list[s
     """Label sets from class probabilities (see :meth:`Specialist.predict`)."""
     out = []
     for row in probs:
-        chosen = {names[i] for i in np.flatnonzero(row >= 0.5)} if multi_label else set()
+        chosen = {names[i] for i in np.flatnonzero(row >= THRESHOLD)} if multi_label else set()
         out.append(chosen or {names[int(row.argmax())]})
     return out
 
@@ -538,7 +542,8 @@ class OutOfFold:
             else None,
             specialist.config.blend,
         )
-        self.known = dict(zip(table["map_key"], clauses_of(probs, names), strict=True))
+        clauses = clauses_of(probs, names, specialist.config.multi_label)
+        self.known = dict(zip(table["map_key"], clauses, strict=True))
 
     def clauses(
         self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
