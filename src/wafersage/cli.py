@@ -382,7 +382,7 @@ def specialist(
 
     m = stage.run(load_section("specialist", params), vqa, out, metrics, oof)
     typer.echo(
-        f"specialist: {m['n_train']} train wafers, {m['steps']} steps in {m['train_wall_s']:.0f} s, "
+        f"specialist: {m['n_train']} train wafers, {m['steps']} steps, fitted in {m['train_wall_s']:.0f} s, "
         f"val type macro-F1 {m['val_type_macro_f1']} -> {out}"
     )
 

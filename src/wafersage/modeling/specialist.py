@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +73,7 @@ class SpecialistConfig:
     die_features: bool = False
     #: Trained on the picture's features too; the features end with their source (1: die-level).
     picture_features: bool = False
+    #: Maps and optimiser steps of the fit (no wall time: equal weights give an equal folder).
     trained: dict[str, Any] = field(default_factory=dict)
 
 
@@ -410,7 +410,6 @@ def _fit_net(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> tuple[Any, np.nda
 
 
 def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
-    t0 = time.perf_counter()
     net, mean, std, steps = _fit_net(d, rows, p)
     y = d.y[rows] if d.multi else d.y[rows].argmax(1)
     x = d.feats[0, rows]
@@ -428,7 +427,7 @@ def _fit_rows(d: _Data, rows: np.ndarray, p: dict[str, Any]) -> Specialist:
         blend=0.5 if trees is not None else 0.0,
         die_features=d.die,
         picture_features=d.pictures is not None,
-        trained={"maps": len(rows), "steps": steps, "train_s": round(time.perf_counter() - t0, 2)},
+        trained={"maps": len(rows), "steps": steps},
     )
     return Specialist(config, net, trees)
 
