@@ -23,8 +23,11 @@ training map's clause comes from a specialist fitted on the other folds.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,7 +257,7 @@ class Specialist:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / WEIGHTS))
         if self.trees is not None:
-            sio.dump(self.trees, folder / TREES)
+            (folder / TREES).write_bytes(_stable_skops(sio.dumps(self.trees)))
         (folder / CONFIG).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -287,6 +290,33 @@ class Specialist:
                 folder, "specialist weights do not match its config", str(exc)[:200]
             ) from None
         return cls(config, net, trees)
+
+
+def _stable_skops(data: bytes) -> bytes:
+    """A skops archive with its object ids (the ``__id__`` of each node and the name of each array
+    file) renumbered 0, 1, ... in order of appearance and every entry dated 1980-01-01, so equal
+    trees save equal bytes."""
+    id_or_file = re.compile(rb'("__id__": )(\d+)|"(\d+)\.npy"')
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        schema = src.read("schema.json")
+        ids: dict[bytes, bytes] = {}
+        for m in id_or_file.finditer(schema):
+            ids.setdefault(m[2] or m[3], str(len(ids)).encode())
+
+        def renumber(m: re.Match[bytes]) -> bytes:
+            return m[1] + ids[m[2]] if m[2] else b'"%s.npy"' % ids[m[3]]
+
+        for info in src.infolist():
+            name, body = info.filename, src.read(info)
+            if name == "schema.json":
+                body = id_or_file.sub(renumber, body)
+            elif name.endswith(".npy"):
+                name = ids[name.removesuffix(".npy").encode()].decode() + ".npy"
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = info.compress_type
+            dst.writestr(entry, body)
+    return out.getvalue()
 
 
 def blended(cnn: np.ndarray, trees: np.ndarray | None, blend: float) -> np.ndarray:
