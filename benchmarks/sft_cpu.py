@@ -39,8 +39,9 @@ def majority_baseline(vqa: Path) -> dict[str, float]:
     import pandas as pd
 
     from wafersage.annotation.answer_parser import parse_primary
+    from wafersage.annotation.categories import TYPE_CATEGORY
     from wafersage.evaluation.type_scoring import type_scores
-    from wafersage.modeling.vqa_data import ANSWER, CATEGORY, TYPE_CATEGORY
+    from wafersage.modeling.vqa_data import ANSWER, CATEGORY
 
     train = pd.read_parquet(vqa / "train.parquet")
     test = pd.read_parquet(vqa / "test.parquet")

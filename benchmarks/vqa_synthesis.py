@@ -19,10 +19,11 @@ import pandas as pd
 import psutil
 
 from wafersage.annotation.attributes import ZONES, agreement_summary, truth_agreement, wafer_attributes
+from wafersage.annotation.categories import CATEGORIES
 from wafersage.annotation.descriptions import analytic_descriptions
 from wafersage.annotation.knowledge import load_knowledge_base
 from wafersage.annotation.rubric import build_rubric
-from wafersage.annotation.vqa import CATEGORIES, qa_pairs
+from wafersage.annotation.vqa import qa_pairs
 from wafersage.stages.describe import fallback_tag
 from wafersage.wafers.rawtable import decode_map
 from wafersage.wafers.render import png_bytes

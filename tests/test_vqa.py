@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage.annotation.categories import CATEGORIES
 from wafersage.annotation.phrasing import mentions_class
-from wafersage.annotation.vqa import CATEGORIES, load_vqa_dataset
+from wafersage.annotation.vqa import load_vqa_dataset
 from wafersage.errors import WaferSageError
 from wafersage.stages import describe, rubrics, validate_vqa, vqa
 from wafersage.wafers.rawtable import decode_map, write_raw

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.descriptions import wafer_rng
 from wafersage.annotation.phrasing import (
     DISTRIBUTION_PHRASES,
@@ -35,7 +36,6 @@ from wafersage.annotation.phrasing import (
 )
 from wafersage.wafers.taxonomy import NONE
 
-CATEGORIES: tuple[str, ...] = ("type", "spatial", "morphology", "root_cause", "consistency")
 COLUMNS: tuple[str, ...] = (
     "pair_id",
     "wafer_id",
@@ -256,11 +256,11 @@ Q_ZONE_SHAPE = [
 #: Every question kind: its category and its phrasings. The compound kinds ask two things at once
 #: and their answers answer both parts, the defect type first where one is asked.
 QUESTION_KINDS: dict[str, tuple[str, list[str]]] = {
-    "type": ("type", Q_TYPE),
-    "count": ("type", Q_COUNT),
-    "type_step": ("type", Q_TYPE_STEP),
-    "exists_type": ("type", Q_EXISTS_TYPE),
-    "type_zone": ("type", Q_TYPE_ZONE),
+    "type": (TYPE_CATEGORY, Q_TYPE),
+    "count": (TYPE_CATEGORY, Q_COUNT),
+    "type_step": (TYPE_CATEGORY, Q_TYPE_STEP),
+    "exists_type": (TYPE_CATEGORY, Q_EXISTS_TYPE),
+    "type_zone": (TYPE_CATEGORY, Q_TYPE_ZONE),
     "zone": ("spatial", Q_ZONE),
     "clock": ("spatial", Q_CLOCK),
     "symmetry": ("spatial", Q_SYMMETRY),

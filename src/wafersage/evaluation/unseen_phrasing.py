@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.phrasing import mentions_class
 from wafersage.annotation.vqa import CLAIM_FIELDS, QUESTION_KINDS, parse_question
 from wafersage.errors import WaferSageError
@@ -114,7 +115,7 @@ def scored(
             "kind": df["kind"].to_numpy(),
             "answer": answers,
             "rule_score": np.asarray(rule, dtype=float),
-            "is_type": (df["category"] == "type").to_numpy(),
+            "is_type": (df["category"] == TYPE_CATEGORY).to_numpy(),
             "truth": [primary_label(lb) or "" for lb in labels],
             "pred": [primary_label(list(parse_labels(a))) or "" for a in answers],
         }
@@ -140,7 +141,7 @@ def score_models(
     n_boot, seed, conf = int(p["n_boot"]), int(p["seed"]), float(p["confidence"])
     metrics: dict[str, Any] = {
         "n": len(df),
-        "n_type": int((df["category"] == "type").sum()),
+        "n_type": int((df["category"] == TYPE_CATEGORY).sum()),
         "phrasings": int(df["question"].nunique()),
     }
     detail: dict[str, Any] = {}

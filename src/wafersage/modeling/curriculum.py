@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.errors import WaferSageError
-from wafersage.modeling.vqa_data import TYPE_CATEGORY
 
 #: Which pool a prompt comes from (column ``pool`` of the curriculum table).
 REVIEW, LEARNING = "review", "learning"

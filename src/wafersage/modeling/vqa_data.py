@@ -18,8 +18,6 @@ WAFER, IMAGE, QUESTION, ANSWER, CATEGORY = "wafer_id", "image", "question", "ans
 REQUIRED = (WAFER, IMAGE, QUESTION, ANSWER, CATEGORY)
 #: Optional: the wafer's class labels (the truth type answers are scored against when present).
 LABELS = "labels"
-#: The category whose answers name the defect type (scored with the answer parser).
-TYPE_CATEGORY = "type"
 
 
 def read_split(path: str | Path) -> pd.DataFrame:

@@ -23,15 +23,13 @@ from typing import Any
 import numpy as np
 
 from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.score.config import ScoreConfig, load
 from wafersage.score.rules import Item, combine, features
 
 COMPONENTS: tuple[str, ...] = ("rubric", "type_f1", "polarity", "rouge")
 #: Name of the exact-type reward function (TRL logs ``rewards/type_exact/mean``).
 TYPE_EXACT = "type_exact"
-#: The VQA category it scores (``modeling.vqa_data.TYPE_CATEGORY``; not imported: that package
-#: loads transformers, and the rule score stays light).
-TYPE_CATEGORY = "type"
 
 
 def _text(x: Any) -> str:

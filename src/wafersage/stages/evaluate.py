@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
@@ -167,7 +168,7 @@ def score(
             "rule_score": np.asarray(rule, dtype=float),
             "judge_score": [v.score for v in verdicts],
             "judge_rationale": [v.rationale for v in verdicts],
-            "is_type": (df["category"] == "type").to_numpy(),
+            "is_type": (df["category"] == TYPE_CATEGORY).to_numpy(),
             "truth": [primary_label(list(lb)) or "" for lb in labels],
             "pred": [primary_label(list(parse_labels(a))) or "" for a in answers],
         }

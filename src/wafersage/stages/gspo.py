@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.annotation.answer_parser import parse_labels
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.grounding import Grounding
 from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
@@ -58,7 +59,7 @@ from wafersage.modeling.model_folder import BASE_INFO, base_info
 from wafersage.modeling.processor import load_processor
 from wafersage.modeling.specialist import grounder_of
 from wafersage.modeling.specialist import ship as ship_specialist
-from wafersage.modeling.vqa_data import TYPE_CATEGORY, grounded_cells, messages, pil_image, read_split
+from wafersage.modeling.vqa_data import grounded_cells, messages, pil_image, read_split
 from wafersage.progress import bars_enabled
 from wafersage.score.reward import make_reward_funcs, reward_weights
 from wafersage.tracking import stage_run

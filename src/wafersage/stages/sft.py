@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
@@ -42,7 +43,6 @@ from wafersage.modeling.vqa_data import (
     IMAGE,
     LABELS,
     QUESTION,
-    TYPE_CATEGORY,
     WAFER,
     pil_image,
     read_split,

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wafersage.annotation.attributes import agreement_summary, truth_agreement
-from wafersage.annotation.vqa import CATEGORIES, frame, qa_pairs
+from wafersage.annotation.categories import CATEGORIES
+from wafersage.annotation.vqa import frame, qa_pairs
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError, read_jsonl
