@@ -119,7 +119,9 @@ def test_type_fraction_sets_the_share_of_type_questions_in_each_pool() -> None:
         Schedule(table.assign(category="spatial"), parse_stages(stages), Layout(4, 1, 1), seed=0)
     with pytest.raises(WaferSageError, match="type_fraction needs the prompts' category column"):
         Schedule(table.drop(columns="category"), parse_stages(stages), Layout(4, 1, 1), seed=0)
-    with pytest.raises(WaferSageError, match="type_fraction in"):
+    with pytest.raises(
+        WaferSageError, match=r"stages\.0\.type_fraction: input should be less than or equal to 1"
+    ):
         parse_stages([{**STAGES[0], "type_fraction": 1.5}])
 
 
@@ -144,8 +146,12 @@ def test_bad_params_are_one_line_errors() -> None:
             validated("gspo", {"curriculum": {"learning_split": selection_or_scoring}})
     with pytest.raises(WaferSageError, match="gspo.max_prompt_length: unknown key"):
         validated("gspo", {"max_prompt_length": 128})
-    with pytest.raises(WaferSageError, match="difficulties"):
+    with pytest.raises(WaferSageError, match=r"stages\.0\.difficulties\[0\]: input should be 1, 2 or 3"):
         parse_stages([{"difficulties": [4], "steps": 1}])
+    with pytest.raises(WaferSageError, match=r"stages\.1\.steps: input should be greater than or equal to 1"):
+        parse_stages([{"difficulties": [1], "steps": 1}, {"difficulties": [2], "steps": 0}])
+    with pytest.raises(WaferSageError, match=r"stages\.0\.rate: unknown key"):
+        parse_stages([{"difficulties": [1], "steps": 1, "rate": 2}])
     with pytest.raises(WaferSageError, match="no prompts"):
         t = _table().assign(difficulty=1)
         Schedule(t, parse_stages([{"difficulties": [3], "steps": 1}]), Layout(4, 1, 1), seed=0)
@@ -172,11 +178,9 @@ def test_missing_input_is_a_one_line_error_and_writes_nothing(tmp_path) -> None:
 
 
 def test_grpo_config_weights_the_type_term() -> None:
-    from wafersage.modeling import vqa_data
     from wafersage.score import reward
     from wafersage.stages import gspo
 
-    assert reward.TYPE_CATEGORY == vqa_data.TYPE_CATEGORY
     n = len(reward.reward_weights(1.0))
     args = gspo.grpo_config(validated("gspo", {"type_reward_weight": 2.0}), Path("unused"), n, 3)
     assert args.reward_weights == [1.0, 0.0, 0.0, 0.0, 0.0, 2.0]

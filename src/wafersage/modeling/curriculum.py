@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wafersage.annotation.categories import TYPE_CATEGORY
+from wafersage.config import CurriculumStage, checked
 from wafersage.errors import WaferSageError
 
 #: Which pool a prompt comes from (column ``pool`` of the curriculum table).
@@ -38,30 +39,16 @@ class Stage:
 
 
 def parse_stages(raw: Sequence[dict]) -> list[Stage]:
-    """``gspo.curriculum.stages`` from params.yaml as :class:`Stage` objects (checked)."""
+    """``gspo.curriculum.stages`` from params.yaml as :class:`Stage` objects (checked by
+    :class:`~wafersage.config.CurriculumStage`)."""
     if not raw:
         raise WaferSageError("params.yaml", "gspo.curriculum.stages is empty")
     out = []
     for i, s in enumerate(raw):
-        unknown = set(s) - {"name", "difficulties", "steps", "review_fraction", "type_fraction"}
-        if unknown:
-            raise WaferSageError(
-                "params.yaml", "unknown key in a gspo curriculum stage", ", ".join(unknown), i
-            )
-        diffs = tuple(int(d) for d in s.get("difficulties") or ())
-        frac = float(s.get("review_fraction", 0.5))
-        typed = None if s.get("type_fraction") is None else float(s["type_fraction"])
-        if not diffs or any(d not in (1, 2, 3) for d in diffs):
-            raise WaferSageError(
-                "params.yaml", "curriculum difficulties must be a subset of 1, 2, 3", str(diffs), i
-            )
-        if int(s.get("steps", 0)) < 1 or not 0.0 <= frac <= 1.0 or not 0.0 <= (typed or 0.0) <= 1.0:
-            raise WaferSageError(
-                "params.yaml",
-                "curriculum stage needs steps >= 1 and review_fraction, type_fraction in [0, 1]",
-                row=i,
-            )
-        out.append(Stage(str(s.get("name") or f"stage{i}"), diffs, int(s["steps"]), frac, typed))
+        c = checked(CurriculumStage, s, f"gspo.curriculum.stages.{i}", "params.yaml")
+        out.append(
+            Stage(c.name or f"stage{i}", tuple(c.difficulties), c.steps, c.review_fraction, c.type_fraction)
+        )
     return out
 
 
