@@ -175,3 +175,31 @@ def test_judge_and_align_stages(tmp_path, monkeypatch) -> None:
     load(tmp_path / "rc.json")
     scatter = pd.read_csv(tmp_path / "scatter.csv")
     assert {"rule_score", "judge_score"} <= set(scatter.columns) and len(scatter) == m["items"]
+
+
+def test_the_reference_judges_rationale_does_not_depend_on_the_hash_seed(tmp_path) -> None:
+    """Claims are sets of strings; their notes come out in one order whatever PYTHONHASHSEED is."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "judge_once.py"
+    script.write_text(
+        "from wafersage.score.judges import JudgeItem, ReferenceJudge\n"
+        "item = JudgeItem('Which pattern and why?', 'Center, scattered and clustered, in the edge and middle"
+        " zones; caused by etching, film deposition, lithography and local contamination.',"
+        " 'Center: a blob in the central zone.', {}, ['Center'])\n"
+        "print(ReferenceJudge().judge_one(item).rationale)\n"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(outs) == 1, outs
+    assert outs.pop().count("wrongly blamed") >= 3

@@ -152,7 +152,7 @@ class ReferenceJudge:
         y = it.attributes.get("yield")
         good, bad, halluc, notes = 0.0, 0, 0, []
         # defect types
-        for c in a["types"]:
+        for c in sorted(a["types"]):
             if c in truth_types:
                 good += 1
             elif any(c in confusable_with(t) for t in truth_types):
@@ -161,7 +161,7 @@ class ReferenceJudge:
             else:
                 halluc += 1
                 notes.append(f"hallucinated type {c}")
-        for z in a["zones"]:
+        for z in sorted(a["zones"]):
             if z == zone or zone in (None, "none"):
                 good += 1
             elif z in _ZONES[:4] and zone in _ZONES[:4] and abs(_ZONES.index(z) - _ZONES.index(zone)) == 1:
@@ -169,21 +169,21 @@ class ReferenceJudge:
             else:
                 bad += 1
                 notes.append(f"zone {z} but {zone}")
-        for c in a["clocks"]:
+        for c in sorted(a["clocks"]):
             d = min((_clock_dist(c, t) for t in clocks), default=6)
             if d <= 1:
                 good += 1 if d == 0 else 0.7
             else:
                 bad += 1
                 notes.append(f"{c} o'clock wrong")
-        for d in a["distributions"]:
+        for d in sorted(a["distributions"]):
             if d in dists:
                 good += 1
             else:
                 bad += 1
                 notes.append(f"distribution {d} wrong")
         levels = ("sparse", "moderate", "dense")
-        for d in a["densities"]:
+        for d in sorted(a["densities"]):
             truth = mo.get("density")
             if truth not in levels or d == truth:
                 good += 1
@@ -193,7 +193,7 @@ class ReferenceJudge:
                 bad += 1
                 notes.append(f"density {d} but {truth}")
         parts = _cause_parts(self.kb)
-        for c in a["causes"]:
+        for c in sorted(a["causes"]):
             if parts[c] & truth_types or c in ref["causes"]:
                 good += 1
             else:
@@ -202,7 +202,7 @@ class ReferenceJudge:
         if ref["polarity"] and a["polarity"] and a["polarity"] != ref["polarity"]:
             bad += 2
             notes.append("yes/no verdict flipped")
-        for v in a["yield"]:
+        for v in sorted(a["yield"]):
             if y is not None and abs(v - 100 * y) > 5:
                 bad += 1
                 notes.append(f"yield {v}% wrong")
