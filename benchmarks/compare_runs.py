@@ -52,7 +52,8 @@ def main() -> None:
     ids = a[VLMS[-1]].index
     truth = label_sets(a[VLMS[-1]].loc[ids, "truth"])
     n = len(ids)
-    run_a = {m: metrics(truth, label_sets(t.loc[ids, "pred"])) for m, t in a.items()}
+    preds = {m: label_sets(t.loc[ids, "pred"]) for m, t in a.items()}
+    run_a = {m: metrics(truth, p) for m, p in preds.items()}
     run_b = {m: metrics(truth, label_sets(t.loc[ids, "pred"])) for m, t in b.items() if m in a}
     out: dict[str, dict] = {"n": {"maps": n}}
     for m, ms in run_a.items():
@@ -68,23 +69,11 @@ def main() -> None:
                 k: stats.rounded(stats.paired_diff(f, run_a[other][k], n, args.n_boot, args.seed))
                 for k, f in run_a[vlm].items()
             }
-    four = np.array([len(t) == 4 for t in truth])
-    if four.any():
+    four = [i for i, t in enumerate(truth) if len(t) == 4]
+    if four:
         out["four_label_exact_match"] = {
-            m: round(
-                float(
-                    np.mean(
-                        [
-                            p == t
-                            for p, t, f in zip(label_sets(tab.loc[ids, "pred"]), truth, four, strict=True)
-                            if f
-                        ]
-                    )
-                ),
-                4,
-            )
-            for m, tab in a.items()
-        } | {"maps": int(four.sum())}
+            m: round(float(np.mean([p[i] == truth[i] for i in four])), 4) for m, p in preds.items()
+        } | {"maps": len(four)}
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
