@@ -155,6 +155,36 @@ def test_sft_lowers_val_loss_and_resumes_from_its_checkpoint(setup, tmp_path):
     assert logged == [5, 10, 15, 20]  # steps 1-10 from the first run, 11-20 after the resume
 
 
+def test_collator_marks_the_assistant_tokens_as_the_stock_processor_does(setup, tmp_path, monkeypatch):
+    """The processor's whole-row assistant mask gives TRL's collator the batches the stock
+    (token-by-token) method gives, and the labels it leaves are exactly the answers."""
+    import torch
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+    from wafersage.modeling.processor import WaferQwen3VLProcessor
+    from wafersage.stages import sft
+
+    base, vqa = setup
+    train = pd.read_parquet(vqa / "train.parquet")
+    trainer = sft.build_trainer(validated("sft", FAST), base, train, train.iloc[:0], tmp_path / "ck", False)
+    data, collate = trainer.train_dataset, trainer.data_collator
+    batches = [[dict(data[i]) for i in range(s, min(s + 8, len(data)))] for s in range(0, 48, 8)]
+    ours = [collate([dict(e) for e in b]) for b in batches]
+    stock_mask = Qwen3VLProcessor._adjust_assistant_masks_indices
+    monkeypatch.setattr(WaferQwen3VLProcessor, "_adjust_assistant_masks_indices", stock_mask)
+    stock = [collate([dict(e) for e in b]) for b in batches]
+    tokenizer = trainer.processing_class.tokenizer
+    for batch, mine, theirs in zip(batches, ours, stock, strict=True):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            assert torch.equal(mine[key], theirs[key]), key
+        for example, labels in zip(batch, mine["labels"], strict=True):
+            answer = example["messages"][-1]["content"]
+            answer = answer if isinstance(answer, str) else answer[-1]["text"]
+            kept = tokenizer.decode(labels[labels != -100]).replace(" ", "")
+            assert kept.startswith(answer.replace(" ", "")), (kept, answer)
+
+
 def test_lora_params_are_the_only_trainable_ones(setup, tmp_path):
     from wafersage.modeling.finetune import final_model
     from wafersage.stages import sft
