@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.annotation.answer_parser import parse_labels
 from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.phrasing import mentions_class
 from wafersage.annotation.vqa import CLAIM_FIELDS, QUESTION_KINDS, parse_question
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import stats
+from wafersage.evaluation.answer_scores import answer_scores
 from wafersage.registry.promotion import item_metric
-from wafersage.score.rules import Item, score_items
-from wafersage.wafers.taxonomy import NONE, primary_label
+from wafersage.wafers.taxonomy import NONE
 
 RESOURCE = "resources/unseen_questions.yaml"
 METRICS: tuple[str, ...] = ("type_macro_f1", "rule_score")
@@ -90,38 +89,6 @@ def unseen_items(
     return out
 
 
-def scored(
-    df: pd.DataFrame, answers: list[str], records: dict[str, dict[str, Any]], cfg: Any
-) -> pd.DataFrame:
-    """Rule score and parsed type labels of each answer (the evaluate stage's columns)."""
-    labels = [list(v) for v in df["labels"]]
-    rule = score_items(
-        [
-            Item(q, a, r, records[w]["rubric"], lb)
-            for q, a, r, w, lb in zip(
-                df["question"].astype(str),
-                answers,
-                df["answer"].astype(str),
-                df["wafer_id"],
-                labels,
-                strict=True,
-            )
-        ],
-        cfg,
-    )
-    return pd.DataFrame(
-        {
-            "item_id": df["item_id"].to_numpy(),
-            "kind": df["kind"].to_numpy(),
-            "answer": answers,
-            "rule_score": np.asarray(rule, dtype=float),
-            "is_type": (df["category"] == TYPE_CATEGORY).to_numpy(),
-            "truth": [primary_label(lb) or "" for lb in labels],
-            "pred": [primary_label(list(parse_labels(a))) or "" for a in answers],
-        }
-    )
-
-
 def _point(rows: pd.DataFrame, metric: str) -> float | None:
     """``metric`` over ``rows`` (no resampling), rounded; ``None`` when undefined."""
     v = float(item_metric(rows, metric)(np.ones((1, len(rows))))[0]) if len(rows) else float("nan")
@@ -146,7 +113,9 @@ def score_models(
     }
     detail: dict[str, Any] = {}
     for model, answers in answers_by_model.items():
-        rows = scored(df, answers, records, cfg)
+        rows = answer_scores(df, answers, records, cfg)
+        rows.insert(0, "item_id", df["item_id"].to_numpy())
+        rows.insert(1, "kind", df["kind"].to_numpy())
         seen = (
             seen_items[seen_items["model"] == model].set_index("item_id").loc[rows["item_id"]].reset_index()
         )

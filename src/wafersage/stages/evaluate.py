@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wafersage.annotation.answer_parser import parse_labels
-from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.rubric import read_records
 from wafersage.atomic import atomic_outputs
 from wafersage.config import validated
 from wafersage.errors import WaferSageError
 from wafersage.evaluation import real_val, stats, unseen_phrasing
+from wafersage.evaluation.answer_scores import answer_scores
 from wafersage.evaluation.report import render_html
 from wafersage.evaluation.stats import COMPARISONS
 from wafersage.evaluation.stats import per_class_f1 as class_f1
@@ -42,11 +41,9 @@ from wafersage.registry.promotion import item_metric, labels_of
 from wafersage.score.calibration import POOL_COLUMNS
 from wafersage.score.config import load as load_reward
 from wafersage.score.judges import JudgeItem, make_judge
-from wafersage.score.rules import Item, score_items
 from wafersage.serving.images import fit
 from wafersage.serving.workers import answer_in_workers
 from wafersage.tracking import file_md5, flatten, stage_run
-from wafersage.wafers.taxonomy import primary_label
 
 METRICS = ("type_macro_f1", "type_accuracy", "rule_score", "judge_score")
 NO_LABEL = "(no class named)"
@@ -148,31 +145,17 @@ def score(
     df: pd.DataFrame, answers: list[str], records: dict[str, dict[str, Any]], cfg: Any, judge: Any
 ) -> pd.DataFrame:
     """Per-answer rule score, judge score/rationale and parsed type labels."""
-    rubrics = [records[w]["rubric"] for w in df["wafer_id"]]
-    labels = [list(v) for v in df["labels"]]
-    refs, qs = list(df["answer"].astype(str)), list(df["question"].astype(str))
-    rule = score_items(
-        [Item(q, a, r, rb, lb) for q, a, r, rb, lb in zip(qs, answers, refs, rubrics, labels, strict=True)],
-        cfg,
-    )
+    out = answer_scores(df, answers, records, cfg)
+    qs, refs = df["question"].astype(str), df["answer"].astype(str)
     verdicts = judge.judge(
         [
-            JudgeItem(q, a, r, rb, lb, records[w].get("attributes") or {})
-            for q, a, r, rb, lb, w in zip(qs, answers, refs, rubrics, labels, df["wafer_id"], strict=True)
+            JudgeItem(q, a, r, records[w]["rubric"], list(lb), records[w].get("attributes") or {})
+            for q, a, r, w, lb in zip(qs, answers, refs, df["wafer_id"], df["labels"], strict=True)
         ]
     )
-
-    return pd.DataFrame(
-        {
-            "answer": answers,
-            "rule_score": np.asarray(rule, dtype=float),
-            "judge_score": [v.score for v in verdicts],
-            "judge_rationale": [v.rationale for v in verdicts],
-            "is_type": (df["category"] == TYPE_CATEGORY).to_numpy(),
-            "truth": [primary_label(list(lb)) or "" for lb in labels],
-            "pred": [primary_label(list(parse_labels(a))) or "" for a in answers],
-        }
-    )
+    out.insert(2, "judge_score", [v.score for v in verdicts])
+    out.insert(3, "judge_rationale", [v.rationale for v in verdicts])
+    return out
 
 
 def model_metrics(rows: pd.DataFrame, p: dict[str, Any]) -> dict[str, Any]:
