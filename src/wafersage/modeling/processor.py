@@ -9,7 +9,7 @@ tokenizer. :func:`load_processor` asserts that it did not.
 
 It also marks the assistant tokens of a chat batch (``return_assistant_tokens_mask``, what TRL's
 SFT collator asks for) with whole-row comparisons instead of a Python loop over every token: the
-same mask, at half the collator's time a batch.
+same mask, with the collator about 2.5x faster (`benchmarks/sft_collator.py`).
 """
 
 from __future__ import annotations
