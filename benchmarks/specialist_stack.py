@@ -55,8 +55,9 @@ def main() -> None:
     shipped = Specialist.load(a.run / "models/specialist")
     names = shipped.config.classes
     oof = pd.read_parquet(a.run / "data/specialist/oof.parquet")
-    _, _, _, train_labels = wafer_maps(read_split(a.run / "data/vqa/train.parquet"), Path("train"))
-    y = np.array([names.index(v[0]) for v in train_labels])
+    ids, _, _, train_labels = wafer_maps(read_split(a.run / "data/vqa/train.parquet"), Path("train"))
+    label_of = dict(zip(ids, train_labels, strict=True))
+    y = np.array([names.index(label_of[str(w)][0]) for w in oof["wafer_id"]])
     cnn_oof, trees_oof = (oof[[f"{m}:{c}" for c in names]].to_numpy() for m in ("cnn", "trees"))
     x = log_members(cnn_oof, trees_oof)
     stacker = LogisticRegressionCV(Cs=list(CS), cv=5, scoring="neg_log_loss", max_iter=3000).fit(x, y)
@@ -72,7 +73,7 @@ def main() -> None:
         "shipped_trees_weight": shipped.config.blend,
     }
     for split, maps, dies, labels in (
-        ("real_val", pictures, die_maps, [sorted(v) for v in real["labels"]]),
+        ("real_val", pictures, die_maps, real["labels"]),
         ("vqa_val", list(vqa_maps), vqa_dies, vqa_labels),
     ):
         cnn, trees = shipped.members(maps, dies)
