@@ -29,11 +29,14 @@ from wafersage.modeling.specialist import (
     clauses_of,
     fit,
     fit_out_of_fold,
+    fit_stack,
     grounder_of,
     map_key,
     oof_table,
     pick_blend,
     ship,
+    stack_inputs,
+    stacked,
 )
 from wafersage.stages import specialist as stage
 from wafersage.wafers.rawtable import decode_map
@@ -358,7 +361,9 @@ def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_map():
     rng = np.random.default_rng(0)
     labels = [[c] for c in rng.choice(["Center", "Loc", "Scratch"], size=len(maps))]
     p = {**FAST, "epochs": 1}
-    model, cnn, trees = fit_out_of_fold(maps, labels, p, folds=3)
+    model, members = fit_out_of_fold(maps, labels, p, folds=3)
+    cnn, trees = members["cnn"], members["trees"]
+    assert set(members) == {"cnn", "trees"} and model.config.stack is None
     truth = np.array([model.config.classes.index(v[0]) for v in labels])
     in_sample = model.members(list(maps))[1]
     assert (in_sample.argmax(1) == truth).mean() > 0.9
@@ -387,7 +392,7 @@ def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_special
     names = model.config.classes
     probs = np.zeros((2, len(names)))
     probs[:, names.index("Loc")] = 1.0
-    table = oof_table(["w1", "w2"], list(maps[:2]), names, probs, probs)
+    table = oof_table(["w1", "w2"], list(maps[:2]), names, {"cnn": probs, "trees": probs})
     advisor = OutOfFold(model, table)
     got = advisor.clauses([maps[0], maps[5], maps[1]])
     assert got[0] == got[2] == clauses_of(probs[:1], names)[0] == "Specialist: Loc 100%."
@@ -395,7 +400,7 @@ def test_training_prompts_read_the_out_of_fold_clause_and_other_maps_the_special
     assert table["map_key"].tolist() == [map_key(maps[0]), map_key(maps[1])]
     four = np.zeros((1, len(names)))
     four[0, [names.index(c) for c in ("Loc", "Center", "Donut", "Scratch")]] = [0.9, 0.8, 0.7, 0.6]
-    four_table = oof_table(["w1"], list(maps[:1]), names, four, four)
+    four_table = oof_table(["w1"], list(maps[:1]), names, {"cnn": four, "trees": four})
     multi = Specialist(type(model.config)(**{**model.config.__dict__, "multi_label": True}), model.net)
     assert OutOfFold(multi, four_table).clauses([maps[0]]) == [
         "Specialist: Loc 90%, Center 80%, Donut 70%, Scratch 60%."
@@ -456,3 +461,94 @@ def test_features_come_from_the_die_level_map_the_image_carries(tmp_path):
     lines = Grounder(IMAGE_ATTRIBUTES, die_model).texts(images)
     for line, clause in zip(lines, die_model.clauses(list(maps[:10]), dies[:10]), strict=True):
         assert line.endswith(clause)
+
+
+def _members(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truth for ``n`` maps of ``k`` classes, a CNN that guesses and trees that are right 90% of
+    the time."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, n)
+    cnn = rng.dirichlet(np.ones(k), n)
+    right = np.where(rng.random(n) < 0.9, truth, rng.integers(0, k, n))
+    trees = 0.3 * rng.dirichlet(np.ones(k), n) + 0.7 * np.eye(k)[right]
+    return np.eye(k)[truth], cnn, trees
+
+
+def test_the_stacker_learns_which_member_to_trust_and_saves_what_sklearn_predicts():
+    from sklearn.linear_model import LogisticRegression
+
+    names = ["Center", "Donut", "Loc", "Scratch"]
+    y, cnn, trees = _members(600, 4, 0)
+    stack, held = fit_stack(cnn, trees, y, names, False, 0)
+    coef = np.abs(np.asarray(stack["coef"]))
+    assert coef.shape == (4, 8) and coef[:, 4:].sum() > 5 * coef[:, :4].sum()
+    truth = y.argmax(1)
+    assert (held.argmax(1) == truth).mean() > 0.85 and (cnn.argmax(1) == truth).mean() < 0.4
+    x = stack_inputs(cnn, trees, False)
+    sk = LogisticRegression(C=stack["C"][0], max_iter=3000).fit(x, truth)
+    np.testing.assert_allclose(stacked(stack, cnn, trees, False), sk.predict_proba(x), atol=1e-6)
+    # two classes: sklearn keeps one decision function; the saved stacker gives both probabilities
+    y2, cnn2, trees2 = _members(300, 2, 1)
+    stack2, _ = fit_stack(cnn2, trees2, y2, names[:2], False, 0)
+    sk2 = LogisticRegression(C=stack2["C"][0], max_iter=3000).fit(stack_inputs(cnn2, trees2, False), y2[:, 1])
+    np.testing.assert_allclose(
+        stacked(stack2, cnn2, trees2, False), sk2.predict_proba(stack_inputs(cnn2, trees2, False)), atol=1e-6
+    )
+
+
+def test_a_multi_label_stacker_is_one_regression_a_label():
+    names = ["Center", "Donut", "Loc"]
+    rng = np.random.default_rng(2)
+    y = (rng.random((400, 3)) < 0.4).astype(float)
+    y[:, 1] = 0.0
+    y[:20, 1] = 1.0  # a rarer label
+    trees = np.clip(0.8 * y + 0.2 * rng.random(y.shape), 0, 1)
+    cnn = rng.random(y.shape)
+    stack, held = fit_stack(cnn, trees, y, names, True, 0)
+    assert len(stack["C"]) == 3 and np.shape(stack["coef"]) == (3, 6)
+    probs = stacked(stack, cnn, trees, True)
+    assert ((probs >= 0.5) == y).mean() > 0.97 and ((held >= 0.5) == y).mean() > 0.97
+    # each label's regression reads mostly that label's trees column
+    coef = np.abs(np.asarray(stack["coef"]))
+    assert all(coef[c].argmax() == 3 + c for c in range(3))
+
+
+def test_the_stacker_refuses_a_class_with_a_single_training_map():
+    names = ["Center", "Donut", "Loc"]
+    y, cnn, trees = _members(60, 3, 3)
+    y[:] = np.eye(3)[np.r_[[1], np.zeros(29, int), np.full(30, 2)]]
+    with pytest.raises(WaferSageError, match="needs two training maps of each class.*Donut: 1"):
+        fit_stack(cnn, trees, y, names, False, 0)
+    y[:, :] = 0.0
+    y[:, 0] = 1.0
+    with pytest.raises(WaferSageError, match="use combine: blend.*Center: 0"):
+        fit_stack(cnn, trees, y, names, True, 0)
+
+
+def test_a_stacked_stage_ships_its_stacker_and_training_prompts_read_the_cross_fitted_one(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    vqa = write_vqa(tmp_path / "vqa", n_wafers=120, size=64)
+    oof = tmp_path / "oof.parquet"
+    p = {"epochs": 1, "width": 4, "batch_size": 16, "combine": "stack"}
+    m = stage.run(p, vqa, tmp_path / "spec", tmp_path / "spec.json", oof)
+    assert m["combine"] == "stack" and "trees_weight" not in m and len(m["stack_C"]) == 1
+    model = Specialist.load(tmp_path / "spec")
+    assert model.config.stack["C"] == m["stack_C"] and model.trees is not None
+    names = model.config.classes
+    _, maps, dies, _ = stage.wafer_maps(pd.read_parquet(vqa / "val.parquet"), Path("val"))
+    cnn, trees = model.members(list(maps), dies)
+    np.testing.assert_allclose(
+        model.probabilities(list(maps), dies), stacked(model.config.stack, cnn, trees, False)
+    )
+    table = pd.read_parquet(oof)
+    held = table[[f"stack:{c}" for c in names]].to_numpy()
+    x = (table[[f"cnn:{c}" for c in names]].to_numpy(), table[[f"trees:{c}" for c in names]].to_numpy())
+    assert np.abs(held - stacked(model.config.stack, *x, False)).max() > 1e-3  # cross-fitted, not in-sample
+    advisor = OutOfFold(model, table)
+    assert list(advisor.known.values()) == clauses_of(held, names)
+    for bad, why in [({"folds": 0}, "folds >= 2"), ({"trees": False}, "trees: true")]:
+        with pytest.raises(WaferSageError, match=why):
+            stage.run({**p, **bad}, vqa, tmp_path / "x", tmp_path / "x.json", tmp_path / "x.parquet")
+    assert not (tmp_path / "x").exists()

@@ -314,7 +314,7 @@ class AlignParams(Section):
 
 
 class SpecialistParams(Section):
-    """``specialist``: the defect-type CNN + trees blend."""
+    """``specialist``: the defect-type CNN + trees, blended or stacked."""
 
     seed: int = 0
     threads: int = 1
@@ -329,11 +329,14 @@ class SpecialistParams(Section):
     folds: int = 2
     fold_epochs: int | None = Field(None, ge=1)
     picture_features: bool = True
+    combine: Literal["blend", "stack"] = "blend"
 
     @model_validator(mode="after")
     def _folds(self) -> SpecialistParams:
         if self.folds == 1 or self.folds < 0:
             raise ValueError(f"folds must be 0 (off) or at least 2, got {self.folds}")
+        if self.combine == "stack" and not (self.trees and self.folds):
+            raise ValueError("combine: stack needs trees: true and folds >= 2 (it learns out of fold)")
         return self
 
 

@@ -9,7 +9,9 @@ no die-level map is read as well as its pixels allow, not with features of the w
 It is shipped inside the model folder (``specialist/``: safetensors weights, the trees in skops
 format loaded with a fixed list of trusted types, and a JSON config; no pickle) and its class
 probabilities join the prompt's grounding line (:class:`wafersage.annotation.grounding.Grounder`),
-so the VLM learns when to trust it.
+so the VLM learns when to trust it. The two members are mixed either with one trees weight that
+the selection split chooses (``blend``) or by a logistic regression on both members' log-probabilities
+(``stack``, :func:`fit_stack`), fitted on the out-of-fold probabilities of the training maps.
 
 Single-label data trains with softmax cross-entropy, multi-label data (MixedWM38) with one sigmoid
 per class; both weight classes by inverse square-root frequency and augment with the eight
@@ -51,6 +53,9 @@ WEIGHTS, CONFIG, TREES = "specialist.safetensors", "specialist.json", "trees.sko
 TRUSTED_TREE_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 #: Weights of the trees in the blend that the val split chooses among (0: the CNN alone).
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: The stacker's L2 strengths that cross-validated log-loss chooses among, over this many folds.
+STACK_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+STACK_FOLDS = 5
 #: Classes named in the grounding clause: the most probable, at most this many ...
 TOP_K = 3
 #: ... and only those at or above this probability (the first is always named) ...
@@ -76,6 +81,9 @@ class SpecialistConfig:
     die_features: bool = False
     #: Trained on the picture's features too; the features end with their source (1: die-level).
     picture_features: bool = False
+    #: The stacker that replaces the blend (``None``: the blend): ``coef`` (classes x 2 classes),
+    #: ``intercept`` (classes) and ``C``, its regularisation (see :func:`fit_stack`).
+    stack: dict[str, Any] | None = None
     #: Maps and optimiser steps of the fit (no wall time: equal weights give an equal folder).
     trained: dict[str, Any] = field(default_factory=dict)
 
@@ -231,9 +239,9 @@ class Specialist:
     def probabilities(
         self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
     ) -> np.ndarray:
-        """(n, classes) blended probabilities (see :meth:`members`)."""
+        """(n, classes) probabilities of the members combined (see :meth:`members`, :func:`combined`)."""
         cnn, trees = self.members(maps, dies)
-        return blended(cnn, trees, self.config.blend)
+        return combined(cnn, trees, self.config)
 
     def clauses(
         self, maps: Sequence[np.ndarray], dies: Sequence[np.ndarray | None] | None = None
@@ -271,7 +279,8 @@ class Specialist:
         try:
             config = SpecialistConfig(**json.loads((folder / CONFIG).read_text()))
             state = load_file(str(folder / WEIGHTS))
-            trees = sio.load(folder / TREES, trusted=TRUSTED_TREE_TYPES) if config.blend > 0 else None
+            has_trees = config.blend > 0 or config.stack is not None
+            trees = sio.load(folder / TREES, trusted=TRUSTED_TREE_TYPES) if has_trees else None
         except sio.exceptions.UntrustedTypesFoundException as exc:
             raise WaferSageError(
                 folder / TREES, "untrusted type in the specialist's trees", str(exc)[:200]
@@ -322,6 +331,80 @@ def _stable_skops(data: bytes) -> bytes:
 def blended(cnn: np.ndarray, trees: np.ndarray | None, blend: float) -> np.ndarray:
     """The CNN's and the trees' probabilities mixed with the trees at weight ``blend``."""
     return cnn if trees is None or blend <= 0 else (1 - blend) * cnn + blend * trees
+
+
+def stack_inputs(cnn: np.ndarray, trees: np.ndarray, multi_label: bool) -> np.ndarray:
+    """The stacker's inputs: both members' log-probabilities side by side (log-odds for a
+    multi-label specialist, whose classes are independent)."""
+    p = np.clip(np.concatenate([cnn, trees], axis=1), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p) if multi_label else np.log(p)
+
+
+def stacked(stack: dict[str, Any], cnn: np.ndarray, trees: np.ndarray, multi_label: bool) -> np.ndarray:
+    """(n, classes) probabilities of the stacker ``stack`` (see :func:`fit_stack`): a softmax over
+    the classes, or one sigmoid per class for a multi-label specialist."""
+    z = stack_inputs(cnn, trees, multi_label) @ np.asarray(stack["coef"]).T + np.asarray(stack["intercept"])
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-z))
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def combined(cnn: np.ndarray, trees: np.ndarray | None, config: SpecialistConfig) -> np.ndarray:
+    """The members' probabilities combined as ``config`` says: stacked, blended or the CNN's."""
+    if trees is not None and config.stack is not None:
+        return stacked(config.stack, cnn, trees, config.multi_label)
+    return blended(cnn, trees, config.blend)
+
+
+def fit_stack(
+    cnn: np.ndarray, trees: np.ndarray, y: np.ndarray, names: Sequence[str], multi_label: bool, seed: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """A logistic regression from both members' out-of-fold probabilities of the training maps to
+    their labels ``y`` ((n, classes) 0/1): multinomial, or one per class for multi-label data. Its
+    L2 strength is the one of :data:`STACK_CS` with the best cross-validated log-loss on these rows
+    (:data:`STACK_FOLDS` folds, fewer where a class has fewer maps). Returns the stacker (JSON-ready)
+    and each row's probabilities from a stacker fitted on the other folds (what the training
+    prompts read, so no map's clause comes from a stacker that saw its label)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+
+    x = stack_inputs(cnn, trees, multi_label)
+    targets = [y[:, c].astype(int) for c in range(y.shape[1])] if multi_label else [y.argmax(1)]
+    coef, intercept, cs, out = [], [], [], np.zeros(y.shape, dtype=np.float64)
+    for c, t in enumerate(targets):
+        counts = np.bincount(t, minlength=2)
+        folds = int(min(STACK_FOLDS, counts.min()))
+        if folds < 2:
+            rare = names[c] if multi_label else names[int(counts.argmin())]
+            raise WaferSageError(
+                None,
+                "combine: stack needs two training maps of each class (with and without each label for "
+                "multi-label data); use combine: blend",
+                f"{rare}: {counts.min()}",
+            )
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        search = GridSearchCV(
+            LogisticRegression(max_iter=3000), {"C": list(STACK_CS)}, scoring="neg_log_loss", cv=cv
+        ).fit(x, t)
+        best = search.best_estimator_
+        refit = LogisticRegression(C=best.C, max_iter=3000)
+        held = cross_val_predict(refit, x, t, cv=cv, method="predict_proba")
+        w, b = best.coef_, best.intercept_
+        if len(w) == 1:  # two classes: one decision function, the first class's logit fixed at 0
+            w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+        if multi_label:
+            coef.append(w[1]), intercept.append(b[1]), cs.append(best.C)
+            out[:, c] = held[:, 1]
+        else:
+            coef, intercept, cs = list(w), list(b), [best.C]
+            out[:] = held
+    stack = {
+        "coef": [[float(v) for v in row] for row in coef],
+        "intercept": [float(v) for v in intercept],
+        "C": [float(v) for v in cs],
+    }
+    return stack, out
 
 
 def clauses_of(probs: np.ndarray, names: Sequence[str], multi_label: bool = False) -> list[str]:
@@ -529,11 +612,13 @@ def fit_out_of_fold(
     p: dict[str, Any],
     folds: int,
     dies: Sequence[np.ndarray | None] | None = None,
-) -> tuple[Specialist, np.ndarray, np.ndarray | None]:
-    """:func:`fit` on every map, and each map's (CNN, trees or ``None``) probabilities over the
-    specialist's classes from a specialist fitted on the other ``folds`` - 1 folds (stratified by
-    the first label where every label has ``folds`` maps, seeded; ``p['fold_epochs']`` epochs,
-    ``None``: ``p['epochs']``). The maps are prepared once."""
+) -> tuple[Specialist, dict[str, np.ndarray]]:
+    """:func:`fit` on every map, and each map's probabilities over the specialist's classes from a
+    specialist fitted on the other ``folds`` - 1 folds (stratified by the first label where every
+    label has ``folds`` maps, seeded; ``p['fold_epochs']`` epochs, ``None``: ``p['epochs']``), by
+    member: ``cnn``, ``trees`` (with ``p['trees']``) and, with ``p['combine'] == 'stack'``, ``stack``
+    (the cross-fitted stacker's; the shipped specialist gets the stacker fitted on every map, see
+    :func:`fit_stack`). The maps are prepared once."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     _threads(p)
@@ -544,34 +629,41 @@ def fit_out_of_fold(
     split = (StratifiedKFold if stratified else KFold)(
         n_splits=folds, shuffle=True, random_state=int(p["seed"])
     )
-    cnn = np.zeros(d.y.shape, dtype=np.float64)
-    trees = np.zeros_like(cnn) if p["trees"] else None
+    members = {"cnn": np.zeros(d.y.shape, dtype=np.float64)}
+    if p["trees"]:
+        members["trees"] = np.zeros_like(members["cnn"])
     fold_p = {**p, "epochs": p.get("fold_epochs") or p["epochs"]}
     for train_rows, held in split.split(np.zeros(len(strata)), strata):
-        a, b = _fit_rows(d, train_rows, fold_p).members(
+        cnn, trees = _fit_rows(d, train_rows, fold_p).members(
             list(d.arr[held]), None if dies is None else [dies[i] for i in held]
         )
-        cnn[held] = a
-        if trees is not None and b is not None:
-            trees[held] = b
-    return model, cnn, trees
+        members["cnn"][held] = cnn
+        if trees is not None:
+            members["trees"][held] = trees
+    if p.get("combine") == "stack" and "trees" in members:
+        model.config.stack, members["stack"] = fit_stack(
+            members["cnn"], members["trees"], d.y, d.used, d.multi, int(p["seed"])
+        )
+    return model, members
 
 
 class OutOfFold:
-    """An :class:`~wafersage.annotation.grounding.Advisor` that answers training maps from their out-of-fold
-    probabilities (looked up by :func:`map_key`) and any other map from ``specialist``."""
+    """An :class:`~wafersage.annotation.grounding.Advisor` that answers training maps from their
+    out-of-fold probabilities (looked up by :func:`map_key`; the stacker's where the table has
+    them, else the members' combined as ``specialist`` combines them) and any other map from
+    ``specialist``."""
 
     def __init__(self, specialist: Specialist, table: pd.DataFrame) -> None:
         self.specialist = specialist
-        names = specialist.config.classes
-        probs = blended(
-            table[[f"cnn:{c}" for c in names]].to_numpy(np.float64),
-            table[[f"trees:{c}" for c in names]].to_numpy(np.float64)
-            if f"trees:{names[0]}" in table
-            else None,
-            specialist.config.blend,
-        )
-        clauses = clauses_of(probs, names, specialist.config.multi_label)
+        names, config = specialist.config.classes, specialist.config
+
+        def member(name: str) -> np.ndarray | None:
+            cols = [f"{name}:{c}" for c in names]
+            return table[cols].to_numpy(np.float64) if cols[0] in table else None
+
+        stack = member("stack")
+        probs = stack if stack is not None else combined(member("cnn"), member("trees"), config)
+        clauses = clauses_of(probs, names, config.multi_label)
         self.known = dict(zip(table["map_key"], clauses, strict=True))
 
     def clauses(
@@ -589,18 +681,13 @@ class OutOfFold:
 
 
 def oof_table(
-    wafers: Sequence[str],
-    maps: Sequence[np.ndarray],
-    names: Sequence[str],
-    cnn: np.ndarray,
-    trees: np.ndarray | None,
+    wafers: Sequence[str], maps: Sequence[np.ndarray], names: Sequence[str], members: dict[str, np.ndarray]
 ) -> pd.DataFrame:
-    """The out-of-fold file's table: ``wafer_id``, ``map_key`` and a ``cnn:<class>`` (and
-    ``trees:<class>``) probability column a class."""
+    """The out-of-fold file's table: ``wafer_id``, ``map_key`` and a ``<member>:<class>``
+    probability column a member (``cnn``, ``trees``, ``stack``) and class."""
     cols: dict[str, Any] = {"wafer_id": [str(w) for w in wafers], "map_key": [map_key(m) for m in maps]}
-    cols |= {f"cnn:{c}": cnn[:, i] for i, c in enumerate(names)}
-    if trees is not None:
-        cols |= {f"trees:{c}": trees[:, i] for i, c in enumerate(names)}
+    for member, probs in members.items():
+        cols |= {f"{member}:{c}": probs[:, i] for i, c in enumerate(names)}
     return pd.DataFrame(cols)
 
 

@@ -3,11 +3,12 @@
 Each wafer's image (as the VLM sees it) is decoded back to off/pass/fail pixels, its die-level map
 read from the image (:func:`wafersage.wafers.render.embedded_map`), and the specialist
 (:mod:`wafersage.modeling.specialist`) learns the wafer's labels from the two; only the train split is
-used, so val and test labels never reach it. The VQA val split's wafers (the selection split)
-choose the trees' weight in the blend and score it. Writes ``models/specialist/`` (what
-``init_model`` ships inside the model folder), the out-of-fold probabilities of the train wafers
-(``specialist.folds`` folds; what SFT and GSPO ground their training prompts with) and the metrics
-JSON.
+used, so val and test labels never reach it. The members are combined by a stacker fitted on
+the train wafers' out-of-fold probabilities (``combine: stack``) or with the trees' weight that the
+VQA val split's wafers (the selection split) choose (``combine: blend``); that split scores it.
+Writes ``models/specialist/`` (what ``init_model`` ships inside the model folder), the
+out-of-fold probabilities of the train wafers (``specialist.folds`` folds; what SFT and GSPO ground
+their training prompts with) and the metrics JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def wafer_maps(
 
 
 def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Path) -> dict[str, Any]:
-    """Train on the train split, blend and score on the val split; save the specialist, the
+    """Train on the train split, combine the members (stacked or blended on the val split) and score
+    on the val split; save the specialist, the
     out-of-fold table of the train wafers (empty with ``folds: 0``) and the metrics."""
     p = validated("specialist", params)
     paths = {s: Path(vqa_dir) / f"{s}.parquet" for s in ("train", "val")}
@@ -61,13 +63,14 @@ def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Pa
         fp, folds = {**p, "size": int(train_maps.shape[1])}, int(p["folds"])
         t0 = time.perf_counter()
         if folds:
-            model, cnn, trees = fit_out_of_fold(train_maps, train_labels, fp, folds, train_dies)
-            table = oof_table(train_ids, list(train_maps), model.config.classes, cnn, trees)
+            model, members = fit_out_of_fold(train_maps, train_labels, fp, folds, train_dies)
+            table = oof_table(train_ids, list(train_maps), model.config.classes, members)
         else:
             model = fit(train_maps, train_labels, fp, train_dies)
-            table = oof_table([], [], model.config.classes, np.zeros((0, len(model.config.classes))), None)
+            table = oof_table([], [], model.config.classes, {"cnn": np.zeros((0, len(model.config.classes)))})
         fit_wall = time.perf_counter() - t0
-        blends = choose_blend(model, list(val_maps), val_labels, val_dies)
+        stack = model.config.stack
+        blends = {} if stack else choose_blend(model, list(val_maps), val_labels, val_dies)
         truth = [set(v) for v in val_labels]
         pred = model.predict(list(val_maps), val_dies)
         f1 = stats.rounded(stats.ci(stats.macro_f1_metric(truth, pred), len(truth), 1000, int(p["seed"])))
@@ -81,8 +84,12 @@ def run(params: dict[str, Any], vqa_dir: Path, out: Path, metrics: Path, oof: Pa
             "val_type_macro_f1": f1["value"],
             "val_type_macro_f1_ci": {"low": f1["ci_low"], "high": f1["ci_high"]},
             "val_per_class": stats.per_class_f1(truth, pred),
-            "trees_weight": model.config.blend,
-            "val_type_macro_f1_by_trees_weight": blends,
+            "combine": "stack" if stack else "blend",
+            **(
+                {"stack_C": stack["C"]}
+                if stack
+                else {"trees_weight": model.config.blend, "val_type_macro_f1_by_trees_weight": blends}
+            ),
             "oof_folds": folds,
         }
         mlflow.log_metrics(
