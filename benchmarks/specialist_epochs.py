@@ -20,14 +20,11 @@ import json
 import time
 from pathlib import Path
 
-from wafersage.annotation.grounding import image_to_map
 from wafersage.evaluation import real_val, stats
 from wafersage.modeling.specialist import Specialist, choose_blend, decide, fit
 from wafersage.modeling.vqa_data import read_split
 from wafersage.params import load_section
 from wafersage.stages.specialist import wafer_maps
-from wafersage.wafers.rawtable import decode_map
-from wafersage.wafers.render import render_map
 
 VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wm811k" / "val_data.pkl.xz"
 
@@ -53,8 +50,7 @@ def main() -> None:
     blends = choose_blend(model, list(val_maps), val_labels, val_dies)
 
     real = real_val.load_maps(real_val.RealVal("wm811k-processed", a.val), None, 0)
-    die_maps = [decode_map(b, r, c) for b, r, c in zip(real["map"], real["rows"], real["cols"], strict=True)]
-    pictures = [image_to_map(render_map(m, shipped.config.size)) for m in die_maps]
+    pictures, die_maps = real_val.specialist_inputs(real, shipped.config.size)
     truth = [set(v) for v in real["labels"]]
     cnn, _ = model.members(pictures, die_maps)
     preds = {

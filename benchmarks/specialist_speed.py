@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wafersage.annotation.grounding import image_to_map
 from wafersage.evaluation import real_val
 from wafersage.modeling.specialist import Specialist, _net, _planes, clauses_of
-from wafersage.wafers.rawtable import decode_map
-from wafersage.wafers.render import render_map
 
 
 def median_s(fn: Callable[[], object], repeats: int) -> float:
@@ -73,9 +70,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     table = real_val.load_maps(real_val.RealVal("wm811k-processed", args.val), args.n, 0)
-    dies = [decode_map(b, r, c) for b, r, c in zip(table["map"], table["rows"], table["cols"], strict=True)]
     spec = Specialist.load(args.specialist)
-    seen = [image_to_map(render_map(m, spec.config.size)) for m in dies]
+    seen, dies = real_val.specialist_inputs(table, spec.config.size)
     shipped = spec._forward
     ways = {"network forward": spec.net, "folded, channels-last": shipped}
     probs, secs = {}, {}

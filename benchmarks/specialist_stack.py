@@ -24,13 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wafersage.annotation.grounding import image_to_map
 from wafersage.evaluation import real_val, stats
 from wafersage.modeling.specialist import Specialist, blended, decide, fit_stack, pick_blend, stacked
 from wafersage.modeling.vqa_data import read_split
 from wafersage.stages.specialist import wafer_maps
-from wafersage.wafers.rawtable import decode_map
-from wafersage.wafers.render import render_map
 
 VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wm811k" / "val_data.pkl.xz"
 
@@ -53,8 +50,7 @@ def main() -> None:
     stack, _ = fit_stack(cnn_oof, trees_oof, y, names, False, 0)
 
     real = real_val.load_maps(real_val.RealVal("wm811k-processed", a.val), None, 0)
-    die_maps = [decode_map(b, r, c) for b, r, c in zip(real["map"], real["rows"], real["cols"], strict=True)]
-    pictures = [image_to_map(render_map(m, shipped.config.size)) for m in die_maps]
+    pictures, die_maps = real_val.specialist_inputs(real, shipped.config.size)
     _, vqa_maps, vqa_dies, vqa_labels = wafer_maps(read_split(a.run / "data/vqa/val.parquet"), Path("val"))
     vqa_cnn, vqa_trees = shipped.members(list(vqa_maps), vqa_dies)
     weight, _ = pick_blend(vqa_cnn, vqa_trees, vqa_labels, names, False)

@@ -232,7 +232,12 @@ def specialist_answers(folder: Path, maps: pd.DataFrame) -> list[str] | None:
     if not (Path(folder) / FOLDER).is_dir():
         return None
     model = Specialist.load(Path(folder) / FOLDER)
-    size = model.config.size
-    dies = [decode_map(b, r, c) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"], strict=True)]
-    seen = [image_to_map(render_map(m, size)) for m in dies]
+    seen, dies = specialist_inputs(maps, model.config.size)
     return [" and ".join(sorted(labels)) + "." for labels in model.predict(seen, dies)]
+
+
+def specialist_inputs(maps: pd.DataFrame, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """What a specialist reads of real maps (:func:`load_maps`' table): the ``size``-square map of
+    each rendered image the VLM sees, and the die-level map behind it."""
+    dies = [decode_map(b, r, c) for b, r, c in zip(maps["map"], maps["rows"], maps["cols"], strict=True)]
+    return [image_to_map(render_map(m, size)) for m in dies], dies
