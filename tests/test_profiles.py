@@ -34,8 +34,8 @@ def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_p
     }
     assert load_section("sft", real) == load_section("sft", embedded)
     spec, spec_real = load_section("specialist", embedded), load_section("specialist", real)
-    assert (spec["epochs"], spec["fold_epochs"]) == (10, None)
-    assert spec_real == {**spec, "epochs": 20}
+    assert (spec["epochs"], spec["fold_epochs"], spec["combine"]) == (10, None, "blend")
+    assert spec_real == {**spec, "epochs": 20, "combine": "stack"}
 
 
 def test_an_unknown_profile_is_a_one_line_error(tmp_path, repo_root):
