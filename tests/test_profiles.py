@@ -38,6 +38,17 @@ def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_p
     assert spec_real == {**spec, "epochs": 20}
 
 
+def test_a_section_override_holds_where_the_preset_is_silent(tmp_path, repo_root):
+    """`-S specialist.combine=stack` under the real profile stacks; `-S specialist.epochs=5` does
+    not move the preset's 20 (README: a preset wins over the sections it merges into)."""
+    path = _params(tmp_path, repo_root, "real")
+    data = yaml.safe_load(path.read_text())
+    data["specialist"].update(combine="stack", epochs=5)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    spec = load_section("specialist", path)
+    assert (spec["combine"], spec["epochs"]) == ("stack", 20)
+
+
 def test_an_unknown_profile_is_a_one_line_error(tmp_path, repo_root):
     with pytest.raises(WaferSageError, match="profile must name a preset of profiles.*'fab'"):
         load_section("gspo", _params(tmp_path, repo_root, "fab"))
