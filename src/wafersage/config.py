@@ -330,6 +330,7 @@ class SpecialistParams(Section):
     fold_epochs: int | None = Field(None, ge=1)
     picture_features: bool = True
     combine: Literal["blend", "stack"] = "blend"
+    stack_temperature: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _folds(self) -> SpecialistParams:

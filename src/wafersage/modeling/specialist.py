@@ -344,6 +344,7 @@ def stacked(stack: dict[str, Any], cnn: np.ndarray, trees: np.ndarray, multi_lab
     """(n, classes) probabilities of the stacker ``stack`` (see :func:`fit_stack`): a softmax over
     the classes, or one sigmoid per class for a multi-label specialist."""
     z = stack_inputs(cnn, trees, multi_label) @ np.asarray(stack["coef"]).T + np.asarray(stack["intercept"])
+    z = z / float(stack.get("temperature", 1.0))
     if multi_label:
         return 1.0 / (1.0 + np.exp(-z))
     z = np.exp(z - z.max(1, keepdims=True))
@@ -357,15 +358,35 @@ def combined(cnn: np.ndarray, trees: np.ndarray | None, config: SpecialistConfig
     return blended(cnn, trees, config.blend)
 
 
+def tempered(probs: np.ndarray, temperature: float, multi_label: bool) -> np.ndarray:
+    """``probs`` with their logits divided by ``temperature`` (> 1: less certain; the argmax and
+    every 50% decision stay)."""
+    if temperature == 1.0:
+        return probs
+    p = np.clip(probs, 1e-12, 1 - 1e-12)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
+    z = np.log(p) / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
 def fit_stack(
-    cnn: np.ndarray, trees: np.ndarray, y: np.ndarray, names: Sequence[str], multi_label: bool, seed: int
+    cnn: np.ndarray,
+    trees: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    multi_label: bool,
+    seed: int,
+    temperature: float = 1.0,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """A logistic regression from both members' out-of-fold probabilities of the training maps to
     their labels ``y`` ((n, classes) 0/1): multinomial, or one per class for multi-label data. Its
     L2 strength is the one of :data:`STACK_CS` with the best cross-validated log-loss on these rows
     (:data:`STACK_FOLDS` folds, fewer where a class has fewer maps). Returns the stacker (JSON-ready)
     and each row's probabilities from a stacker fitted on the other folds (what the training
-    prompts read, so no map's clause comes from a stacker that saw its label)."""
+    prompts read, so no map's clause comes from a stacker that saw its label), both with their
+    logits divided by ``temperature``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 
@@ -403,8 +424,9 @@ def fit_stack(
         "coef": [[float(v) for v in row] for row in coef],
         "intercept": [float(v) for v in intercept],
         "C": [float(v) for v in cs],
+        "temperature": float(temperature),
     }
-    return stack, out
+    return stack, tempered(out, temperature, multi_label)
 
 
 def clauses_of(probs: np.ndarray, names: Sequence[str], multi_label: bool = False) -> list[str]:
@@ -642,7 +664,13 @@ def fit_out_of_fold(
             members["trees"][held] = trees
     if p.get("combine") == "stack" and "trees" in members:
         model.config.stack, members["stack"] = fit_stack(
-            members["cnn"], members["trees"], d.y, d.used, d.multi, int(p["seed"])
+            members["cnn"],
+            members["trees"],
+            d.y,
+            d.used,
+            d.multi,
+            int(p["seed"]),
+            float(p.get("stack_temperature", 1.0)),
         )
     return model, members
 
