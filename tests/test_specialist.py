@@ -27,6 +27,7 @@ from wafersage.modeling.specialist import (
     _planes,
     choose_blend,
     clauses_of,
+    decide,
     fit,
     fit_out_of_fold,
     fit_stack,
@@ -37,6 +38,7 @@ from wafersage.modeling.specialist import (
     ship,
     stack_inputs,
     stacked,
+    tempered,
 )
 from wafersage.stages import specialist as stage
 from wafersage.wafers.rawtable import decode_map
@@ -511,6 +513,24 @@ def test_a_multi_label_stacker_is_one_regression_a_label():
     # each label's regression reads mostly that label's trees column
     coef = np.abs(np.asarray(stack["coef"]))
     assert all(coef[c].argmax() == 3 + c for c in range(3))
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_a_stack_temperature_grades_the_clause_and_keeps_every_decision(multi_label):
+    names = ["Center", "Donut", "Loc", "Scratch"]
+    y, cnn, trees = _members(600, 4, 4)
+    sharp, held = fit_stack(cnn, trees, y, names, multi_label, 0)
+    soft, held3 = fit_stack(cnn, trees, y, names, multi_label, 0, temperature=3.0)
+    assert soft["temperature"] == 3.0 and soft["coef"] == sharp["coef"]
+    p1, p3 = stacked(sharp, cnn, trees, multi_label), stacked(soft, cnn, trees, multi_label)
+    for a, b in ((p1, p3), (held, held3)):
+        np.testing.assert_array_equal(decide(a, names, multi_label), decide(b, names, multi_label))
+        top1, top3 = a.max(1), b.max(1)
+        assert np.median(top1) > 0.8 and np.median(top3) < np.median(top1) - 0.2
+    if not multi_label:
+        np.testing.assert_allclose(p3.sum(1), 1.0)
+    # the saved temperature is what serving applies: the sharp stacker's logits divided by 3
+    np.testing.assert_allclose(p3, tempered(p1, 3.0, multi_label), atol=1e-9)
 
 
 def test_the_stacker_refuses_a_class_with_a_single_training_map():
