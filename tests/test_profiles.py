@@ -35,18 +35,18 @@ def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_p
     assert load_section("sft", real) == load_section("sft", embedded)
     spec, spec_real = load_section("specialist", embedded), load_section("specialist", real)
     assert (spec["epochs"], spec["fold_epochs"], spec["combine"]) == (10, None, "blend")
-    assert spec_real == {**spec, "epochs": 20}
+    assert spec_real == {**spec, "epochs": 20, "combine": "stack", "stack_temperature": 3}
 
 
 def test_a_section_override_holds_where_the_preset_is_silent(tmp_path, repo_root):
-    """`-S specialist.combine=stack` under the real profile stacks; `-S specialist.epochs=5` does
-    not move the preset's 20 (README: a preset wins over the sections it merges into)."""
+    """`-S specialist.lr=0.001` under the real profile holds; `-S specialist.epochs=5` does not
+    move the preset's 20 (README: a preset wins over the sections it merges into)."""
     path = _params(tmp_path, repo_root, "real")
     data = yaml.safe_load(path.read_text())
-    data["specialist"].update(combine="stack", epochs=5)
+    data["specialist"].update(lr=0.001, epochs=5)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     spec = load_section("specialist", path)
-    assert (spec["combine"], spec["epochs"]) == ("stack", 20)
+    assert (spec["lr"], spec["epochs"]) == (0.001, 20)
 
 
 def test_an_unknown_profile_is_a_one_line_error(tmp_path, repo_root):
