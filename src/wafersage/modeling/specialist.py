@@ -344,7 +344,12 @@ def stacked(stack: dict[str, Any], cnn: np.ndarray, trees: np.ndarray, multi_lab
     """(n, classes) probabilities of the stacker ``stack`` (see :func:`fit_stack`): a softmax over
     the classes, or one sigmoid per class for a multi-label specialist."""
     z = stack_inputs(cnn, trees, multi_label) @ np.asarray(stack["coef"]).T + np.asarray(stack["intercept"])
-    z = z / float(stack.get("temperature", 1.0))
+    return from_logits(z / float(stack.get("temperature", 1.0)), multi_label)
+
+
+def from_logits(z: np.ndarray, multi_label: bool) -> np.ndarray:
+    """(n, classes) probabilities of logits ``z``: a softmax over the classes, or one sigmoid per
+    class for a multi-label specialist."""
     if multi_label:
         return 1.0 / (1.0 + np.exp(-z))
     z = np.exp(z - z.max(1, keepdims=True))
@@ -364,11 +369,8 @@ def tempered(probs: np.ndarray, temperature: float, multi_label: bool) -> np.nda
     if temperature == 1.0:
         return probs
     p = np.clip(probs, 1e-12, 1 - 1e-12)
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
-    z = np.log(p) / temperature
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+    z = np.log(p) - np.log1p(-p) if multi_label else np.log(p)
+    return from_logits(z / temperature, multi_label)
 
 
 def fit_stack(
