@@ -35,7 +35,7 @@ def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_p
     assert load_section("sft", real) == load_section("sft", embedded)
     spec, spec_real = load_section("specialist", embedded), load_section("specialist", real)
     assert (spec["epochs"], spec["fold_epochs"], spec["combine"]) == (10, None, "blend")
-    assert spec_real == {**spec, "epochs": 20, "combine": "stack", "stack_temperature": 3}
+    assert spec_real == {**spec, "epochs": 20, "combine": "stack", "stack_temperature": 5}
 
 
 def test_a_section_override_holds_where_the_preset_is_silent(tmp_path, repo_root):
