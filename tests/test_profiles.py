@@ -20,7 +20,7 @@ def _params(tmp_path: Path, repo_root: Path, profile: str) -> Path:
     return path
 
 
-def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_path, repo_root):
+def test_the_real_profile_sets_gspo_the_specialist_and_evaluate_and_leaves_the_rest(tmp_path, repo_root):
     (tmp_path / "e").mkdir()
     embedded, real = _params(tmp_path / "e", repo_root, "embedded"), _params(tmp_path, repo_root, "real")
     plain, preset = load_section("gspo", embedded), load_section("gspo", real)
@@ -36,6 +36,8 @@ def test_the_real_profile_sets_gspo_and_the_specialist_and_leaves_the_rest(tmp_p
     spec, spec_real = load_section("specialist", embedded), load_section("specialist", real)
     assert (spec["epochs"], spec["fold_epochs"], spec["combine"]) == (10, None, "blend")
     assert spec_real == {**spec, "epochs": 20, "combine": "stack", "stack_temperature": 5}
+    ev, ev_real = load_section("evaluate", embedded), load_section("evaluate", real)
+    assert (ev["unseen_pairs"], ev_real) == (200, {**ev, "unseen_pairs": 1000})
 
 
 def test_a_section_override_holds_where_the_preset_is_silent(tmp_path, repo_root):

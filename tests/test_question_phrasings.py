@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,12 +15,14 @@ from wafersage.annotation.knowledge import load_knowledge_base
 from wafersage.annotation.phrasing import CLASS_TERMS, ZONE_PHRASES, mentions_class
 from wafersage.annotation.rubric import rubric_record
 from wafersage.annotation.vqa import (
+    COMPOSED_SHARE,
     COMPOUND_KINDS,
     Q_TYPE,
     QUESTION_KINDS,
     claim_fields,
     normalise_question,
     parse_question,
+    phrasings,
     qa_pairs,
 )
 from wafersage.evaluation.unseen_phrasing import load_unseen, unseen_items
@@ -48,11 +51,13 @@ def synthesized() -> pd.DataFrame:
 
 def test_every_kind_has_many_distinct_phrasings_that_name_no_class():
     assert Q_TYPE[0] == "What type of defect pattern is visible on this wafer map?"
-    every = [normalise_question(q) for _, qs in QUESTION_KINDS.values() for q in qs]
+    every = [normalise_question(q) for kind in QUESTION_KINDS for q in phrasings(kind)]
     assert len(every) == len(set(every))  # no phrasing shared by two kinds
     fields = claim_fields("The failing dies form a thin line.")
-    for kind, (_, qs) in QUESTION_KINDS.items():
-        assert len(qs) >= 10, kind
+    for kind, (_, written) in QUESTION_KINDS.items():
+        qs = phrasings(kind)
+        assert len(written) >= 10, kind
+        assert len(qs) >= (10 if kind == "claim" else 300), kind
         for q in qs:
             asked = q.format(**fields)
             assert not mentions_class(asked, list(CLASS_TERMS)), q
@@ -68,8 +73,11 @@ def test_seeded_synthesis_uses_many_phrasings_and_the_compound_kinds(synthesized
     assert df.groupby("wafer_id").size().between(8, 10).all()
     used = Counter(df["kind"])
     assert set(COMPOUND_KINDS) <= set(used)
-    assert df.loc[df["kind"] == "type", "question"].nunique() >= 15
-    assert df.loc[df["category"] == "type", "question"].nunique() >= 50
+    assert df.loc[df["kind"] == "type", "question"].nunique() >= 40
+    assert df.loc[df["category"] == "type", "question"].nunique() >= 150
+    asked = df[df["kind"] != "claim"]  # claims keep their written phrasings
+    composed = [q not in QUESTION_KINDS[k][1] for q, k in zip(asked["question"], asked["kind"], strict=True)]
+    assert abs(np.mean(composed) - COMPOSED_SHARE) < 0.05, np.mean(composed)
     for kind in ("zone", "shape", "step", "causes"):
         assert df.loc[df["kind"] == kind, "question"].nunique() >= 10, kind
     assert df.loc[df["kind"] == "claim", "question"].map(lambda q: parse_question(q) is not None).all()
@@ -107,9 +115,9 @@ def test_unseen_phrasings_are_apart_from_every_template():
     assert set(unseen) == set(QUESTION_KINDS)
     assert all(len(qs) >= 4 for qs in unseen.values())
     assert set(COMPOUND_KINDS) <= set(unseen)
-    templates = {normalise_question(q) for _, qs in QUESTION_KINDS.values() for q in qs}
+    templates = {normalise_question(q) for kind in QUESTION_KINDS for q in phrasings(kind)}
     fields = claim_fields("The failing dies form a thin line.")
-    seen_asked = {normalise_question(q.format(**fields)) for _, qs in QUESTION_KINDS.values() for q in qs}
+    seen_asked = {normalise_question(q.format(**fields)) for kind in QUESTION_KINDS for q in phrasings(kind)}
     for qs in unseen.values():
         for q in qs:
             assert normalise_question(q) not in templates, q

@@ -4,10 +4,12 @@ leak-free wafer/lot split, and the loader that turns the tables into a ``dataset
 Every reference answer is written from the wafer's rubric (so it hits the rubric's ``must_hit``
 phrases), questions never name a class the wafer carries, and each pair has a curriculum
 difficulty (1-3): a base per question kind, +1 for a hard (per the cleaning stage) or mixed wafer.
-Each question kind (:data:`QUESTION_KINDS`) is asked in 10-19 phrasings (direct, imperative, terse,
-jargon, yes/no-then-which), and part of the wafers get compound questions (type + suspect step,
-"is there a defect, and which", type + location, location + shape) whose answers answer every part,
-the type first. Phrasings held out of training live in ``resources/unseen_questions.yaml``.
+Each question kind (:data:`QUESTION_KINDS`) has 10-19 written phrasings (direct, imperative, terse,
+jargon, yes/no-then-which) and, but for claims, hundreds more composed by
+:mod:`~wafersage.annotation.question_grammar`; a question is a written one or a composed one, half
+and half. Part of the wafers get compound questions (type + suspect step, "is there a defect, and
+which", type + location, location + shape) whose answers answer every part, the type first.
+Phrasings held out of training live in ``resources/unseen_questions.yaml``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wafersage.annotation import question_grammar
 from wafersage.annotation.categories import TYPE_CATEGORY
 from wafersage.annotation.descriptions import wafer_rng
 from wafersage.annotation.phrasing import (
@@ -279,6 +282,13 @@ CLAIM_FIELDS: tuple[str, ...] = ("claim", "claim_lc", "claim_bare")
 #: location), and whose first spatial question is location + shape.
 COMPOUND_TYPE_SHARE = 0.45
 COMPOUND_ZONE_SHARE = 0.3
+#: Share of questions asked in a composed phrasing (the rest in a written one).
+COMPOSED_SHARE = 0.5
+
+
+def phrasings(kind: str) -> list[str]:
+    """Every phrasing of ``kind``: the written ones, then the composed ones."""
+    return list(dict.fromkeys([*QUESTION_KINDS[kind][1], *question_grammar.phrasings(kind)]))
 
 
 def claim_fields(claim: str) -> dict[str, str]:
@@ -296,8 +306,8 @@ def normalise_question(text: str) -> str:
 def _question_index() -> tuple[dict[str, str], tuple[tuple[re.Pattern[str], str], ...]]:
     exact: dict[str, str] = {}
     patterns = []
-    for kind, (_, phrasings) in QUESTION_KINDS.items():
-        for q in phrasings:
+    for kind in QUESTION_KINDS:
+        for q in phrasings(kind):
             if "{" not in q:
                 exact[q] = kind
                 continue
@@ -398,9 +408,13 @@ def qa_pairs(rec: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
 
     def add(kind: str, answer: str, base: int, truth: bool | None = None, **fmt: str) -> None:
         cat, qs = QUESTION_KINDS[kind]
-        options = [q.format(**fmt) for q in qs]
-        options = [q for q in options if not mentions_class(q, labels)] or ["Describe this wafer map."]
-        pairs.append((cat, pick(rng, options), answer, _bump(base, rec), truth))
+        if question_grammar.FRAMES.get(kind) and rng.random() < COMPOSED_SHARE:
+            question = question_grammar.sample(rng, kind)  # composed phrasings name no class
+        else:
+            options = [q.format(**fmt) for q in qs]
+            options = [q for q in options if not mentions_class(q, labels)] or ["Describe this wafer map."]
+            question = pick(rng, options)
+        pairs.append((cat, question, answer, _bump(base, rec), truth))
 
     # the answers the compound questions combine
     if labels:
