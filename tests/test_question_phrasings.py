@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wafersage.annotation import question_grammar
 from wafersage.annotation.answer_parser import parse_labels
 from wafersage.annotation.attributes import wafer_attributes
 from wafersage.annotation.knowledge import load_knowledge_base
@@ -158,3 +159,19 @@ def test_unseen_items_swap_in_a_held_out_phrasing_of_the_same_kind(synthesized):
     base = df.set_index("item_id").loc[got["item_id"]]
     assert (base["answer"].to_numpy() == got["answer"].to_numpy()).all()  # the references stay
     assert unseen_items(df, 0, seed=0).empty
+
+
+def test_composed_share_zero_asks_written_phrasings_only_and_one_composes_all_but_claims():
+    kb = load_knowledge_base()
+    raw = generate(SyntheticConfig(n_wafers=60, seed=4, mixed_fraction=0.2))
+    written = {q for _, qs in QUESTION_KINDS.values() for q in qs}
+    composed = {k: set(question_grammar.phrasings(k)) for k in QUESTION_KINDS}
+    for share in (0.0, 1.0):
+        for r in raw.itertuples():
+            labels = list(r.labels)
+            m = decode_map(r.map, r.rows, r.cols)
+            rec = rubric_record(r.wafer_id, labels, wafer_attributes(m, labels), kb, "a summary of the map")
+            for p in qa_pairs(rec, seed=1, composed_share=share):
+                kind = parse_question(p["question"])[0]
+                if kind != "claim":
+                    assert p["question"] in (composed[kind] if share else written), (share, p["question"])

@@ -28,6 +28,7 @@ from pydantic import (
 from wafersage.annotation.descriptions import VARIANTS
 from wafersage.annotation.grounding import MODES
 from wafersage.annotation.vlm_client import VLMConfig
+from wafersage.annotation.vqa import COMPOSED_SHARE
 from wafersage.errors import WaferSageError
 from wafersage.evaluation.real_val import REAL_SOURCES
 from wafersage.labels.cleaning import CleanConfig
@@ -262,6 +263,7 @@ class VqaParams(Section):
     """``vqa``: QA synthesis (the split comes from the ``split`` stage)."""
 
     seed: int = 0
+    composed_share: float = Field(COMPOSED_SHARE, ge=0, le=1)
 
 
 # judge and reward ------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ phrases), questions never name a class the wafer carries, and each pair has a cu
 difficulty (1-3): a base per question kind, +1 for a hard (per the cleaning stage) or mixed wafer.
 Each question kind (:data:`QUESTION_KINDS`) has 10-19 written phrasings (direct, imperative, terse,
 jargon, yes/no-then-which) and, but for claims, hundreds more composed by
-:mod:`~wafersage.annotation.question_grammar`; a question is a written one or a composed one, half
-and half. Part of the wafers get compound questions (type + suspect step, "is there a defect, and
-which", type + location, location + shape) whose answers answer every part, the type first.
+:mod:`~wafersage.annotation.question_grammar`; a share ``vqa.composed_share`` of the questions (half
+by default) is asked in a composed one. Part of the wafers get compound questions (type + suspect
+step, "is there a defect, and which", type + location, location + shape) whose answers answer
+every part, the type first.
 Phrasings held out of training live in ``resources/unseen_questions.yaml``.
 """
 
@@ -282,7 +283,7 @@ CLAIM_FIELDS: tuple[str, ...] = ("claim", "claim_lc", "claim_bare")
 #: location), and whose first spatial question is location + shape.
 COMPOUND_TYPE_SHARE = 0.45
 COMPOUND_ZONE_SHARE = 0.3
-#: Share of questions asked in a composed phrasing (the rest in a written one).
+#: Default share of questions asked in a composed phrasing (params ``vqa.composed_share``).
 COMPOSED_SHARE = 0.5
 
 
@@ -397,8 +398,11 @@ def _claims(rec: dict[str, Any], rng: np.random.Generator) -> list[tuple[str, st
     return out
 
 
-def qa_pairs(rec: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
-    """The QA pairs of one rubric record (wafer id, labels, tag, attributes, rubric)."""
+def qa_pairs(
+    rec: dict[str, Any], seed: int = 0, composed_share: float = COMPOSED_SHARE
+) -> list[dict[str, Any]]:
+    """The QA pairs of one rubric record (wafer id, labels, tag, attributes, rubric); a share
+    ``composed_share`` of the questions composed (0 draws nothing for it: written phrasings only)."""
     rng = wafer_rng(rec["wafer_id"], seed, "vqa")
     r = rec["rubric"]
     labels = [c for c in rec["labels"] if c != NONE]
@@ -408,7 +412,7 @@ def qa_pairs(rec: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
 
     def add(kind: str, answer: str, base: int, truth: bool | None = None, **fmt: str) -> None:
         cat, qs = QUESTION_KINDS[kind]
-        if question_grammar.FRAMES.get(kind) and rng.random() < COMPOSED_SHARE:
+        if composed_share > 0 and question_grammar.FRAMES.get(kind) and rng.random() < composed_share:
             question = question_grammar.sample(rng, kind)  # composed phrasings name no class
         else:
             options = [q.format(**fmt) for q in qs]

@@ -46,11 +46,11 @@ SCHEMA = pa.schema(
 )
 
 
-def synthesize(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+def synthesize(records: list[dict[str, Any]], seed: int, composed_share: float) -> list[dict[str, Any]]:
     """All QA pairs of all rubric records."""
     pairs: list[dict[str, Any]] = []
     for rec in records:
-        pairs.extend(qa_pairs(rec, seed))
+        pairs.extend(qa_pairs(rec, seed, composed_share))
     return pairs
 
 
@@ -90,7 +90,7 @@ def run(
         raise WaferSageError(rubrics, "wafer not in the raw table", missing[0])
     inputs = {"rubrics": rubrics, "raw": raw, **({"splits": splits} if splits else {})}
     with stage_run("vqa", params, inputs=inputs) as mlflow:
-        pairs = synthesize(records, seed)
+        pairs = synthesize(records, seed, float(params["composed_share"]))
         split_of = dict(zip(df["wafer_id"].astype(str), wafer_splits(df, splits), strict=True))
         for p in pairs:
             p["split"] = split_of[p["wafer_id"]]
