@@ -35,15 +35,25 @@ TYPE_KINDS = [k for k, (cat, _) in QUESTION_KINDS.items() if cat == "type"]
 
 
 @pytest.fixture(scope="module")
-def synthesized() -> pd.DataFrame:
-    """QA pairs of 200 synthetic wafers (mixed ones included), with their records' fields."""
+def records() -> list[dict]:
+    """Rubric records of 200 synthetic wafers (mixed ones included)."""
     kb = load_knowledge_base()
     raw = generate(SyntheticConfig(n_wafers=200, seed=4, mixed_fraction=0.2))
-    rows = []
+    out = []
     for r in raw.itertuples():
         labels = list(r.labels)
         m = decode_map(r.map, r.rows, r.cols)
-        rec = rubric_record(r.wafer_id, labels, wafer_attributes(m, labels), kb, "a summary of the wafer map")
+        out.append(
+            rubric_record(r.wafer_id, labels, wafer_attributes(m, labels), kb, "a summary of the wafer map")
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthesized(records) -> pd.DataFrame:
+    """QA pairs of the 200 synthetic wafers, with their records' fields."""
+    rows = []
+    for rec in records:
         for p in qa_pairs(rec, seed=1):
             kind = parse_question(p["question"])
             rows.append({**p, "kind": kind[0] if kind else None, "rubric": rec["rubric"]})
@@ -161,16 +171,11 @@ def test_unseen_items_swap_in_a_held_out_phrasing_of_the_same_kind(synthesized):
     assert unseen_items(df, 0, seed=0).empty
 
 
-def test_composed_share_zero_asks_written_phrasings_only_and_one_composes_all_but_claims():
-    kb = load_knowledge_base()
-    raw = generate(SyntheticConfig(n_wafers=60, seed=4, mixed_fraction=0.2))
+def test_composed_share_zero_asks_written_phrasings_only_and_one_composes_all_but_claims(records):
     written = {q for _, qs in QUESTION_KINDS.values() for q in qs}
     composed = {k: set(question_grammar.phrasings(k)) for k in QUESTION_KINDS}
     for share in (0.0, 1.0):
-        for r in raw.itertuples():
-            labels = list(r.labels)
-            m = decode_map(r.map, r.rows, r.cols)
-            rec = rubric_record(r.wafer_id, labels, wafer_attributes(m, labels), kb, "a summary of the map")
+        for rec in records[:60]:
             for p in qa_pairs(rec, seed=1, composed_share=share):
                 kind = parse_question(p["question"])[0]
                 if kind != "claim":
