@@ -122,6 +122,7 @@ def test_an_unknown_key_of_a_nested_mapping_is_one_line_naming_it(mapping, tmp_p
         ("gspo.curriculum.stages[1].steps", 0, "gspo.curriculum.stages[1].steps: input should be greater"),
         ("clean.weights.knn", "much", "clean.weights.knn: input should be a valid number"),
         ("specialist.stack_temperature", 0, "specialist.stack_temperature: input should be greater than 0"),
+        ("vqa.composed_share", 1.5, "vqa.composed_share: input should be less than or equal to 1"),
         ("ingest.source", "wm911k", "ingest.source: input should be 'synthetic', 'wm811k'"),
         ("split", {"train": 0, "val": 0.5, "test": 0.5}, "split: train must be more than 0"),
         ("evaluate.real_val", "on", "evaluate.real_val: input should be 'auto', 'off' or False"),
